@@ -1,0 +1,262 @@
+"""The Flask JSON API (CONTRACT.md): answers at once, hands generation to the queue."""
+
+import hmac
+import json
+import logging
+import math
+from datetime import datetime, timedelta
+
+from flask import Blueprint, Flask, jsonify, request
+from peewee import fn
+from werkzeug.exceptions import HTTPException
+
+from storyapp import ingest, jobs, tasks
+from storyapp.config import Settings
+from storyapp.db import database
+from storyapp.models import Article, Job, Story, utcnow
+
+log = logging.getLogger(__name__)
+bp = Blueprint("api", __name__)
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **extra):
+        super().__init__(message)
+        self.status, self.code, self.message, self.extra = status, code, message, extra
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    tasks.configure(settings)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["STORYAPP"] = settings
+    app.json.sort_keys = False
+    app.register_blueprint(bp)
+    app.before_request(_open_connection)
+    app.before_request(_check_token)
+    app.teardown_request(_close_connection)
+    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    return app
+
+
+def _open_connection():
+    database.connect(reuse_if_open=True)
+
+
+def _close_connection(exc):
+    if not database.is_closed():
+        database.close()
+
+
+def _check_token():
+    token = tasks.settings().api_token
+    if token is None or request.method in ("GET", "HEAD", "OPTIONS"):
+        return None
+    given = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        raise ApiError(401, "unauthorized", "this server needs Authorization: Bearer <token>")
+    return None
+
+
+def _api_error(error: ApiError):
+    body = {"error": {"code": error.code, "message": error.message, **error.extra}}
+    return jsonify(body), error.status
+
+
+def _http_error(error: HTTPException):
+    code = {
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "body_too_large",
+    }.get(error.code, (error.name or "error").lower().replace(" ", "_"))
+    message = error.description or error.name
+    if error.code == 413:
+        message = f"the body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB"
+    return jsonify({"error": {"code": code, "message": message}}), error.code
+
+
+def _unexpected_error(error: Exception):
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    body = {"error": {"code": "internal_error", "message": "the server hit an unexpected error"}}
+    return jsonify(body), 500
+
+
+# --- input ---------------------------------------------------------------------------------
+
+
+def json_body(default=None):
+    raw = request.get_data(cache=False)
+    if not raw.strip() and default is not None:
+        return default
+    if not request.is_json:
+        raise ApiError(
+            415, "unsupported_media_type", "send JSON with Content-Type: application/json"
+        )
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise ApiError(400, "malformed_json", "the body is not valid UTF-8") from None
+    except ValueError as exc:
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+
+
+def number_in_range(value, name: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ApiError(422, "invalid_value", f"{name} must be a number from {low:g} to {high:g}")
+    if not low <= value <= high:
+        raise ApiError(
+            422, "invalid_value", f"{name} must be from {low:g} to {high:g}, got {value}"
+        )
+    return float(value)
+
+
+def query_int(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(422, "invalid_value", f"{name} must be a whole number") from None
+    if not low <= value <= high:
+        raise ApiError(422, "invalid_value", f"{name} must be from {low} to {high}")
+    return value
+
+
+def page() -> tuple[int, int]:
+    return query_int("limit", 50, 1, 500), query_int("offset", 0, 0, 10**9)
+
+
+def since_hours() -> datetime:
+    return utcnow() - timedelta(hours=query_int("hours", 24, 1, 720))
+
+
+# --- articles ------------------------------------------------------------------------------
+
+
+@bp.post("/articles")
+def post_articles():
+    try:
+        records = ingest.records_from(json_body())
+        result = ingest.store(records)
+    except ingest.InputError as exc:
+        raise ApiError(422, "invalid_articles", str(exc), **exc.details) from None
+    return jsonify(result.to_dict()), 201
+
+
+@bp.get("/articles")
+def list_articles():
+    limit, offset = page()
+    query = Article.select().where(Article.published_at >= since_hours())
+    rows = (
+        query.order_by(Article.published_at.desc(), Article.id.desc()).limit(limit).offset(offset)
+    )
+    return {"articles": [a.to_dict() for a in rows], "total": query.count()}
+
+
+# --- jobs ----------------------------------------------------------------------------------
+
+
+@bp.post("/stories/generate")
+def generate():
+    body = json_body(default={})
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_value", "the body must be a JSON object")
+    unknown = set(body) - {"time_window_hours", "force"}
+    if unknown:
+        raise ApiError(422, "unknown_field", f"unknown field(s): {', '.join(sorted(unknown))}")
+    hours = number_in_range(body.get("time_window_hours", 24), "time_window_hours", 1, 720)
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise ApiError(422, "invalid_value", "force must be true or false")
+    try:
+        job, created = tasks.start_job(hours, force)
+    except Exception:
+        log.exception("could not queue a job")
+        raise ApiError(503, "queue_unavailable", "the job queue cannot take jobs now") from None
+    answer = {"job_id": job["id"], "status": job["status"], "status_url": f"/jobs/{job['id']}"}
+    if not created:
+        return {**answer, "deduplicated": True}, 200
+    return answer, 202
+
+
+def get_job_or_404(job_id: str) -> Job:
+    job = Job.get_or_none(Job.id == job_id)
+    if job is None:
+        raise ApiError(404, "not_found", f"no job with id {job_id!r}")
+    return job
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id):
+    return get_job_or_404(job_id).to_dict()
+
+
+@bp.get("/jobs")
+def list_jobs():
+    limit = query_int("limit", 50, 1, 500)
+    query = Job.select().order_by(Job.created_at.desc(), Job.id)
+    status = request.args.get("status")
+    if status:
+        if status not in JOB_STATUSES:
+            raise ApiError(422, "invalid_value", f"status must be one of {', '.join(JOB_STATUSES)}")
+        query = query.where(Job.status == status)
+    return {"jobs": [job.to_dict() for job in query.limit(limit)]}
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def cancel_job(job_id):
+    get_job_or_404(job_id)
+    jobs.cancel_job(job_id)
+    return get_job_or_404(job_id).to_dict(), 202
+
+
+# --- stories -------------------------------------------------------------------------------
+
+
+@bp.get("/stories")
+def list_stories():
+    limit, offset = page()
+    query = Story.newest().where(Story.updated_at >= since_hours())
+    stories = list(query.limit(limit).offset(offset))
+    articles = Story.articles_of(stories)
+    return {
+        "stories": [s.to_dict(articles[s.id]) for s in stories],
+        "total": query.count(),
+    }
+
+
+@bp.get("/stories/<int:story_id>")
+def get_story(story_id):
+    story = Story.get_or_none(Story.id == story_id)
+    if story is None:
+        raise ApiError(404, "not_found", f"no story with id {story_id}")
+    return story.to_dict()
+
+
+# --- health --------------------------------------------------------------------------------
+
+
+@bp.get("/health")
+def health():
+    report = {"status": "ok"}
+    try:
+        database.execute_sql("SELECT 1")
+        report["database"] = {"ok": True, "articles": Article.select(fn.COUNT(Article.id)).scalar()}
+    except Exception as exc:
+        report.update(status="down", database={"ok": False, "error": str(exc)})
+        return report, 503
+    try:
+        report["queue"] = {"ok": True, "pending_tasks": tasks.huey.pending_count()}
+    except Exception as exc:
+        report.update(status="degraded", queue={"ok": False, "error": str(exc)})
+    report["llm"] = tasks.llm().check()
+    if not (report["llm"]["reachable"] and report["llm"]["model_available"]):
+        report["status"] = "degraded"
+    return report

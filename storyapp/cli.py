@@ -1,0 +1,199 @@
+"""The `storyapp` command: thin shells over ingest, tasks and the app (CONTRACT.md).
+
+A user error prints one line on stderr and exits non-zero; nothing else does."""
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+import requests
+from tqdm import tqdm
+
+from storyapp import db, ingest, tasks
+from storyapp.config import ConfigError, Settings
+from storyapp.migrations import migrate
+from storyapp.models import Job
+
+# Feeds and exports over HTTP: how long to wait and how much to read at most.
+FETCH_TIMEOUT_S = 30
+FETCH_MAX_BYTES = 32 * 1024 * 1024
+ENDED = ("succeeded", "failed", "cancelled")
+
+
+class UserError(click.ClickException):
+    pass
+
+
+def load_settings() -> Settings:
+    settings = Settings.from_env()
+    tasks.configure(settings)
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """storyapp: turns news articles into stories with a local LLM."""
+
+
+@cli.command()
+def init():
+    """Create or migrate the database; safe to run twice."""
+    settings = Settings.from_env()
+    applied = migrate(db.bind(settings.database_url))
+    tasks.configure(settings)
+    done = f"applied {', '.join(applied)}" if applied else "already up to date"
+    click.echo(f"database {settings.database_url}: {done}")
+
+
+@cli.command("ingest")
+@click.argument("sources", nargs=-1, required=True)
+def ingest_command(sources):
+    """Import articles once from files or http(s) URLs: JSON, JSONL or an RSS/Atom feed."""
+    load_settings()
+    for source in sources:
+        result = ingest.store(ingest.parse_bytes(read_source(source)))
+        line = f"{source}: {result.created} new, {result.duplicates} duplicates"
+        if result.rejected:
+            line += f", {len(result.rejected)} rejected (first: #{result.rejected[0]['index']}: "
+            line += f"{result.rejected[0]['error']})"
+        click.echo(line)
+
+
+def read_source(source: str) -> bytes:
+    if source.startswith(("http://", "https://")):
+        try:
+            with requests.get(source, timeout=FETCH_TIMEOUT_S, stream=True) as response:
+                response.raise_for_status()
+                data = response.raw.read(FETCH_MAX_BYTES + 1, decode_content=True)
+        except requests.RequestException as exc:
+            raise UserError(f"cannot fetch {source}: {exc}") from None
+        if len(data) > FETCH_MAX_BYTES:
+            raise UserError(f"{source} is larger than {FETCH_MAX_BYTES // 2**20} MiB")
+        return data
+    if "://" in source:
+        raise UserError(f"{source}: only files and http(s) URLs can be read")
+    try:
+        return Path(source).read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {source}: {exc.strerror}") from None
+
+
+@cli.command()
+@click.option("--hours", default=24.0, type=click.FloatRange(1, 720), show_default=True,
+              help="Time window: articles published in the last HOURS hours.")
+@click.option("--wait", is_flag=True, help="Show a progress bar until the job ends.")
+@click.option("--force", is_flag=True, help="Ignore the cache and unchanged stories.")
+def generate(hours, wait, force):
+    """Queue a generation job and print its id."""
+    load_settings()
+    job, created = tasks.start_job(hours, force)
+    click.echo(job["id"] if created else f"{job['id']} (an equal job is already {job['status']})")
+    if wait:
+        final = watch_job(job["id"])
+        click.echo(describe_job(final))
+        if final["status"] != "succeeded":
+            sys.exit(1)
+
+
+def watch_job(job_id: str, poll_s: float = 0.2) -> dict:
+    """A progress bar over the job's clusters until it ends; returns the final job."""
+    bar = tqdm(total=None, unit="cluster", desc="queued", file=sys.stderr, dynamic_ncols=True)
+    waited_for_worker = time.monotonic()
+    try:
+        while True:
+            job = Job.get_by_id(job_id).to_dict()
+            if job["total"] is not None and bar.total != job["total"]:
+                bar.reset(total=job["total"])
+            bar.n = job["done"]
+            c = job["counts"]
+            bar.set_description(job["status"])
+            bar.set_postfix_str(
+                f"llm {c['llm']} cached {c['cached']} fallback {c['fallback']} "
+                f"reused {c['reused']} single {c['single']}", refresh=False
+            )
+            bar.refresh()
+            if job["status"] in ENDED:
+                return job
+            if job["status"] == "queued" and time.monotonic() - waited_for_worker > 10:
+                bar.write("still queued: is a worker running? (storyapp worker)")
+                waited_for_worker = float("inf")
+            time.sleep(poll_s)
+    finally:
+        bar.close()
+
+
+def describe_job(job: dict) -> str:
+    c = job["counts"]
+    line = (
+        f"job {job['id']} {job['status']} in {job['duration_s'] or 0:.1f} s: {job['done']}/"
+        f"{job['total'] or 0} clusters ({c['llm']} by the LLM, {c['cached']} from the cache, "
+        f"{c['fallback']} fallback, {c['reused']} unchanged, {c['single']} single-article)"
+    )
+    return line + (f"; error: {job['error']}" if job["error"] else "")
+
+
+@cli.command()
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="Worker threads [default: $STORYAPP_WORKERS].")
+def worker(workers):
+    """Run the Huey consumer: thread workers, scheduler on."""
+    settings = load_settings()
+    setup_logging()
+    consumer = tasks.huey.create_consumer(
+        workers=workers or settings.workers,
+        worker_type="thread",
+        periodic=True,
+        # Poll the SQLite queue every 50 ms at first, at most every second when idle: Huey's
+        # own default lets an idle consumer sleep 10 s before it sees new work.
+        initial_delay=0.05,
+        backoff=1.15,
+        max_delay=1.0,
+    )
+    consumer.run()
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8787, type=click.IntRange(1, 65535), show_default=True)
+def serve(host, port):
+    """Serve the HTTP API with waitress."""
+    import waitress
+
+    from storyapp.api import create_app
+
+    setup_logging()
+    app = create_app(Settings.from_env())
+    click.echo(f"storyapp API on http://{host}:{port}/", err=True)
+    waitress.serve(app, host=host, port=port, threads=8)
+
+
+@cli.command()
+def demo():
+    """Load the sample articles and turn them into stories, end to end."""
+    from storyapp.demo import run_demo
+
+    sys.exit(run_demo(load_settings()))
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="storyapp", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # usage errors and UserError alike: one line
+        click.echo(f"storyapp: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except (ConfigError, ingest.InputError) as exc:
+        click.echo(f"storyapp: error: {exc}", err=True)
+        sys.exit(1)
+    except click.Abort:
+        click.echo("storyapp: aborted", err=True)
+        sys.exit(130)

@@ -1,0 +1,63 @@
+"""Settings, read once from the environment (names and defaults: CONTRACT.md)."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    queue_url: str
+    ollama_hosts: tuple[str, ...]
+    model: str
+    llm_concurrency: int
+    llm_timeout: float
+    workers: int
+    schedule: str
+    api_token: str | None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        data_dir = Path(env.get("STORYAPP_DATA_DIR") or "./data").resolve()
+        hosts = tuple(
+            h.strip() for h in env.get("OLLAMA_HOST", "http://localhost:11434").split(",")
+        )
+        if not all(hosts):
+            raise ConfigError("OLLAMA_HOST has an empty entry")
+        return cls(
+            data_dir=data_dir,
+            database_url=env.get("STORYAPP_DATABASE_URL") or f"sqlite:///{data_dir}/storyapp.db",
+            queue_url=env.get("STORYAPP_QUEUE_URL") or f"sqlite:///{data_dir}/queue.db",
+            ollama_hosts=tuple(_with_scheme(h) for h in hosts),
+            model=env.get("STORYAPP_MODEL") or "llama3.1:8b",
+            llm_concurrency=_number(env, "STORYAPP_LLM_CONCURRENCY", 4, int, 1, 256),
+            llm_timeout=_number(env, "STORYAPP_LLM_TIMEOUT", 120.0, float, 0.1, 3600),
+            workers=_number(env, "STORYAPP_WORKERS", 8, int, 1, 256),
+            schedule=(env.get("STORYAPP_SCHEDULE") or "0 * * * *").strip(),
+            api_token=env.get("STORYAPP_API_TOKEN") or None,
+        )
+
+
+def _with_scheme(host: str) -> str:
+    # Ollama's own tools accept "localhost:11434"; so do we.
+    return host if "://" in host else f"http://{host}"
+
+
+def _number(env, name, default, kind, low, high):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {raw!r}")
+    return value

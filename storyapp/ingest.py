@@ -1,0 +1,204 @@
+"""Articles in: parse JSON, JSONL or {"articles": [...]}, validate each record, store the new ones.
+
+Invalid records are reported with their index and a reason; the valid ones of the same batch
+still land. A URL seen before (in the database or earlier in the batch) counts as a duplicate.
+Fields other than the article's own (an exporter's extras, the sample's `event` label) are
+ignored rather than refused: real exports carry many.
+"""
+
+import hashlib
+import html as html_lib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import feedparser
+
+from storyapp.db import database, in_chunks
+from storyapp.models import Article, utcnow
+
+MAX_URL = 2048
+MAX_TITLE = 1000
+MAX_SUMMARY = 20_000
+MAX_CONTENT = 200_000
+MAX_SOURCE = 200
+TEXT_LIMITS = {"summary": MAX_SUMMARY, "content": MAX_CONTENT, "source": MAX_SOURCE}
+
+
+class InputError(ValueError):
+    """The batch as a whole is unusable (not one bad record: those are reported per index)."""
+
+    def __init__(self, message: str, **details):
+        super().__init__(message)
+        self.details = details
+
+
+@dataclass
+class IngestResult:
+    created: int = 0
+    duplicates: int = 0
+    rejected: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        out = {"created": self.created, "duplicates": self.duplicates}
+        if self.rejected:
+            out["rejected"] = self.rejected
+        return out
+
+
+def parse_bytes(data: bytes) -> list:
+    """Records from JSON, JSONL, or an RSS/Atom feed (told apart by the first character)."""
+    if data.lstrip()[:1] == b"<":
+        return parse_feed(data)
+    try:
+        return parse_text(data.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise InputError("the input is neither UTF-8 JSON nor an RSS/Atom feed") from None
+
+
+def parse_feed(data: bytes) -> list:
+    """Records from an RSS or Atom document; feedparser copes with the many dialects."""
+    feed = feedparser.parse(data)
+    if feed.bozo and not feed.entries:
+        raise InputError(f"not a readable RSS/Atom feed: {feed.get('bozo_exception')}")
+    source = feed.feed.get("title", "")
+    records = []
+    for entry in feed.entries:
+        published = entry.get("published_parsed") or entry.get("updated_parsed")
+        content = entry.get("content") or []
+        records.append(
+            {
+                "url": entry.get("link"),
+                "title": _plain(entry.get("title", "")),
+                "summary": _plain(entry.get("summary", "")),
+                "content": _plain(content[0].get("value", "")) if content else "",
+                "source": source,
+                "published_at": None if published is None else
+                datetime(*published[:6]).isoformat(),
+            }
+        )
+    return records
+
+
+def _plain(html: str) -> str:
+    # Feed fields carry HTML; the prompt and the clustering want the words.
+    return " ".join(html_lib.unescape(TAG.sub(" ", html)).split())
+
+
+TAG = re.compile(r"<[^>]+>")
+
+
+def parse_text(text: str) -> list:
+    """Records from a JSON document (one article, a list, or {"articles": [...]}) or JSONL."""
+    stripped = text.strip()
+    if not stripped:
+        raise InputError("no articles: the input is empty")
+    try:
+        return records_from(json.loads(stripped))
+    except json.JSONDecodeError as exc:
+        first_error = exc
+    records = []
+    for number, line in enumerate(stripped.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == 1:
+                raise InputError(f"not JSON or JSONL: {first_error}") from None
+            raise InputError(f"line {number} is not valid JSON") from None
+    return records
+
+
+def records_from(document) -> list:
+    if isinstance(document, list):
+        return document
+    if isinstance(document, dict):
+        if "articles" in document:
+            if not isinstance(document["articles"], list):
+                raise InputError('"articles" must be a list')
+            return document["articles"]
+        return [document] if document else []
+    raise InputError('expected an article object, a list of articles or {"articles": [...]}')
+
+
+def validate(record) -> dict:
+    """Returns the article's fields ready to store, or raises ValueError with the reason."""
+    if not isinstance(record, dict):
+        raise ValueError("an article must be a JSON object")
+    url = record.get("url")
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError("url is required and must be a string")
+    url = url.strip()
+    if len(url) > MAX_URL:
+        raise ValueError(f"url is longer than {MAX_URL} characters")
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ValueError("url must be an absolute http or https URL")
+    title = record.get("title")
+    if not isinstance(title, str) or not title.strip():
+        raise ValueError("title is required and must be a non-empty string")
+    if len(title) > MAX_TITLE:
+        raise ValueError(f"title is longer than {MAX_TITLE} characters")
+    article = {"url": url, "title": " ".join(title.split())}
+    for name, limit in TEXT_LIMITS.items():
+        value = record.get(name)
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string")
+        if len(value) > limit:
+            raise ValueError(f"{name} is longer than {limit} characters")
+        article[name] = value.strip()
+    article["published_at"] = parse_datetime(record.get("published_at"))
+    article["content_hash"] = content_hash(article)
+    return article
+
+
+def parse_datetime(value) -> datetime:
+    if value is None:
+        return utcnow()
+    if not isinstance(value, str):
+        raise ValueError("published_at must be an ISO-8601 string")
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"published_at is not an ISO-8601 date: {value[:40]!r}") from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+def content_hash(article: dict) -> str:
+    text = "\x1f".join(article[k] for k in ("url", "title", "summary", "content"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def store(records: list) -> IngestResult:
+    """Validates and stores a batch; raises InputError only when nothing in it is usable."""
+    if not records:
+        raise InputError("no articles in the input")
+    result = IngestResult()
+    fresh: dict[str, dict] = {}
+    for index, record in enumerate(records):
+        try:
+            article = validate(record)
+        except ValueError as exc:
+            result.rejected.append({"index": index, "error": str(exc)})
+            continue
+        if article["url"] in fresh:
+            result.duplicates += 1
+        else:
+            fresh[article["url"]] = article
+    if not fresh:
+        first = result.rejected[0]["error"]
+        raise InputError(f"every article was invalid; first: {first}", rejected=result.rejected)
+    rows = list(fresh.values())
+    with database.atomic():
+        for chunk in in_chunks(rows):
+            inserted = Article.insert_many(chunk).on_conflict_ignore().as_rowcount().execute()
+            result.created += inserted
+            result.duplicates += len(chunk) - inserted
+    return result

@@ -1,0 +1,353 @@
+"""Generation jobs over the database: request, plan, settle each cluster, finish exactly once.
+
+No Huey here: tasks.py calls these functions. Planning settles every cluster that needs no LLM
+(unchanged, cached, one article) on the spot and returns the ones that do; each of those is
+settled by `run_cluster`, in whatever thread and order, and the last one ends the job. Every
+write is a short transaction: the LLM is never called with one open.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from peewee import Case, IntegrityError, fn
+
+from storyapp import clustering, synthesis
+from storyapp.db import database, in_chunks
+from storyapp.llm import LLM
+from storyapp.models import (
+    Article,
+    Job,
+    JobCluster,
+    LLMCall,
+    Story,
+    StoryArticle,
+    SynthesisCache,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+OUTCOME_COUNTERS = {
+    "llm": Job.llm,
+    "cached": Job.cached,
+    "fallback": Job.fallback,
+    "reused": Job.reused,
+    "single": Job.single,
+}
+# A story is the same story when at least this share of the two article sets is shared.
+SAME_STORY_JACCARD = 0.5
+
+
+def request_job(hours: float, force: bool) -> tuple[Job, bool]:
+    """A new queued job, or the equal one already queued or running: (job, created)."""
+    key = Job.key_for(hours, force)
+    for _ in range(5):
+        try:
+            with database.atomic():
+                return Job.create(time_window_hours=hours, force=force, active_key=key), True
+        except IntegrityError:
+            existing = Job.get_or_none(Job.active_key == key)
+            if existing is not None:
+                return existing, False
+            # It ended between our insert and our read: the key is free again.
+    raise RuntimeError(f"could not create or find a job for {key}")
+
+
+def fail_job(job_id: str, reason: str) -> bool:
+    return _end(job_id, "failed", Job.status.in_(Job.ACTIVE), error=reason)
+
+
+def cancel_job(job_id: str) -> bool:
+    """Ends a queued or running job; its clusters not yet started are skipped."""
+    return _end(job_id, "cancelled", Job.status.in_(Job.ACTIVE))
+
+
+def _end(job_id: str, status, condition, error=None) -> bool:
+    ended = (
+        Job.update(status=status, finished_at=utcnow(), active_key=None, error=error)
+        .where(Job.id == job_id, condition)
+        .execute()
+    )
+    return ended == 1
+
+
+@dataclass
+class ClusterPlan:
+    key: str
+    article_ids: list[int]
+    content_hashes: list[str]
+
+
+def plan_job(job_id: str, model: str) -> list[int]:
+    """Starts a queued job: clusters its window and settles what needs no LLM. Returns the
+    ids of the JobCluster rows left for `run_cluster`; [] if the job was not queued."""
+    started = (
+        Job.update(status="running", started_at=utcnow())
+        .where(Job.id == job_id, Job.status == "queued")
+        .execute()
+    )
+    if not started:
+        return []
+    job = Job.get_by_id(job_id)
+    window_end = job.created_at
+    window_start = window_end - timedelta(hours=job.time_window_hours)
+    plans = cluster_window(window_start, window_end)
+    reusable = {} if job.force else _stories_by_key([p.key for p in plans])
+    cache = {} if job.force else _cache_entries(plans, model)
+    singles = load_texts([p.article_ids[0] for p in plans if len(p.article_ids) == 1])
+
+    pending_rows, counts = [], dict.fromkeys(OUTCOME_COUNTERS, 0)
+    with database.atomic():
+        for plan in plans:
+            row = {"job": job_id, "cluster_key": plan.key, "article_ids": plan.article_ids}
+            if plan.key in reusable:
+                outcome, story = "reused", reusable[plan.key]
+            elif len(plan.article_ids) == 1:
+                outcome = "single"
+                text = singles[plan.article_ids[0]]
+                story = save_story(plan, synthesis.lead_story(text), "single", None)
+            elif (entry := cache.get(synthesis.cache_key(model, plan.content_hashes))) is not None:
+                outcome, story = "cached", save_story(plan, entry.story, "llm", entry.model)
+            else:
+                pending_rows.append(row)
+                continue
+            counts[outcome] += 1
+            JobCluster.create(
+                **row, status="done", outcome=outcome, story=story, finished_at=utcnow()
+            )
+        for row in pending_rows:
+            JobCluster.create(**row)
+        Job.update(
+            window_start=window_start,
+            window_end=window_end,
+            total=len(plans),
+            done=len(plans) - len(pending_rows),
+            **counts,
+        ).where(Job.id == job_id).execute()
+    log.info(
+        "job %s planned: %d articles, %d clusters, %d for the LLM, counts %s",
+        job_id,
+        sum(len(p.article_ids) for p in plans),
+        len(plans),
+        len(pending_rows),
+        counts,
+    )
+    finish_if_complete(job_id)
+    return [
+        jc.id
+        for jc in JobCluster.select(JobCluster.id)
+        .where(JobCluster.job == job_id, JobCluster.status == "pending")
+        .order_by(JobCluster.id)
+    ]
+
+
+def cluster_window(start, end) -> list[ClusterPlan]:
+    rows = list(
+        Article.in_window(start, end)
+        .select(
+            Article.id, Article.title, Article.summary, Article.published_at, Article.content_hash
+        )
+        .order_by(Article.published_at, Article.id)
+        .tuples()
+    )
+    docs = [
+        clustering.Doc(f"{title}\n{summary}", published) for _, title, summary, published, _ in rows
+    ]
+    plans = []
+    for group in clustering.cluster(docs):
+        hashes = [rows[i][4] for i in group]
+        plans.append(
+            ClusterPlan(clustering.cluster_key(hashes), [rows[i][0] for i in group], hashes)
+        )
+    return plans
+
+
+def _stories_by_key(keys: list[str]) -> dict[str, Story]:
+    return {
+        s.cluster_key: s
+        for c in in_chunks(keys)
+        for s in Story.select().where(Story.cluster_key.in_(c))
+    }
+
+
+def _cache_entries(plans: list[ClusterPlan], model: str) -> dict[str, SynthesisCache]:
+    keys = [synthesis.cache_key(model, p.content_hashes) for p in plans if len(p.article_ids) > 1]
+    return {
+        e.key: e
+        for c in in_chunks(keys)
+        for e in SynthesisCache.select().where(SynthesisCache.key.in_(c))
+    }
+
+
+def run_cluster(cluster_id: int, llm: LLM | None) -> str | None:
+    """Writes the story of one pending cluster; returns its outcome, or None if the cluster was
+    not pending (settled already, or its job cancelled: then it is skipped)."""
+    jc = JobCluster.get_or_none(JobCluster.id == cluster_id)
+    if jc is None or jc.status != "pending":
+        return None
+    if Job.select(Job.status).where(Job.id == jc.job_id).scalar() != "running":
+        JobCluster.update(status="skipped", finished_at=utcnow()).where(
+            JobCluster.id == cluster_id, JobCluster.status == "pending"
+        ).execute()
+        return None
+    texts = list(load_texts(jc.article_ids).values())
+    plan = ClusterPlan(jc.cluster_key, jc.article_ids, [t.content_hash for t in texts])
+    result = synthesis.synthesize(texts, llm)
+    model = llm.model if llm is not None else None
+    outcome = result.generator
+    with database.atomic():
+        _log_calls(jc, model, result.calls)
+        settled = (
+            JobCluster.update(
+                status="done", outcome=outcome, finished_at=utcnow(), error=result.error
+            )
+            .where(JobCluster.id == cluster_id, JobCluster.status == "pending")
+            .execute()
+        )
+        if settled:
+            story = save_story(
+                plan, result.story, result.generator, model if outcome == "llm" else None
+            )
+            JobCluster.update(story=story).where(JobCluster.id == cluster_id).execute()
+            if outcome == "llm":
+                key = synthesis.cache_key(model, plan.content_hashes)
+                entry = {"key": key, "model": model, "story": result.story}
+                SynthesisCache.insert(entry).on_conflict(
+                    conflict_target=[SynthesisCache.key],
+                    update={SynthesisCache.story: result.story, SynthesisCache.model: model},
+                ).execute()
+            counter = OUTCOME_COUNTERS[outcome]
+            Job.update({Job.done: Job.done + 1, counter: counter + 1}).where(
+                Job.id == jc.job_id
+            ).execute()
+    if not settled:
+        return None
+    if result.error:
+        log.warning("job %s cluster %s: fallback story (%s)", jc.job_id, cluster_id, result.error)
+    finish_if_complete(jc.job_id)
+    return outcome
+
+
+def fail_cluster(cluster_id: int, reason: str) -> None:
+    """Counts a cluster that could not be settled at all, so its job can still end."""
+    jc = JobCluster.get_or_none(JobCluster.id == cluster_id)
+    if jc is None:
+        return
+    with database.atomic():
+        failed = (
+            JobCluster.update(status="failed", error=reason, finished_at=utcnow())
+            .where(JobCluster.id == cluster_id, JobCluster.status == "pending")
+            .execute()
+        )
+        if failed:
+            Job.update(done=Job.done + 1, failed=Job.failed + 1).where(
+                Job.id == jc.job_id
+            ).execute()
+    if failed:
+        finish_if_complete(jc.job_id)
+
+
+def finish_if_complete(job_id: str) -> bool:
+    """Ends a running job whose clusters are all settled. The conditional update makes this
+    true for exactly one caller, however many workers finish their last clusters at once."""
+    ended = (
+        Job.update(
+            status=Case(None, [(Job.failed > 0, "failed")], "succeeded"),
+            finished_at=utcnow(),
+            active_key=None,
+        )
+        .where(Job.id == job_id, Job.status == "running", Job.done >= Job.total)
+        .execute()
+    )
+    if ended:
+        job = Job.get_by_id(job_id)
+        if job.failed:
+            first = (
+                JobCluster.select(JobCluster.error)
+                .where(JobCluster.job == job_id, JobCluster.status == "failed")
+                .limit(1)
+                .scalar()
+            )
+            job.error = f"{job.failed} of {job.total} clusters failed; first: {first}"
+            job.save(only=[Job.error])
+        log.info("job %s %s: %s", job_id, job.status, job.to_dict()["counts"])
+    return bool(ended)
+
+
+def load_texts(article_ids: list[int]) -> dict[int, synthesis.ArticleText]:
+    texts = {}
+    for chunk in in_chunks(article_ids):
+        for a in Article.select().where(Article.id.in_(chunk)):
+            texts[a.id] = synthesis.ArticleText(
+                a.title, a.summary, a.content, a.source, a.published_at, a.content_hash
+            )
+    return texts
+
+
+def _log_calls(jc: JobCluster, model: str | None, calls: list[synthesis.CallRecord]) -> None:
+    if not calls:
+        return
+    LLMCall.insert_many(
+        [
+            {
+                "job": jc.job_id,
+                "cluster_key": jc.cluster_key,
+                "model": model,
+                "host": call.host,
+                "attempt": call.attempt,
+                "outcome": call.outcome,
+                "status_code": call.status_code,
+                "error": call.error,
+                "latency_ms": round(call.latency_ms, 3),
+                "prompt_tokens": call.prompt_tokens,
+                "completion_tokens": call.completion_tokens,
+            }
+            for call in calls
+        ]
+    ).execute()
+
+
+def save_story(plan: ClusterPlan, story: dict, generator: str, model: str | None) -> Story:
+    """Creates the cluster's story, or updates the existing story it continues: the one with the
+    same key, else the one sharing most of its articles (same id, `updated_at` moves)."""
+    target = Story.get_or_none(Story.cluster_key == plan.key) or _continued_story(plan)
+    now = utcnow()
+    fields = {
+        "cluster_key": plan.key,
+        "title": story["title"],
+        "summary": story["summary"],
+        "key_points": story["key_points"],
+        "generator": generator,
+        "model": model,
+        "article_count": len(plan.article_ids),
+        "updated_at": now,
+    }
+    if target is None:
+        target = Story.create(**fields, created_at=now)
+    else:
+        Story.update(**fields).where(Story.id == target.id).execute()
+        StoryArticle.delete().where(StoryArticle.story == target.id).execute()
+    StoryArticle.insert_many(
+        [{"story": target.id, "article": aid} for aid in plan.article_ids]
+    ).execute()
+    return target
+
+
+def _continued_story(plan: ClusterPlan) -> Story | None:
+    shared = {}
+    for chunk in in_chunks(plan.article_ids):
+        for story_id, count in (
+            StoryArticle.select(StoryArticle.story, fn.COUNT(StoryArticle.id))
+            .where(StoryArticle.article.in_(chunk))
+            .group_by(StoryArticle.story)
+            .tuples()
+        ):
+            shared[story_id] = shared.get(story_id, 0) + count
+    best, best_score = None, SAME_STORY_JACCARD
+    for story in Story.select().where(Story.id.in_(list(shared))):
+        overlap = shared[story.id]
+        score = overlap / (len(plan.article_ids) + story.article_count - overlap)
+        if score >= best_score:
+            best, best_score = story, score
+    return best

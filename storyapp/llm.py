@@ -1,0 +1,167 @@
+"""The LLM behind one small interface: `generate(messages, schema) -> Reply`, one request a call.
+
+`OllamaLLM` speaks Ollama's /api/chat through the official client, spreads requests over the
+configured hosts and keeps at most `concurrency` requests in flight per host, across every thread
+of the process. Retrying is the caller's choice (synthesis.py): each attempt is logged on its own.
+"""
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+import ollama
+
+
+@dataclass
+class Reply:
+    data: dict | list | str | int | float | bool | None  # the parsed JSON the model wrote
+    host: str
+    latency_ms: float
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class LLMError(Exception):
+    """One failed request. `outcome` is how the call row records it: timeout, error or invalid
+    (the server answered, but not with JSON). `retryable` says whether trying again can help."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        outcome: str,
+        retryable: bool,
+        host: str = "",
+        latency_ms: float = 0.0,
+        status_code: int | None = None,
+    ):
+        super().__init__(message)
+        self.outcome = outcome
+        self.retryable = retryable
+        self.host = host
+        self.latency_ms = latency_ms
+        self.status_code = status_code
+
+
+class LLM(Protocol):
+    model: str
+
+    def generate(self, messages: list[dict], schema: dict) -> Reply: ...
+
+
+# Statuses where the same request may well work a moment later: overloaded or crashed runner.
+RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class OllamaLLM:
+    def __init__(
+        self,
+        hosts: tuple[str, ...],
+        model: str,
+        *,
+        timeout: float,
+        concurrency: int,
+        options: dict | None = None,
+    ):
+        self.model = model
+        self.hosts = hosts
+        self.options = options or {}
+        self._clients = {h: ollama.Client(host=h, timeout=timeout) for h in hosts}
+        self._slots = {h: threading.BoundedSemaphore(concurrency) for h in hosts}
+        self._in_flight = dict.fromkeys(hosts, 0)
+        self._lock = threading.Lock()
+
+    def generate(self, messages: list[dict], schema: dict) -> Reply:
+        host = self._pick_host()
+        try:
+            with self._slots[host]:
+                started = time.perf_counter()
+                try:
+                    response = self._clients[host].chat(
+                        model=self.model,
+                        messages=messages,
+                        format=schema,
+                        options=self.options,
+                        stream=False,
+                    )
+                except Exception as exc:
+                    raise _as_llm_error(exc, host, (time.perf_counter() - started) * 1000) from exc
+                latency_ms = (time.perf_counter() - started) * 1000
+        finally:
+            with self._lock:
+                self._in_flight[host] -= 1
+        content = response.message.content or ""
+        try:
+            data = json.loads(content)
+        except json.JSONDecodeError:
+            raise LLMError(
+                f"reply is not JSON: {content[:80]!r}",
+                outcome="invalid",
+                retryable=True,
+                host=host,
+                latency_ms=latency_ms,
+            ) from None
+        return Reply(
+            data=data,
+            host=host,
+            latency_ms=latency_ms,
+            prompt_tokens=response.prompt_eval_count,
+            completion_tokens=response.eval_count,
+        )
+
+    def _pick_host(self) -> str:
+        # The host with the fewest requests in flight (or waiting for a slot) gets the next one.
+        with self._lock:
+            host = min(self.hosts, key=self._in_flight.__getitem__)
+            self._in_flight[host] += 1
+            return host
+
+    def check(self, timeout: float = 3.0) -> dict:
+        """Whether any host answers and has the model, for /health and the demo. Uses its own
+        short timeout: a health check must not wait as long as a generation may."""
+        reachable, available, errors = False, False, []
+        for host in self.hosts:
+            client = ollama.Client(host=host, timeout=timeout)
+            try:
+                names = {m.model for m in client.list().models}
+            except Exception as exc:
+                errors.append(f"{host}: {_describe(exc)}")
+                continue
+            finally:
+                client.close()
+            reachable = True
+            available = available or self.model in names or f"{self.model}:latest" in names
+        result = {"reachable": reachable, "model_available": available, "model": self.model}
+        if errors:
+            result["errors"] = errors
+        return result
+
+
+def _as_llm_error(exc: Exception, host: str, latency_ms: float) -> LLMError:
+    common = {"host": host, "latency_ms": latency_ms}
+    if isinstance(exc, ollama.ResponseError):
+        status = exc.status_code
+        if status == 404:
+            message = f"model not found on {host}: {exc.error} (run `ollama pull` for it)"
+        else:
+            message = f"HTTP {status} from {host}: {exc.error}"
+        return LLMError(
+            message,
+            outcome="error",
+            retryable=status in RETRYABLE_STATUS,
+            status_code=status,
+            **common,
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        message = f"no reply from {host} in time"
+        return LLMError(message, outcome="timeout", retryable=True, **common)
+    return LLMError(_describe(exc, host), outcome="error", retryable=True, **common)
+
+
+def _describe(exc: Exception, host: str = "") -> str:
+    if isinstance(exc, ConnectionError | httpx.TransportError):
+        return f"cannot connect to {host}" if host else "cannot connect"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,242 @@
+"""Peewee models: articles, stories, jobs and their clusters, LLM calls, the synthesis cache."""
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+from peewee import (
+    BooleanField,
+    CharField,
+    DateTimeField,
+    FloatField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+from storyapp.db import database
+
+
+def utcnow() -> datetime:
+    # Stored naive, always UTC: SQLite and PostgreSQL compare them the same way.
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def isoformat(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="seconds") + "Z"
+
+
+class JSONField(TextField):
+    # JSON kept as text, so the schema is the same on every engine.
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, ensure_ascii=False)
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+
+
+class Article(BaseModel):
+    url = TextField(unique=True)
+    title = TextField()
+    summary = TextField(default="")
+    content = TextField(default="")
+    source = TextField(default="")
+    published_at = DateTimeField(index=True)
+    ingested_at = DateTimeField(default=utcnow)
+    # Fingerprint of what the LLM reads; cluster keys and cache keys are built from these.
+    content_hash = CharField(max_length=64)
+
+    @classmethod
+    def in_window(cls, start: datetime, end: datetime):
+        return cls.select().where(cls.published_at >= start, cls.published_at <= end)
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "url": self.url,
+            "title": self.title,
+            "summary": self.summary,
+            "source": self.source,
+            "published_at": isoformat(self.published_at),
+        }
+
+
+class Story(BaseModel):
+    # The key of the cluster this story was last written from (see clustering.cluster_key).
+    cluster_key = CharField(max_length=64, unique=True)
+    title = TextField()
+    summary = TextField()
+    key_points = JSONField(default=list)
+    generator = CharField(max_length=16)  # llm | fallback | single
+    model = CharField(max_length=200, null=True)
+    article_count = IntegerField()
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow, index=True)
+
+    @classmethod
+    def newest(cls):
+        return cls.select().order_by(cls.updated_at.desc(), cls.id.desc())
+
+    @staticmethod
+    def articles_of(stories: list["Story"]) -> dict[int, list[Article]]:
+        """The articles of several stories in one query, oldest first."""
+        found = {story.id: [] for story in stories}
+        query = (
+            Article.select(Article, StoryArticle.story)
+            .join(StoryArticle)
+            .where(StoryArticle.story.in_(list(found)))
+            .order_by(Article.published_at, Article.id)
+        )
+        for article in query:
+            found[article.storyarticle.story_id].append(article)
+        return found
+
+    def to_dict(self, articles: list[Article] | None = None) -> dict:
+        if articles is None:
+            articles = Story.articles_of([self])[self.id]
+        return {
+            "id": self.id,
+            "title": self.title,
+            "summary": self.summary,
+            "key_points": self.key_points,
+            "article_count": self.article_count,
+            "articles": [
+                {k: a[k] for k in ("id", "url", "title", "source", "published_at")}
+                for a in (article.to_dict() for article in articles)
+            ],
+            "generator": self.generator,
+            "model": self.model,
+            "created_at": isoformat(self.created_at),
+            "updated_at": isoformat(self.updated_at),
+        }
+
+
+class StoryArticle(BaseModel):
+    story = ForeignKeyField(Story, backref="links", on_delete="CASCADE")
+    article = ForeignKeyField(Article, backref="story_links", on_delete="CASCADE")
+
+    class Meta:
+        indexes = ((("story", "article"), True),)
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Job(BaseModel):
+    ACTIVE = ("queued", "running")
+
+    id = CharField(max_length=32, primary_key=True, default=new_job_id)
+    status = CharField(max_length=16, default="queued", index=True)
+    time_window_hours = FloatField()
+    force = BooleanField(default=False)
+    # Set while the job is queued or running and cleared when it ends: the unique index lets
+    # only one active job per (hours, force) exist, on every engine, without a lock.
+    active_key = CharField(max_length=64, null=True, unique=True)
+    window_start = DateTimeField(null=True)
+    window_end = DateTimeField(null=True)
+    total = IntegerField(null=True)
+    done = IntegerField(default=0)
+    llm = IntegerField(default=0)
+    cached = IntegerField(default=0)
+    fallback = IntegerField(default=0)
+    reused = IntegerField(default=0)
+    single = IntegerField(default=0)
+    failed = IntegerField(default=0)
+    error = TextField(null=True)
+    created_at = DateTimeField(default=utcnow, index=True)
+    started_at = DateTimeField(null=True)
+    finished_at = DateTimeField(null=True)
+
+    @staticmethod
+    def key_for(hours: float, force: bool) -> str:
+        return f"{hours:g}:{int(force)}"
+
+    def to_dict(self) -> dict:
+        duration = None
+        if self.started_at is not None:
+            duration = ((self.finished_at or utcnow()) - self.started_at).total_seconds()
+        return {
+            "id": self.id,
+            "status": self.status,
+            "progress": 1.0 if self.status == "succeeded" else _ratio(self.done, self.total),
+            "total": self.total,
+            "done": self.done,
+            "counts": {
+                "llm": self.llm,
+                "cached": self.cached,
+                "fallback": self.fallback,
+                "reused": self.reused,
+                "single": self.single,
+                "failed": self.failed,
+            },
+            "time_window_hours": self.time_window_hours,
+            "force": self.force,
+            "created_at": isoformat(self.created_at),
+            "started_at": isoformat(self.started_at),
+            "finished_at": isoformat(self.finished_at),
+            "duration_s": None if duration is None else round(duration, 3),
+            "error": self.error,
+        }
+
+
+def _ratio(done: int, total: int | None) -> float:
+    if not total:
+        return 0.0
+    return round(min(done / total, 1.0), 4)
+
+
+class JobCluster(BaseModel):
+    """One cluster of one job: the unit a worker task settles, exactly once."""
+
+    job = ForeignKeyField(Job, backref="clusters", on_delete="CASCADE")
+    cluster_key = CharField(max_length=64)
+    article_ids = JSONField()
+    status = CharField(max_length=16, default="pending")  # pending | done | skipped | failed
+    outcome = CharField(max_length=16, null=True)  # llm | cached | fallback | reused | single
+    story = ForeignKeyField(Story, null=True, on_delete="SET NULL")
+    error = TextField(null=True)
+    finished_at = DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("job", "cluster_key"), True),)
+
+
+class LLMCall(BaseModel):
+    """One request to an LLM server, whatever came of it."""
+
+    job = ForeignKeyField(Job, null=True, backref="llm_calls", on_delete="SET NULL")
+    cluster_key = CharField(max_length=64, null=True)
+    model = CharField(max_length=200)
+    host = CharField(max_length=500)
+    attempt = IntegerField()
+    outcome = CharField(max_length=16)  # ok | invalid | timeout | error
+    status_code = IntegerField(null=True)
+    error = TextField(null=True)
+    latency_ms = FloatField()
+    prompt_tokens = IntegerField(null=True)
+    completion_tokens = IntegerField(null=True)
+    created_at = DateTimeField(default=utcnow, index=True)
+
+
+class SynthesisCache(BaseModel):
+    """A validated LLM story, keyed by everything that decides it (synthesis.cache_key)."""
+
+    key = CharField(max_length=64, primary_key=True)
+    model = CharField(max_length=200)
+    story = JSONField()
+    created_at = DateTimeField(default=utcnow)
+
+
+class Migration(BaseModel):
+    name = CharField(max_length=100, primary_key=True)
+    applied_at = DateTimeField(default=utcnow)
+
+
+TABLES = [Article, Story, StoryArticle, Job, JobCluster, LLMCall, SynthesisCache, Migration]

@@ -1,0 +1,139 @@
+"""The Huey queue and its tasks: thin shells around jobs.py.
+
+`huey` exists at import so the tasks can register on it; `configure()` binds it, the database
+and the LLM client to the settings. The app factory, the CLI and the root `tasks.py` (for
+`huey_consumer tasks.huey`) call it; until then an enqueue fails loudly instead of vanishing.
+"""
+
+import logging
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from huey import Huey, crontab
+from huey.storage import BlackHoleStorage, RedisStorage, SqliteStorage
+
+from storyapp import db, jobs
+from storyapp.config import ConfigError, Settings
+from storyapp.llm import OllamaLLM
+from storyapp.migrations import migrate
+from storyapp.synthesis import LLM_OPTIONS
+
+log = logging.getLogger(__name__)
+
+
+class UnconfiguredStorage(BlackHoleStorage):
+    def enqueue(self, data, priority=None):
+        raise RuntimeError("storyapp's queue is not configured: call storyapp.tasks.configure()")
+
+
+# No results are stored: jobs and their progress live in the database (FIELD-NOTES).
+huey = Huey("storyapp", results=False, storage_class=UnconfiguredStorage)
+
+_state: dict = {"settings": None, "llm": None, "schedule": None}
+_llm_lock = threading.Lock()
+
+
+def configure(settings: Settings) -> None:
+    """Binds the queue, the database (migrated) and the schedule to `settings`."""
+    schedule = parse_schedule(settings.schedule)
+    huey.storage = queue_storage(settings.queue_url)
+    migrate(db.bind(settings.database_url))
+    _state.update(settings=settings, llm=None, schedule=schedule)
+
+
+def settings() -> Settings:
+    if _state["settings"] is None:
+        raise RuntimeError("storyapp is not configured: call storyapp.tasks.configure()")
+    return _state["settings"]
+
+
+def queue_storage(url: str):
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SqliteStorage(huey.name, filename=str(path.resolve()))
+    if parts.scheme in ("redis", "rediss", "unix"):
+        return RedisStorage(huey.name, url=url)
+    raise ConfigError(f"STORYAPP_QUEUE_URL must be sqlite:///… or redis://…, got {url!r}")
+
+
+def parse_schedule(text: str):
+    """A crontab validator for the periodic task, or None for "off"."""
+    if text.lower() == "off":
+        return None
+    fields = text.split()
+    if len(fields) != 5:
+        raise ConfigError(f"STORYAPP_SCHEDULE must have 5 crontab fields or be 'off': {text!r}")
+    try:
+        return crontab(*fields)
+    except ValueError as exc:
+        raise ConfigError(f"STORYAPP_SCHEDULE {text!r}: {exc}") from None
+
+
+def llm() -> OllamaLLM:
+    # One client per process: its per-host slots bound every worker thread together.
+    with _llm_lock:
+        if _state["llm"] is None:
+            s = settings()
+            _state["llm"] = OllamaLLM(
+                s.ollama_hosts,
+                s.model,
+                timeout=s.llm_timeout,
+                concurrency=s.llm_concurrency,
+                options=LLM_OPTIONS,
+            )
+        return _state["llm"]
+
+
+def start_job(hours: float, force: bool) -> tuple[dict, bool]:
+    """Requests a job and queues its planning; returns (job, created)."""
+    job, created = jobs.request_job(hours, force)
+    if created:
+        try:
+            plan_job(job.id)
+        except Exception as exc:
+            jobs.fail_job(job.id, f"could not queue the job: {exc}")
+            raise
+    return job.to_dict(), created
+
+
+@huey.task()
+def plan_job(job_id: str) -> None:
+    with db.database.connection_context():
+        try:
+            cluster_ids = jobs.plan_job(job_id, settings().model)
+        except Exception as exc:
+            log.exception("job %s: planning failed", job_id)
+            jobs.fail_job(job_id, f"planning failed: {type(exc).__name__}: {exc}")
+            return
+        for cluster_id in cluster_ids:
+            synthesize_cluster(cluster_id)
+
+
+@huey.task(retries=2, retry_delay=2, context=True)
+def synthesize_cluster(cluster_id: int, task=None) -> None:
+    with db.database.connection_context():
+        try:
+            jobs.run_cluster(cluster_id, llm())
+        except Exception as exc:
+            if task is not None and task.retries:
+                log.warning("cluster %s: %s; Huey retries it", cluster_id, exc)
+                raise
+            log.exception("cluster %s: giving up", cluster_id)
+            jobs.fail_cluster(cluster_id, f"{type(exc).__name__}: {exc}")
+
+
+def _schedule_due(moment) -> bool:
+    schedule = _state["schedule"]
+    return schedule is not None and schedule(moment)
+
+
+@huey.periodic_task(_schedule_due, name="scheduled_generation")
+def scheduled_generation() -> None:
+    with db.database.connection_context():
+        job, created = start_job(24.0, False)
+    log.info(
+        "scheduled generation: job %s (%s)", job["id"], "new" if created else "already running"
+    )

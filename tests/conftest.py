@@ -1,0 +1,106 @@
+import json
+import signal
+import socket
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from storyapp import tasks
+from storyapp.config import Settings
+from storyapp.db import database
+from storyapp.fake_ollama import FakeOllama
+from storyapp.models import utcnow
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "articles.jsonl"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ollama():
+    with FakeOllama() as server:
+        yield server
+
+
+def make_settings(tmp_path: Path, ollama_url: str, **env) -> Settings:
+    return Settings.from_env(
+        {
+            "STORYAPP_DATA_DIR": str(tmp_path / "data"),
+            "OLLAMA_HOST": ollama_url,
+            "STORYAPP_SCHEDULE": "off",
+            "STORYAPP_LLM_TIMEOUT": "5",
+            "STORYAPP_WORKERS": "4",
+            **env,
+        }
+    )
+
+
+@pytest.fixture
+def settings(tmp_path, ollama):
+    return make_settings(tmp_path, ollama.url)
+
+
+@pytest.fixture
+def configured(settings):
+    tasks.configure(settings)
+    yield settings
+    database.close()
+
+
+@pytest.fixture
+def app(configured):
+    from storyapp.api import create_app
+
+    return create_app(configured)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def consumer(configured):
+    """A real Huey consumer with thread workers on the test's SQLite queue."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    consumer = tasks.huey.create_consumer(
+        workers=4, worker_type="thread", periodic=False, initial_delay=0.01, backoff=1.1,
+        max_delay=0.05, check_worker_health=False,
+    )
+    consumer.start()
+    yield consumer
+    consumer.stop(graceful=True)
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def wait_for_job(client, job_id: str, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").get_json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not end in {timeout} s: {job}")
+
+
+def article(n: int, title: str, summary: str = "", hours_ago: float = 1.0, **extra) -> dict:
+    return {
+        "url": f"https://news.example/{n}",
+        "title": title,
+        "summary": summary,
+        "content": extra.pop("content", summary),
+        "source": extra.pop("source", "Test Wire"),
+        "published_at": (utcnow() - timedelta(hours=hours_ago)).isoformat() + "Z",
+        **extra,
+    }
+
+
+def sample_records() -> list[dict]:
+    return [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]
