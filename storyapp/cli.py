@@ -81,8 +81,13 @@ def read_source(source: str) -> bytes:
 
 
 @cli.command()
-@click.option("--hours", default=24.0, type=click.FloatRange(1, 720), show_default=True,
-              help="Time window: articles published in the last HOURS hours.")
+@click.option(
+    "--hours",
+    default=24.0,
+    type=click.FloatRange(1, 720),
+    show_default=True,
+    help="Time window: articles published in the last HOURS hours.",
+)
 @click.option("--wait", is_flag=True, help="Show a progress bar until the job ends.")
 @click.option("--force", is_flag=True, help="Ignore the cache and unchanged stories.")
 def generate(hours, wait, force):
@@ -111,7 +116,8 @@ def watch_job(job_id: str, poll_s: float = 0.2) -> dict:
             bar.set_description(job["status"])
             bar.set_postfix_str(
                 f"llm {c['llm']} cached {c['cached']} fallback {c['fallback']} "
-                f"reused {c['reused']} single {c['single']}", refresh=False
+                f"reused {c['reused']} single {c['single']}",
+                refresh=False,
             )
             bar.refresh()
             if job["status"] in ENDED:
@@ -135,8 +141,12 @@ def describe_job(job: dict) -> str:
 
 
 @cli.command()
-@click.option("--workers", type=click.IntRange(1, 256), default=None,
-              help="Worker threads [default: $STORYAPP_WORKERS].")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Worker threads [default: $STORYAPP_WORKERS].",
+)
 def worker(workers):
     """Run the Huey consumer: thread workers, scheduler on."""
     settings = load_settings()
@@ -197,3 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.Abort:
         click.echo("storyapp: aborted", err=True)
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

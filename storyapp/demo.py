@@ -47,15 +47,23 @@ def run_demo(settings: Settings, out=sys.stdout) -> int:
     health = tasks.llm().check()
     hosts = ", ".join(settings.ollama_hosts)
     if not health["reachable"]:
-        echo(f"Ollama is not reachable at {hosts}: every story will be written by the "
-             "extractive fallback.")
+        echo(
+            f"Ollama is not reachable at {hosts}: every story will be written by the "
+            "extractive fallback."
+        )
     elif not health["model_available"]:
-        echo(f"Ollama at {hosts} has no model {settings.model} (ollama pull {settings.model}): "
-             "every story will be written by the extractive fallback.")
+        echo(
+            f"Ollama at {hosts} has no model {settings.model} (ollama pull {settings.model}): "
+            "every story will be written by the extractive fallback."
+        )
     job, created = tasks.start_job(24.0, False)
     consumer = tasks.huey.create_consumer(
-        workers=settings.workers, worker_type="thread", periodic=False,
-        initial_delay=0.02, backoff=1.1, max_delay=0.2,
+        workers=settings.workers,
+        worker_type="thread",
+        periodic=False,
+        initial_delay=0.02,
+        backoff=1.1,
+        max_delay=0.2,
     )
     consumer.start()
     try:

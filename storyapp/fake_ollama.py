@@ -15,6 +15,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MODES = ("ok", "busy", "error", "missing", "garbage", "invalid", "hang")
+# Ollama's own words for these failures.
+BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
+MISSING_MESSAGE = "not found, try pulling it first"
 
 
 class FakeOllama:
@@ -52,7 +55,9 @@ class FakeOllama:
         return len(self.requests)
 
     def start(self) -> "FakeOllama":
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -79,9 +84,9 @@ class FakeOllama:
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
             if mode == "busy":
-                return 503, {"error": "server busy, please try again. maximum pending requests exceeded"}
+                return 503, {"error": BUSY_MESSAGE}
             if mode == "missing" or body.get("model") != self.model:
-                return 404, {"error": f'model "{body.get("model")}" not found, try pulling it first'}
+                return 404, {"error": f'model "{body.get("model")}" {MISSING_MESSAGE}'}
             if mode == "hang":
                 self._stop.wait()
                 return 500, {"error": "server stopped"}

@@ -50,7 +50,8 @@ class IngestResult:
 
 def parse_bytes(data: bytes) -> list:
     """Records from JSON, JSONL, or an RSS/Atom feed (told apart by the first character)."""
-    if data.lstrip()[:1] == b"<":
+    # A UTF-8 byte order mark may come first, in a feed as in JSON.
+    if data.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] == b"<":
         return parse_feed(data)
     try:
         return parse_text(data.decode("utf-8-sig"))
@@ -67,6 +68,8 @@ def parse_feed(data: bytes) -> list:
     records = []
     for entry in feed.entries:
         published = entry.get("published_parsed") or entry.get("updated_parsed")
+        if published is not None:  # feedparser gives a UTC struct_time
+            published = datetime(*published[:6]).isoformat()
         content = entry.get("content") or []
         records.append(
             {
@@ -75,8 +78,7 @@ def parse_feed(data: bytes) -> list:
                 "summary": _plain(entry.get("summary", "")),
                 "content": _plain(content[0].get("value", "")) if content else "",
                 "source": source,
-                "published_at": None if published is None else
-                datetime(*published[:6]).isoformat(),
+                "published_at": published,
             }
         )
     return records
@@ -99,13 +101,15 @@ def parse_text(text: str) -> list:
         return records_from(json.loads(stripped))
     except json.JSONDecodeError as exc:
         first_error = exc
+    except RecursionError:
+        raise InputError("not JSON: the input nests too deeply") from None
     records = []
     for number, line in enumerate(stripped.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             records.append(json.loads(line))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             if number == 1:
                 raise InputError(f"not JSON or JSONL: {first_error}") from None
             raise InputError(f"line {number} is not valid JSON") from None
@@ -152,6 +156,12 @@ def validate(record) -> dict:
         if len(value) > limit:
             raise ValueError(f"{name} is longer than {limit} characters")
         article[name] = value.strip()
+    for name in ("url", "title", *TEXT_LIMITS):
+        # JSON allows a lone surrogate ("\ud800"); the database cannot store one.
+        try:
+            article[name].encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"{name} is not valid Unicode text") from None
     article["published_at"] = parse_datetime(record.get("published_at"))
     article["content_hash"] = content_hash(article)
     return article
@@ -167,7 +177,10 @@ def parse_datetime(value) -> datetime:
     except ValueError:
         raise ValueError(f"published_at is not an ISO-8601 date: {value[:40]!r}") from None
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+        try:
+            parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise ValueError(f"published_at is out of range: {value[:40]!r}") from None
     return parsed
 
 

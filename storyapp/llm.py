@@ -112,6 +112,10 @@ class OllamaLLM:
             completion_tokens=response.eval_count,
         )
 
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+
     def _pick_host(self) -> str:
         # The host with the fewest requests in flight (or waiting for a slot) gets the next one.
         with self._lock:

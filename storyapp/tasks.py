@@ -39,7 +39,10 @@ def configure(settings: Settings) -> None:
     schedule = parse_schedule(settings.schedule)
     huey.storage = queue_storage(settings.queue_url)
     migrate(db.bind(settings.database_url))
-    _state.update(settings=settings, llm=None, schedule=schedule)
+    with _llm_lock:
+        if _state["llm"] is not None:
+            _state["llm"].close()
+        _state.update(settings=settings, llm=None, schedule=schedule)
 
 
 def settings() -> Settings:

@@ -2,6 +2,7 @@ import json
 import signal
 import socket
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -65,19 +66,32 @@ def client(app):
     return app.test_client()
 
 
-@pytest.fixture
-def consumer(configured):
-    """A real Huey consumer with thread workers on the test's SQLite queue."""
+@contextmanager
+def running_consumer(workers: int = 4):
+    """A real Huey consumer with thread workers on the configured queue."""
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     consumer = tasks.huey.create_consumer(
-        workers=4, worker_type="thread", periodic=False, initial_delay=0.01, backoff=1.1,
-        max_delay=0.05, check_worker_health=False,
+        workers=workers,
+        worker_type="thread",
+        periodic=False,
+        initial_delay=0.01,
+        backoff=1.1,
+        max_delay=0.05,
+        check_worker_health=False,
     )
-    consumer.start()
-    yield consumer
-    consumer.stop(graceful=True)
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
+    consumer.start()  # sets signal handlers; put pytest's back afterwards
+    try:
+        yield consumer
+    finally:
+        consumer.stop(graceful=True)
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+@pytest.fixture
+def consumer(configured):
+    with running_consumer() as running:
+        yield running
 
 
 def wait_for_job(client, job_id: str, timeout: float = 60.0) -> dict:

@@ -1,0 +1,36 @@
+from pathlib import Path
+
+import pytest
+
+from storyapp.config import ConfigError, Settings
+
+
+def test_defaults_follow_the_contract(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = Settings.from_env({})
+    data = Path(tmp_path / "data").resolve()
+    assert s.data_dir == data
+    assert s.database_url == f"sqlite:///{data}/storyapp.db"
+    assert s.queue_url == f"sqlite:///{data}/queue.db"
+    assert s.ollama_hosts == ("http://localhost:11434",)
+    assert (s.model, s.llm_concurrency, s.llm_timeout, s.workers) == ("llama3.1:8b", 4, 120.0, 8)
+    assert s.schedule == "0 * * * *" and s.api_token is None
+
+
+def test_several_hosts_and_bare_host_port():
+    s = Settings.from_env({"OLLAMA_HOST": "http://a:11434, b:11434"})
+    assert s.ollama_hosts == ("http://a:11434", "http://b:11434")
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"STORYAPP_LLM_CONCURRENCY": "abc"}, "STORYAPP_LLM_CONCURRENCY must be a number"),
+        ({"STORYAPP_WORKERS": "0"}, "STORYAPP_WORKERS must be between"),
+        ({"STORYAPP_LLM_TIMEOUT": "-1"}, "STORYAPP_LLM_TIMEOUT must be between"),
+        ({"OLLAMA_HOST": "http://a:1,"}, "OLLAMA_HOST has an empty entry"),
+    ],
+)
+def test_bad_values_name_the_variable(env, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)

@@ -1,0 +1,110 @@
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from conftest import free_port
+
+from storyapp.fake_ollama import FakeOllama
+from storyapp.llm import LLMError, OllamaLLM
+from storyapp.synthesis import STORY_SCHEMA
+
+MESSAGES = [
+    {"role": "system", "content": "Write a story."},
+    {"role": "user", "content": '<article source="A" published="x">\nQuake hits Eldham\nbody'},
+]
+
+
+OPEN: list[OllamaLLM] = []
+
+
+@pytest.fixture(autouse=True)
+def close_clients():
+    yield
+    while OPEN:
+        OPEN.pop().close()
+
+
+def client(*servers, timeout=5.0, concurrency=4, model="llama3.1:8b"):
+    hosts = tuple(s if isinstance(s, str) else s.url for s in servers)
+    OPEN.append(OllamaLLM(hosts, model, timeout=timeout, concurrency=concurrency))
+    return OPEN[-1]
+
+
+def test_reply_is_parsed_with_tokens_and_latency(ollama):
+    reply = client(ollama).generate(MESSAGES, STORY_SCHEMA)
+    assert reply.data["title"] == "Quake hits Eldham"
+    assert reply.host == ollama.url
+    assert reply.prompt_tokens > 0 and reply.completion_tokens > 0
+    assert reply.latency_ms > 0
+    sent = ollama.requests[0]
+    assert sent["stream"] is False
+    assert sent["format"] == STORY_SCHEMA
+    assert sent["model"] == "llama3.1:8b"
+
+
+@pytest.mark.parametrize(
+    "mode, outcome, status, retryable",
+    [
+        ("busy", "error", 503, True),
+        ("error", "error", 500, True),
+        ("missing", "error", 404, False),
+        ("garbage", "invalid", None, True),
+    ],
+)
+def test_failures_are_classified(ollama, mode, outcome, status, retryable):
+    ollama.mode = mode
+    with pytest.raises(LLMError) as caught:
+        client(ollama).generate(MESSAGES, STORY_SCHEMA)
+    assert caught.value.outcome == outcome
+    assert caught.value.status_code == status
+    assert caught.value.retryable is retryable
+    assert caught.value.host == ollama.url
+
+
+def test_missing_model_says_so(ollama):
+    with pytest.raises(LLMError, match="model not found.*ollama pull"):
+        client(ollama, model="nope:1b").generate(MESSAGES, STORY_SCHEMA)
+
+
+def test_a_server_that_never_answers_times_out(ollama):
+    ollama.mode = "hang"
+    with pytest.raises(LLMError) as caught:
+        client(ollama, timeout=0.3).generate(MESSAGES, STORY_SCHEMA)
+    assert caught.value.outcome == "timeout"
+    assert caught.value.retryable
+
+
+def test_refused_connection_is_a_retryable_error():
+    with pytest.raises(LLMError, match="cannot connect") as caught:
+        client(f"http://127.0.0.1:{free_port()}").generate(MESSAGES, STORY_SCHEMA)
+    assert caught.value.outcome == "error"
+    assert caught.value.retryable
+
+
+def test_requests_in_flight_are_bounded_per_host():
+    with FakeOllama(latency=0.1, slots=32) as server:
+        llm = client(server, concurrency=3)
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            list(pool.map(lambda _: llm.generate(MESSAGES, STORY_SCHEMA), range(24)))
+        assert server.chat_count == 24
+        assert server.peak_in_flight == 3
+
+
+def test_several_hosts_share_the_work():
+    with FakeOllama(latency=0.05) as one, FakeOllama(latency=0.05) as two:
+        llm = client(one, two, concurrency=2)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda _: llm.generate(MESSAGES, STORY_SCHEMA), range(16)))
+        assert one.chat_count + two.chat_count == 16
+        assert one.chat_count >= 4 and two.chat_count >= 4
+        assert one.peak_in_flight <= 2 and two.peak_in_flight <= 2
+
+
+def test_check_reports_reachability_and_model(ollama):
+    assert client(ollama).check()["model_available"] is True
+    assert client(ollama, model="other:7b").check() == {
+        "reachable": True,
+        "model_available": False,
+        "model": "other:7b",
+    }
+    down = client(f"http://127.0.0.1:{free_port()}").check(timeout=1)
+    assert down["reachable"] is False and down["errors"]
