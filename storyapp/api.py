@@ -77,8 +77,12 @@ def _http_error(error: HTTPException):
     }.get(error.code, (error.name or "error").lower().replace(" ", "_"))
     message = error.description or error.name
     if error.code == 413:
-        message = f"the body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB"
-    return jsonify({"error": {"code": code, "message": message}}), error.code
+        limit = request.max_content_length or MAX_BODY_BYTES
+        size = f"{limit // 2**20} MiB" if limit % 2**20 == 0 else f"{limit} bytes"
+        message = f"the body is larger than {size}"
+    # Keep the exception's own headers (a 405's Allow), not its HTML content type.
+    headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
+    return jsonify({"error": {"code": code, "message": message}}), error.code, headers
 
 
 def _unexpected_error(error: Exception):
@@ -104,10 +108,17 @@ def json_body(default=None):
         raise ApiError(400, "malformed_json", "the body is not valid UTF-8") from None
     except ValueError as exc:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "malformed_json", "the body nests too deeply") from None
 
 
 def number_in_range(value, name: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    # An int is checked as is: math.isfinite() overflows on one too big for a float.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
         raise ApiError(422, "invalid_value", f"{name} must be a number from {low:g} to {high:g}")
     if not low <= value <= high:
         raise ApiError(

@@ -3,6 +3,7 @@
 A user error prints one line on stderr and exits non-zero; nothing else does."""
 
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -80,11 +81,19 @@ def read_source(source: str) -> bytes:
         raise UserError(f"cannot read {source}: {exc.strerror}") from None
 
 
+def finite(ctx, param, value):
+    # FloatRange lets "nan" through: every comparison with NaN is false.
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number from 1 to 720.", ctx, param)
+    return value
+
+
 @cli.command()
 @click.option(
     "--hours",
     default=24.0,
     type=click.FloatRange(1, 720),
+    callback=finite,
     show_default=True,
     help="Time window: articles published in the last HOURS hours.",
 )
@@ -197,6 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="storyapp", standalone_mode=False)
     except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:  # bare `storyapp`: the help, not an error
+        click.echo(exc.format_message(), err=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:  # usage errors and UserError alike: one line
         click.echo(f"storyapp: error: {exc.format_message()}", err=True)

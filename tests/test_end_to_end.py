@@ -1,0 +1,134 @@
+"""The whole path: the API, the SQLite queue, a real consumer with thread workers, and an HTTP
+server that speaks Ollama's API (or none at all)."""
+
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+import requests
+from conftest import free_port, make_settings, running_consumer, sample_records, wait_for_job
+
+from storyapp.api import create_app
+from storyapp.ingest import parse_datetime
+from storyapp.models import JobCluster, LLMCall, utcnow
+
+
+def shifted_sample() -> list[dict]:
+    """The sample, moved so its newest article is a minute old."""
+    records = sample_records()
+    newest = max(parse_datetime(r["published_at"]) for r in records)
+    shift = utcnow() - timedelta(minutes=1) - newest
+    for r in records:
+        r["published_at"] = (parse_datetime(r["published_at"]) + shift).isoformat() + "Z"
+    return records
+
+
+def ingest_and_generate(client) -> dict:
+    records = shifted_sample()
+    response = client.post("/articles", json={"articles": records})
+    assert response.status_code == 201
+    assert response.get_json() == {"created": len(records), "duplicates": 0}
+    response = client.post("/stories/generate", json={"time_window_hours": 24})
+    assert response.status_code == 202
+    return wait_for_job(client, response.get_json()["job_id"])
+
+
+def test_sample_becomes_stories_through_the_queue(client, consumer, ollama):
+    job = ingest_and_generate(client)
+    counts = job["counts"]
+    assert job["status"] == "succeeded" and job["error"] is None
+    assert job["progress"] == 1.0 and job["done"] == job["total"]
+    assert counts["llm"] + counts["single"] == job["total"]
+    assert counts["fallback"] == counts["cached"] == counts["reused"] == 0
+    assert 30 <= job["total"] <= 50  # about 40 events in the sample
+
+    stories = client.get("/stories?limit=500").get_json()
+    assert stories["total"] == job["total"]
+    multi = [s for s in stories["stories"] if s["article_count"] > 1]
+    assert len(multi) == counts["llm"] == ollama.chat_count
+    for story in multi:
+        assert story["generator"] == "llm" and story["model"] == "llama3.1:8b"
+        assert len(story["articles"]) == story["article_count"]
+        # The fake server titles a story after the first article of its prompt.
+        assert story["title"] in {a["title"] for a in story["articles"]}
+    calls = list(LLMCall.select())
+    assert len(calls) == counts["llm"]
+    assert all(c.outcome == "ok" and c.job_id == job["id"] and c.latency_ms > 0 for c in calls)
+
+    again = client.post("/stories/generate", json={}).get_json()
+    rerun = wait_for_job(client, again["job_id"])
+    assert rerun["counts"]["reused"] == job["total"]
+    assert ollama.chat_count == counts["llm"]  # nothing changed: no new LLM call
+
+
+def test_with_the_llm_down_every_story_falls_back(tmp_path, monkeypatch):
+    monkeypatch.setattr("storyapp.synthesis.BACKOFF_S", (0.01, 0.01))
+
+    app = create_app(make_settings(tmp_path, f"http://127.0.0.1:{free_port()}"))
+    with running_consumer():
+        job = ingest_and_generate(app.test_client())
+    counts = job["counts"]
+    assert job["status"] == "succeeded"
+    assert counts["llm"] == 0 and counts["fallback"] > 20
+    assert counts["fallback"] + counts["single"] == job["total"]
+    fallbacks = JobCluster.select().where(JobCluster.outcome == "fallback")
+    assert all("cannot connect" in jc.error for jc in fallbacks)
+    assert LLMCall.select().where(LLMCall.outcome == "ok").count() == 0
+
+
+@pytest.fixture
+def served(tmp_path, ollama):
+    """`storyapp serve` and `storyapp worker` as the README starts them, in subprocesses."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "STORYAPP_DATA_DIR": str(tmp_path / "data"),
+        "OLLAMA_HOST": ollama.url,
+        "STORYAPP_SCHEDULE": "off",
+        "STORYAPP_WORKERS": "4",
+    }
+    storyapp = [sys.executable, "-m", "storyapp.cli"]
+    procs = [
+        subprocess.Popen(
+            [*storyapp, "serve", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen([*storyapp, "worker"], env=env, cwd=tmp_path, stderr=subprocess.DEVNULL),
+    ]
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(f"{base}/health", timeout=1).raise_for_status()
+            break
+        except requests.RequestException:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise
+            time.sleep(0.1)
+    yield base
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(timeout=20)
+
+
+def test_serve_and_worker_processes_turn_the_sample_into_stories(served, ollama):
+    with requests.Session() as http:
+        created = http.post(f"{served}/articles", json=shifted_sample(), timeout=30).json()
+        assert created["created"] >= 150
+        answer = http.post(f"{served}/stories/generate", json={}, timeout=5)
+        assert answer.status_code == 202
+        job_url = f"{served}{answer.json()['status_url']}"
+        deadline = time.monotonic() + 60
+        while (job := http.get(job_url, timeout=5).json())["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.1)
+        assert job["status"] == "succeeded"
+        stories = http.get(f"{served}/stories?limit=500", timeout=5).json()
+    assert stories["total"] == job["total"]
+    assert ollama.chat_count == job["counts"]["llm"] > 20

@@ -1,0 +1,172 @@
+import threading
+
+import pytest
+from conftest import article
+
+from storyapp import ingest, jobs, tasks
+from storyapp.models import Job, JobCluster, LLMCall, Story, StoryArticle, SynthesisCache
+
+QUAKE = [
+    article(1, "Earthquake of magnitude 6.1 strikes Eldham coast", "Homes damaged in Eldham."),
+    article(2, "Eldham earthquake: rescuers search damaged homes", "The 6.1 quake hit Eldham."),
+    article(3, "Magnitude 6.1 quake shakes Eldham, homes damaged", "Coastal Eldham towns hit."),
+]
+RATES = [
+    article(4, "Central bank raises interest rates half a point", "Inflation stays high."),
+    article(5, "Interest rates up half a point at the central bank", "Inflation fight goes on."),
+]
+BAKERY = [article(6, "Local bakery wins national sourdough award", "A prize for Ferris Bakes.")]
+
+
+@pytest.fixture
+def news(configured):
+    ingest.store(QUAKE + RATES + BAKERY)
+
+
+def run_inline(hours: float = 24, force: bool = False) -> Job:
+    job, created = jobs.request_job(hours, force)
+    assert created
+    for cluster_id in jobs.plan_job(job.id, tasks.settings().model):
+        jobs.run_cluster(cluster_id, tasks.llm())
+    return Job.get_by_id(job.id)
+
+
+def test_equal_jobs_are_deduplicated_until_one_ends(configured):
+    first, created = jobs.request_job(24, False)
+    assert created
+    assert jobs.request_job(24, False) == (first, False)
+    other, created = jobs.request_job(24, True)
+    assert created and other.id != first.id
+    assert jobs.cancel_job(first.id)
+    again, created = jobs.request_job(24, False)
+    assert created and again.id != first.id
+
+
+def test_a_job_writes_one_story_per_cluster(news, ollama):
+    job = run_inline()
+    assert job.status == "succeeded"
+    assert (job.total, job.done, job.llm, job.single) == (3, 3, 2, 1)
+    assert job.finished_at is not None and job.active_key is None
+    assert ollama.chat_count == 2
+    stories = {s.article_count: s for s in Story.select()}
+    assert set(stories) == {3, 2, 1}
+    assert stories[3].generator == "llm" and stories[3].model == "llama3.1:8b"
+    assert stories[1].generator == "single" and stories[1].model is None
+    calls = list(LLMCall.select())
+    assert len(calls) == 2 and {c.outcome for c in calls} == {"ok"}
+    assert all(c.job_id == job.id and c.latency_ms > 0 and c.prompt_tokens for c in calls)
+
+
+def test_an_unchanged_rerun_calls_nothing_and_rewrites_nothing(news, ollama):
+    run_inline()
+    before = {s.id: s.updated_at for s in Story.select()}
+    job = run_inline()
+    assert (job.reused, job.llm, job.done, job.status) == (3, 0, 3, "succeeded")
+    assert ollama.chat_count == 2
+    assert {s.id: s.updated_at for s in Story.select()} == before
+
+
+def test_the_cache_answers_when_the_story_is_gone(news, ollama):
+    run_inline()
+    StoryArticle.delete().execute()
+    Story.delete().execute()
+    job = run_inline()
+    assert (job.cached, job.single, job.llm) == (2, 1, 0)
+    assert ollama.chat_count == 2
+    assert Story.select().where(Story.generator == "llm").count() == 2
+
+
+def test_force_bypasses_cache_and_reuse(news, ollama):
+    run_inline()
+    job = run_inline(force=True)
+    assert (job.llm, job.reused, job.cached) == (2, 0, 0)
+    assert ollama.chat_count == 4
+    assert Story.select().count() == 3  # updated in place, not duplicated
+
+
+def test_an_added_article_updates_its_story_only(news, ollama):
+    run_inline()
+    quake = Story.get(Story.article_count == 3)
+    rates = Story.get(Story.article_count == 2)
+    ingest.store([article(7, "Eldham quake: 6.1 magnitude tremor damaged homes", "Aftershocks.")])
+    job = run_inline()
+    assert (job.llm, job.reused, job.total) == (1, 2, 3)
+    updated = Story.get_by_id(quake.id)
+    assert updated.article_count == 4
+    assert updated.updated_at > quake.updated_at
+    assert Story.get_by_id(rates.id).updated_at == rates.updated_at
+    assert Story.select().count() == 3
+
+
+def test_each_cluster_is_settled_once_and_the_job_ends_once(news, ollama):
+    job, _ = jobs.request_job(24, False)
+    pending = jobs.plan_job(job.id, tasks.settings().model)
+    assert len(pending) == 2
+    outcomes, ends = [], []
+    original = jobs.finish_if_complete
+
+    def counting_finish(job_id):
+        ended = original(job_id)
+        ends.append(ended)
+        return ended
+
+    jobs.finish_if_complete = counting_finish
+    try:
+        # Every cluster run by three threads at once, as if the queue delivered it thrice.
+        threads = [
+            threading.Thread(target=lambda c=c: outcomes.append(jobs.run_cluster(c, tasks.llm())))
+            for c in pending
+            for _ in range(3)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        jobs.finish_if_complete = original
+    assert sorted(o for o in outcomes if o) == ["llm", "llm"]
+    assert ends.count(True) == 1
+    job = Job.get_by_id(job.id)
+    assert (job.status, job.done, job.total, job.llm) == ("succeeded", 3, 3, 2)
+    assert Story.select().count() == 3
+
+
+def test_a_cancelled_job_skips_what_has_not_started(news, ollama):
+    job, _ = jobs.request_job(24, False)
+    pending = jobs.plan_job(job.id, tasks.settings().model)
+    assert jobs.cancel_job(job.id)
+    assert [jobs.run_cluster(c, tasks.llm()) for c in pending] == [None, None]
+    assert ollama.chat_count == 0
+    statuses = {jc.status for jc in JobCluster.select().where(JobCluster.cluster_key != "")}
+    assert "skipped" in statuses
+    assert Job.get_by_id(job.id).status == "cancelled"
+
+
+def test_a_cluster_that_cannot_be_settled_fails_the_job_with_a_reason(news, ollama):
+    job, _ = jobs.request_job(24, False)
+    first, second = jobs.plan_job(job.id, tasks.settings().model)
+    jobs.run_cluster(first, tasks.llm())
+    jobs.fail_cluster(second, "OperationalError: disk I/O error")
+    job = Job.get_by_id(job.id)
+    assert job.status == "failed"
+    assert "1 of 3 clusters failed" in job.error and "disk I/O" in job.error
+
+
+def test_server_down_gives_fallback_stories_and_a_successful_job(tmp_path, news, monkeypatch):
+    from conftest import free_port, make_settings
+
+    monkeypatch.setattr("storyapp.synthesis.BACKOFF_S", (0.0, 0.0))
+    tasks.configure(make_settings(tmp_path, f"http://127.0.0.1:{free_port()}"))
+    job = run_inline()
+    assert (job.status, job.fallback, job.single, job.llm) == ("succeeded", 2, 1, 0)
+    calls = list(LLMCall.select())
+    assert len(calls) == 2 * 3  # three attempts per cluster, each one logged
+    assert all(c.outcome == "error" and "cannot connect" in c.error for c in calls)
+    assert SynthesisCache.select().count() == 0  # fallbacks are never cached
+    assert {s.generator for s in Story.select()} == {"fallback", "single"}
+
+
+def test_an_empty_window_succeeds_with_nothing_to_do(configured):
+    job = run_inline()
+    assert (job.status, job.total, job.done) == ("succeeded", 0, 0)
+    assert job.to_dict()["progress"] == 1.0
