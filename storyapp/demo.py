@@ -1,6 +1,7 @@
 """`storyapp demo`: the bundled sample through the real path, queue and consumer included."""
 
 import json
+import logging
 import sys
 import textwrap
 from datetime import timedelta
@@ -38,6 +39,9 @@ def run_demo(settings: Settings, out=sys.stdout) -> int:
     if not SAMPLE.exists():
         click.echo(f"storyapp: error: the sample is missing: {SAMPLE}", err=True)
         return 1
+    # The one line below says why stories fall back; the worker's per-cluster warnings
+    # would repeat it forty times.
+    logging.getLogger("storyapp").setLevel(logging.ERROR)
     result, count = load_sample()
 
     def echo(line: str = "") -> None:

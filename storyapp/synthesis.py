@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from storyapp.llm import LLM, LLMError
@@ -214,17 +213,17 @@ SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[])")
 
 
 def extractive_story(articles: Sequence[ArticleText]) -> dict:
-    """Title from the most central headline, summary and key points from the most central
-    sentences, in the order they were written."""
+    """Title from the most central headline; summary and key points from the most central
+    sentences that do not repeat one another, in the order they were written."""
     titles = [a.title for a in articles]
-    title = titles[_central_order(titles)[0]]
+    title = titles[_central_picks(titles, 1)[0]]
     sentences = _sentences(sorted(articles, key=lambda a: a.published_at))
     if not sentences:
         return lead_story(articles[0])
-    ranked = _central_order(sentences)
-    summary_ids = sorted(ranked[:3])
+    picks = _central_picks(sentences, 7)
+    summary_ids = sorted(picks[:3])
     summary = _trim(" ".join(sentences[i] for i in summary_ids), SUMMARY_MAX)
-    points = [sentences[i] for i in sorted(ranked[3:7])] or [sentences[i] for i in summary_ids]
+    points = [sentences[i] for i in sorted(picks[3:])] or [sentences[i] for i in summary_ids]
     return {"title": _trim(title, TITLE_MAX), "summary": summary, "key_points": points}
 
 
@@ -252,13 +251,24 @@ def _sentences(articles: Sequence[ArticleText]) -> list[str]:
     return list(seen)
 
 
-def _central_order(texts: Sequence[str]) -> list[int]:
-    """Indexes of `texts`, most central first: highest TF-IDF similarity to all the others."""
-    if len(texts) < 3:
-        return list(range(len(texts)))
+# Two sentences this similar (TF-IDF cosine) mostly say the same thing: keep the more central
+# one. Paraphrases across outlets ("two killed, 11 injured" / "two died, 11 hurt") score ~0.25.
+REPEAT_SIMILARITY = 0.25
+
+
+def _central_picks(texts: Sequence[str], count: int) -> list[int]:
+    """Up to `count` indexes of `texts`, most central first (highest TF-IDF similarity to all
+    the others), skipping any too close to one already picked: outlets repeat each other."""
     try:
         vectors = TfidfVectorizer(sublinear_tf=True, stop_words="english").fit_transform(texts)
     except ValueError:
-        return list(range(len(texts)))
-    centrality = np.asarray((vectors @ vectors.T).sum(axis=1)).ravel()
-    return sorted(range(len(texts)), key=lambda i: (-centrality[i], i))
+        return list(range(min(count, len(texts))))
+    similarity = (vectors @ vectors.T).toarray()
+    centrality = similarity.sum(axis=1)
+    picks: list[int] = []
+    for i in sorted(range(len(texts)), key=lambda i: (-centrality[i], i)):
+        if all(similarity[i, j] < REPEAT_SIMILARITY for j in picks):
+            picks.append(i)
+            if len(picks) == count:
+                break
+    return picks
