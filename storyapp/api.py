@@ -6,7 +6,7 @@ import logging
 import math
 from datetime import datetime, timedelta
 
-from flask import Blueprint, Flask, jsonify, request
+from flask import Blueprint, Flask, current_app, jsonify, request
 from peewee import fn
 from werkzeug.exceptions import HTTPException
 
@@ -55,18 +55,20 @@ def _close_connection(exc):
 
 
 def _check_token():
-    token = tasks.settings().api_token
+    token = current_app.config["STORYAPP"].api_token
     if token is None or request.method in ("GET", "HEAD", "OPTIONS"):
         return None
-    given = request.headers.get("Authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest takes as long whatever prefix matches: the token cannot be guessed by timing.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
         raise ApiError(401, "unauthorized", "this server needs Authorization: Bearer <token>")
     return None
 
 
 def _api_error(error: ApiError):
     body = {"error": {"code": error.code, "message": error.message, **error.extra}}
-    return jsonify(body), error.status
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
+    return jsonify(body), error.status, headers
 
 
 def _http_error(error: HTTPException):
@@ -122,7 +124,7 @@ def number_in_range(value, name: str, low: float, high: float) -> float:
         raise ApiError(422, "invalid_value", f"{name} must be a number from {low:g} to {high:g}")
     if not low <= value <= high:
         raise ApiError(
-            422, "invalid_value", f"{name} must be from {low:g} to {high:g}, got {value}"
+            422, "invalid_value", f"{name} must be from {low:g} to {high:g}, got {str(value)[:20]}"
         )
     return float(value)
 

@@ -52,9 +52,9 @@ def cluster(docs: Sequence[Doc], threshold: float = MERGE_THRESHOLD) -> list[lis
 def similar_pairs(docs: Sequence[Doc]) -> dict[tuple[int, int], float]:
     """{(i, j): similarity} for i < j, time-damped, above EDGE_FLOOR."""
     try:
-        vectors = TfidfVectorizer(
-            sublinear_tf=True, stop_words="english", min_df=1
-        ).fit_transform([d.text for d in docs])
+        vectors = TfidfVectorizer(sublinear_tf=True, stop_words="english", min_df=1).fit_transform(
+            [d.text for d in docs]
+        )
     except ValueError:
         return {}  # nothing but stop words: no article resembles another
     hours = np.array([d.published_at.timestamp() / 3600 for d in docs])

@@ -8,6 +8,7 @@ ignored rather than refused: real exports carry many.
 
 import hashlib
 import html as html_lib
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -61,7 +62,7 @@ def parse_bytes(data: bytes) -> list:
 
 def parse_feed(data: bytes) -> list:
     """Records from an RSS or Atom document; feedparser copes with the many dialects."""
-    feed = feedparser.parse(data)
+    feed = feedparser.parse(io.BytesIO(data))  # given bytes, it would first try them as a path
     if feed.bozo and not feed.entries:
         raise InputError(f"not a readable RSS/Atom feed: {feed.get('bozo_exception')}")
     source = feed.feed.get("title", "")

@@ -156,7 +156,7 @@ class Job(BaseModel):
 
     @staticmethod
     def key_for(hours: float, force: bool) -> str:
-        return f"{hours:g}:{int(force)}"
+        return f"{float(hours)!r}:{int(force)}"
 
     def to_dict(self) -> dict:
         duration = None

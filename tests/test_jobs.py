@@ -37,6 +37,8 @@ def test_equal_jobs_are_deduplicated_until_one_ends(configured):
     assert jobs.request_job(24, False) == (first, False)
     other, created = jobs.request_job(24, True)
     assert created and other.id != first.id
+    close, created = jobs.request_job(24.000001, False)
+    assert created and close.id != first.id  # equal means equal, not "close"
     assert jobs.cancel_job(first.id)
     again, created = jobs.request_job(24, False)
     assert created and again.id != first.id

@@ -1,0 +1,485 @@
+import json
+import re
+
+import pytest
+from conftest import article, free_port, make_settings, wait_for_job
+
+from storyapp.api import create_app
+from storyapp.db import database
+
+
+def assert_error(response, status: int, code: str | None = None) -> dict:
+    """Every error is JSON {"error": {"code", "message"}}, never an HTML page."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    assert b"<html" not in response.get_data().lower()
+    body = response.get_json()
+    assert list(body) == ["error"]
+    error = body["error"]
+    assert re.fullmatch(r"[a-z][a-z0-9_]*", error["code"])
+    assert isinstance(error["message"], str) and error["message"]
+    if code is not None:
+        assert error["code"] == code
+    return error
+
+
+def post_json(client, path, body, **kwargs):
+    return client.post(path, data=json.dumps(body), content_type="application/json", **kwargs)
+
+
+def post_raw(client, path, data, content_type="application/json"):
+    return client.post(path, data=data, content_type=content_type)
+
+
+# --- POST /articles ---------------------------------------------------------------------------
+
+
+def test_post_one_article(client):
+    response = post_json(client, "/articles", article(1, "Storm floods harbour"))
+    assert response.status_code == 201
+    assert response.get_json() == {"created": 1, "duplicates": 0}
+
+
+def test_post_a_list_then_duplicates(client):
+    batch = [article(1, "One"), article(2, "Two"), article(2, "Two again")]
+    response = post_json(client, "/articles", batch)
+    assert response.status_code == 201
+    assert response.get_json() == {"created": 2, "duplicates": 1}
+    again = post_json(client, "/articles", [article(1, "One"), article(3, "Three")])
+    assert again.status_code == 201
+    assert again.get_json() == {"created": 1, "duplicates": 1}
+
+
+def test_post_articles_wrapper(client):
+    response = post_json(client, "/articles", {"articles": [article(1, "A"), article(2, "B")]})
+    assert response.status_code == 201
+    assert response.get_json() == {"created": 2, "duplicates": 0}
+    assert client.get("/articles").get_json()["total"] == 2
+
+
+def test_post_articles_reports_rejected_by_index(client):
+    batch = [
+        article(1, "Good one"),
+        {"url": "file:///etc/passwd", "title": "local file"},
+        article(2, "Good two"),
+        {"url": "https://news.example/9"},
+    ]
+    response = post_json(client, "/articles", batch)
+    assert response.status_code == 201
+    body = response.get_json()
+    assert (body["created"], body["duplicates"]) == (2, 0)
+    assert [r["index"] for r in body["rejected"]] == [1, 3]
+    assert "http" in body["rejected"][0]["error"]
+    assert "title" in body["rejected"][1]["error"]
+    urls = {a["url"] for a in client.get("/articles").get_json()["articles"]}
+    assert urls == {"https://news.example/1", "https://news.example/2"}
+
+
+@pytest.mark.parametrize("body", [[], {}, {"articles": []}])
+def test_post_no_articles_is_422(client, body):
+    assert_error(post_json(client, "/articles", body), 422)
+
+
+@pytest.mark.parametrize("body", ["a string", 42, None, {"articles": "nope"}])
+def test_post_articles_wrong_document_is_422(client, body):
+    assert_error(post_json(client, "/articles", body), 422)
+
+
+def test_post_all_invalid_is_422_with_the_reasons(client):
+    bad = [{"url": "javascript:alert(1)", "title": "x"}, {"title": "no url"}]
+    error = assert_error(post_json(client, "/articles", bad), 422, "invalid_articles")
+    assert [r["index"] for r in error["rejected"]] == [0, 1]
+    assert client.get("/articles").get_json()["total"] == 0
+
+
+def test_post_article_that_cannot_be_stored_is_rejected_not_500(client):
+    # "\ud800" is valid JSON but not storable text.
+    raw = '[{"url": "https://news.example/1", "title": "t", "source": "\\ud800"}]'
+    assert_error(post_raw(client, "/articles", raw), 422)
+    raw = '[{"url": "https://news.example/1", "title": "t", "published_at": "0001-01-01T00:00+01"}]'
+    assert_error(post_raw(client, "/articles", raw), 422)
+
+
+def test_post_articles_not_json_is_415(client):
+    data = json.dumps(article(1, "A"))
+    assert_error(post_raw(client, "/articles", data, "text/plain"), 415, "unsupported_media_type")
+    assert_error(client.post("/articles", data={"url": "x"}), 415)
+
+
+@pytest.mark.parametrize("data", ['{"url": ', "[1, 2,]", "{'single': 'quotes'}", ""])
+def test_post_articles_malformed_json_is_400(client, data):
+    assert_error(post_raw(client, "/articles", data), 400, "malformed_json")
+
+
+def test_post_articles_invalid_utf8_is_400(client):
+    data = b'{"url": "https://news.example/1", "title": "caf\xe9"}'
+    assert_error(post_raw(client, "/articles", data), 400, "malformed_json")
+
+
+def test_post_deeply_nested_json_is_400(client):
+    assert_error(post_raw(client, "/articles", "[" * 100_000 + "]" * 100_000), 400)
+
+
+def test_post_body_over_the_cap_is_413(app, client):
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    big = [article(n, "x" * 100) for n in range(20)]
+    error = assert_error(post_json(client, "/articles", big), 413, "body_too_large")
+    assert "1000 bytes" in error["message"]
+    assert client.get("/articles").get_json()["total"] == 0
+    assert post_json(client, "/articles", big[:1]).status_code == 201
+
+
+# --- GET /articles ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def three_articles(client):
+    batch = [
+        article(1, "Newest", hours_ago=1),
+        article(2, "Older", hours_ago=5),
+        article(3, "Two days old", hours_ago=48),
+    ]
+    assert post_json(client, "/articles", batch).status_code == 201
+
+
+def titles(response, key="articles"):
+    assert response.status_code == 200
+    return [item["title"] for item in response.get_json()[key]]
+
+
+def test_get_articles_defaults_to_24_hours_newest_first(client, three_articles):
+    response = client.get("/articles")
+    assert titles(response) == ["Newest", "Older"]
+    body = response.get_json()
+    assert body["total"] == 2
+    first = body["articles"][0]
+    assert first["url"] == "https://news.example/1"
+    assert first["source"] == "Test Wire"
+    assert first["published_at"].endswith("Z")
+
+
+def test_get_articles_hours_limit_offset(client, three_articles):
+    assert titles(client.get("/articles?hours=72")) == ["Newest", "Older", "Two days old"]
+    assert titles(client.get("/articles?hours=2")) == ["Newest"]
+    paged = client.get("/articles?hours=72&limit=1&offset=1")
+    assert titles(paged) == ["Older"]
+    assert paged.get_json()["total"] == 3  # the total ignores the page
+    assert titles(client.get("/articles?hours=72&offset=3")) == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=0",
+        "limit=501",
+        "limit=x",
+        "limit=",
+        "limit=1.5",
+        "offset=-1",
+        "offset=x",
+        "hours=0",
+        "hours=721",
+        "hours=-3",
+        "hours=abc",
+    ],
+)
+def test_get_articles_bad_query_is_422(client, query):
+    assert_error(client.get(f"/articles?{query}"), 422, "invalid_value")
+
+
+@pytest.mark.parametrize("query", ["limit=1", "limit=500", "offset=0", "hours=1", "hours=720"])
+def test_get_articles_query_bounds_are_inclusive(client, query):
+    assert client.get(f"/articles?{query}").status_code == 200
+
+
+# --- POST /stories/generate and jobs (no consumer: jobs stay queued) ---------------------------
+
+
+def generate(client, body=None, **kwargs):
+    if body is None:
+        return client.post("/stories/generate", **kwargs)
+    return post_json(client, "/stories/generate", body, **kwargs)
+
+
+def test_generate_answers_202_with_the_job(client):
+    response = generate(client, {"time_window_hours": 12, "force": True})
+    assert response.status_code == 202
+    body = response.get_json()
+    assert set(body) == {"job_id", "status", "status_url"}
+    assert body["status"] == "queued"
+    assert body["status_url"] == f"/jobs/{body['job_id']}"
+    job = client.get(body["status_url"]).get_json()
+    assert job["id"] == body["job_id"]
+    assert job["status"] == "queued"
+    assert job["time_window_hours"] == 12
+    assert job["force"] is True
+    assert job["progress"] == 0.0
+    assert job["started_at"] is None
+
+
+def test_generate_with_an_empty_body_uses_the_defaults(client):
+    response = generate(client)
+    assert response.status_code == 202
+    job = client.get(response.get_json()["status_url"]).get_json()
+    assert (job["time_window_hours"], job["force"]) == (24, False)
+    # {} is the same request: deduplicated against the first.
+    assert generate(client, {}).get_json()["job_id"] == job["id"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"time_window_hours": null}',
+        '{"time_window_hours": "24"}',
+        '{"time_window_hours": true}',
+        '{"time_window_hours": NaN}',
+        '{"time_window_hours": Infinity}',
+        '{"time_window_hours": -Infinity}',
+        '{"time_window_hours": 0}',
+        '{"time_window_hours": 0.5}',
+        '{"time_window_hours": 721}',
+        '{"time_window_hours": -1}',
+        '{"time_window_hours": 1' + "0" * 400 + "}",
+        '{"time_window_hours": [24]}',
+        '{"force": "yes"}',
+        '{"force": 1}',
+        '{"force": null}',
+        '{"hours": 24}',
+        '{"time_window_hours": 24, "extra": 1}',
+        "[]",
+        "[24]",
+        '"24"',
+        "24",
+        "null",
+    ],
+)
+def test_generate_rejects_bad_input_with_422(client, raw):
+    assert_error(post_raw(client, "/stories/generate", raw), 422)
+    assert client.get("/jobs").get_json()["jobs"] == []
+
+
+def test_generate_malformed_and_non_json_bodies(client):
+    assert_error(post_raw(client, "/stories/generate", "{oops"), 400, "malformed_json")
+    assert_error(post_raw(client, "/stories/generate", "{}", "text/plain"), 415)
+
+
+@pytest.mark.parametrize("hours", [1, 720, 1.5])
+def test_generate_hour_bounds(client, hours):
+    assert generate(client, {"time_window_hours": hours}).status_code == 202
+
+
+def test_equal_request_while_queued_is_deduplicated(client):
+    first = generate(client, {"time_window_hours": 6}).get_json()
+    second = generate(client, {"time_window_hours": 6.0, "force": False})
+    assert second.status_code == 200
+    assert second.get_json() == {
+        "job_id": first["job_id"],
+        "status": "queued",
+        "status_url": f"/jobs/{first['job_id']}",
+        "deduplicated": True,
+    }
+    assert len(client.get("/jobs").get_json()["jobs"]) == 1
+
+
+def test_different_requests_are_new_jobs(client):
+    base = generate(client, {"time_window_hours": 6}).get_json()["job_id"]
+    other_hours = generate(client, {"time_window_hours": 7})
+    forced = generate(client, {"time_window_hours": 6, "force": True})
+    assert other_hours.status_code == forced.status_code == 202
+    ids = {base, other_hours.get_json()["job_id"], forced.get_json()["job_id"]}
+    assert len(ids) == 3
+
+
+def test_unknown_job_is_404(client):
+    assert_error(client.get("/jobs/0123456789abcdef0123456789abcdef"), 404, "not_found")
+    assert_error(client.post("/jobs/nope/cancel"), 404, "not_found")
+
+
+def test_list_jobs_newest_first_with_filters(client):
+    ids = [generate(client, {"time_window_hours": h}).get_json()["job_id"] for h in (1, 2, 3)]
+    listed = client.get("/jobs").get_json()["jobs"]
+    assert [j["id"] for j in listed] == ids[::-1]
+    assert [j["id"] for j in client.get("/jobs?limit=2").get_json()["jobs"]] == ids[:0:-1]
+    assert client.post(f"/jobs/{ids[0]}/cancel").status_code == 202
+    cancelled = client.get("/jobs?status=cancelled").get_json()["jobs"]
+    assert [j["id"] for j in cancelled] == [ids[0]]
+    queued = client.get("/jobs?status=queued").get_json()["jobs"]
+    assert [j["id"] for j in queued] == ids[:0:-1]
+
+
+@pytest.mark.parametrize("query", ["status=bogus", "status=QUEUED", "limit=0", "limit=x"])
+def test_list_jobs_bad_query_is_422(client, query):
+    assert_error(client.get(f"/jobs?{query}"), 422, "invalid_value")
+
+
+def test_cancel_a_queued_job_then_generate_again(client):
+    job_id = generate(client).get_json()["job_id"]
+    response = client.post(f"/jobs/{job_id}/cancel")
+    assert response.status_code == 202
+    assert response.get_json()["status"] == "cancelled"
+    job = client.get(f"/jobs/{job_id}").get_json()
+    assert job["status"] == "cancelled"
+    assert job["finished_at"] is not None
+    again = generate(client)
+    assert again.status_code == 202
+    assert "deduplicated" not in again.get_json()
+    assert again.get_json()["job_id"] != job_id
+    # Cancelling an ended job changes nothing.
+    assert client.post(f"/jobs/{job_id}/cancel").get_json()["status"] == "cancelled"
+
+
+# --- stories ----------------------------------------------------------------------------------
+
+
+def test_stories_empty_and_unknown(client):
+    assert client.get("/stories").get_json() == {"stories": [], "total": 0}
+    assert_error(client.get("/stories/12345"), 404, "not_found")
+    assert_error(client.get("/stories/abc"), 404, "not_found")
+    assert_error(client.get("/stories/-1"), 404, "not_found")
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=501", "offset=-1", "hours=0", "hours=721"])
+def test_stories_bad_query_is_422(client, query):
+    assert_error(client.get(f"/stories?{query}"), 422, "invalid_value")
+
+
+# --- errors in general ------------------------------------------------------------------------
+
+
+def test_unknown_route_is_404_json(client):
+    assert_error(client.get("/no/such/route"), 404, "not_found")
+    assert_error(client.post("/no/such/route", json={}), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("delete", "/articles"),
+        ("put", "/articles"),
+        ("get", "/stories/generate"),
+        ("post", "/health"),
+    ],
+)
+def test_wrong_method_is_405_json(client, method, path):
+    response = getattr(client, method)(path)
+    assert_error(response, 405, "method_not_allowed")
+    assert "Allow" in response.headers
+
+
+# --- the API token ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def token_client(tmp_path, ollama):
+    app = create_app(make_settings(tmp_path, ollama.url, STORYAPP_API_TOKEN="s3cret"))
+    yield app.test_client()
+    database.close()
+
+
+@pytest.mark.parametrize(
+    "header", [None, "Bearer wrong", "s3cret", "Bearer s3cret2", "Basic s3cret"]
+)
+def test_token_refuses_posts_without_it(token_client, header):
+    headers = {"Authorization": header} if header else {}
+    response = post_json(token_client, "/articles", article(1, "A"), headers=headers)
+    assert_error(response, 401, "unauthorized")
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert_error(generate(token_client, {}, headers=headers), 401)
+    assert token_client.get("/articles").get_json()["total"] == 0
+
+
+def test_token_lets_posts_through_and_gets_need_none(token_client):
+    auth = {"Authorization": "bearer s3cret"}  # the scheme is case-insensitive (RFC 9110)
+    response = post_json(token_client, "/articles", article(1, "A"), headers=auth)
+    assert response.status_code == 201
+    assert generate(token_client, {}, headers=auth).status_code == 202
+    assert token_client.get("/articles").get_json()["total"] == 1
+    assert len(token_client.get("/jobs").get_json()["jobs"]) == 1
+    assert token_client.get("/health").status_code == 200
+
+
+# --- health -----------------------------------------------------------------------------------
+
+
+def test_health_ok_against_the_fake_ollama(client):
+    response = client.get("/health")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "ok"
+    assert body["database"]["ok"] is True
+    assert body["queue"]["ok"] is True
+    assert body["llm"]["reachable"] is True
+    assert body["llm"]["model_available"] is True
+
+
+def test_health_model_missing_is_degraded(tmp_path, ollama):
+    app = create_app(make_settings(tmp_path, ollama.url, STORYAPP_MODEL="no-such-model:1b"))
+    try:
+        body = app.test_client().get("/health").get_json()
+    finally:
+        database.close()
+    assert body["status"] == "degraded"
+    assert body["llm"]["reachable"] is True
+    assert body["llm"]["model_available"] is False
+
+
+def test_health_without_ollama_is_degraded(tmp_path):
+    app = create_app(make_settings(tmp_path, f"http://127.0.0.1:{free_port()}"))
+    try:
+        response = app.test_client().get("/health")
+    finally:
+        database.close()
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "degraded"
+    assert body["database"]["ok"] is True
+    assert body["llm"]["reachable"] is False
+    assert body["llm"]["model_available"] is False
+
+
+# --- end to end, through a real consumer --------------------------------------------------------
+
+
+def test_ingest_generate_and_read_stories(client, consumer, ollama):
+    storm = [
+        article(1, "Storm floods harbour city, ferries halted", "Storm surge floods the harbour."),
+        article(2, "Harbour city flooded as storm surge hits", "Ferries halted by the storm."),
+        article(3, "Storm surge: harbour city floods, ferries stop", "Flooding in the harbour."),
+    ]
+    bank = [
+        article(4, "Central bank raises interest rates again", "Rates up by a quarter point."),
+        article(5, "Interest rates raised by central bank", "The central bank raises rates."),
+    ]
+    single = [article(6, "Local bakery wins pastry award", "A croissant takes the prize.")]
+    assert post_json(client, "/articles", storm + bank + single).get_json()["created"] == 6
+
+    response = generate(client, {"time_window_hours": 24})
+    assert response.status_code == 202
+    job = wait_for_job(client, response.get_json()["job_id"])
+    assert job["status"] == "succeeded", job
+    assert job["progress"] == 1.0
+    assert job["total"] == 3
+    assert job["done"] == 3
+    assert job["counts"]["llm"] == 2
+    assert job["counts"]["single"] == 1
+    assert ollama.chat_count == 2
+
+    body = client.get("/stories").get_json()
+    assert body["total"] == 3
+    by_urls = {frozenset(a["url"] for a in s["articles"]): s for s in body["stories"]}
+    assert set(by_urls) == {frozenset(a["url"] for a in group) for group in (storm, bank, single)}
+    storm_story = by_urls[frozenset(a["url"] for a in storm)]
+    assert storm_story["generator"] == "llm"
+    assert storm_story["model"] == ollama.model
+    assert storm_story["article_count"] == 3
+    assert storm_story["title"] and storm_story["summary"] and storm_story["key_points"]
+    assert by_urls[frozenset([single[0]["url"]])]["generator"] == "single"
+
+    one = client.get(f"/stories/{storm_story['id']}")
+    assert one.status_code == 200
+    assert one.get_json() == storm_story
+
+    paged = client.get("/stories?limit=1&offset=2").get_json()
+    assert paged["total"] == 3
+    assert [s["id"] for s in paged["stories"]] == [body["stories"][2]["id"]]
+    assert client.get("/stories?hours=1").get_json()["total"] == 3

@@ -1,0 +1,331 @@
+import functools
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import article, free_port
+
+from storyapp.cli import main
+from storyapp.db import database
+from storyapp.models import Article, Job
+
+RSS = b"""<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0"><channel><title>Harbour &amp; Coast Wire</title>
+<link>https://wire.example/</link><description>Local news</description>
+<item><title>Storm &lt;b&gt;floods&lt;/b&gt; the harbour</title><link>https://wire.example/storm</link>
+<description>Winds and rain.</description><pubDate>Tue, 02 Jan 2024 15:04:05 +0200</pubDate></item>
+<item><title>Ferry service resumes</title><link>https://wire.example/ferry</link></item>
+</channel></rss>
+"""
+
+OTHER_SETTINGS = (
+    "STORYAPP_DATABASE_URL",
+    "STORYAPP_QUEUE_URL",
+    "STORYAPP_MODEL",
+    "STORYAPP_LLM_CONCURRENCY",
+    "STORYAPP_LLM_TIMEOUT",
+    "STORYAPP_WORKERS",
+    "STORYAPP_API_TOKEN",
+)
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    for name in OTHER_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STORYAPP_DATA_DIR", str(tmp_path / "data"))
+    # No LLM is needed by these commands; a closed port proves none is contacted.
+    monkeypatch.setenv("OLLAMA_HOST", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("STORYAPP_SCHEDULE", "off")
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    if database.obj is not None:  # a usage error ends before anything binds it
+        database.close()
+
+
+@pytest.fixture
+def run(env, capsys):
+    """Runs the CLI in-process: (exit status, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> str:
+    assert code != 0
+    assert "Traceback" not in err
+    assert err.endswith("\n")
+    assert err.count("\n") == 1, err
+    assert err.startswith("storyapp: error: "), err
+    for fragment in fragments:
+        assert fragment in err
+    return err
+
+
+def write_jsonl(path: Path, records: list) -> Path:
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return path
+
+
+# --- init ---------------------------------------------------------------------------------------
+
+
+def test_init_twice(run, env):
+    code, out, err = run("init")
+    assert code == 0, err
+    assert "applied m001_initial" in out
+    assert (env / "data" / "storyapp.db").exists()
+    code, out, err = run("init")
+    assert code == 0, err
+    assert "already up to date" in out
+    assert "applied" not in out
+
+
+def test_bad_config_is_one_line(run, monkeypatch):
+    monkeypatch.setenv("STORYAPP_LLM_CONCURRENCY", "abc")
+    for command in (["init"], ["generate"], ["ingest", "whatever.json"]):
+        code, out, err = run(*command)
+        assert_one_line_error(code, err, "STORYAPP_LLM_CONCURRENCY")
+        assert out == ""
+
+
+def test_bad_schedule_is_one_line(run, monkeypatch):
+    monkeypatch.setenv("STORYAPP_SCHEDULE", "every hour")
+    code, _, err = run("generate")
+    assert_one_line_error(code, err, "STORYAPP_SCHEDULE")
+
+
+# --- ingest ---------------------------------------------------------------------------------------
+
+
+def test_ingest_jsonl_and_json_files(run, env):
+    jsonl = write_jsonl(
+        env / "a.jsonl", [article(1, "One"), article(2, "Two"), article(1, "One again")]
+    )
+    code, out, err = run("ingest", str(jsonl))
+    assert code == 0, err
+    assert out == f"{jsonl}: 2 new, 1 duplicates\n"
+
+    document = env / "b.json"
+    document.write_text(
+        json.dumps({"articles": [article(2, "Two"), {"title": "no url"}, article(3, "Three")]})
+    )
+    code, out, err = run("ingest", str(document))
+    assert code == 0, err
+    assert out.startswith(f"{document}: 1 new, 1 duplicates, 1 rejected (first: #1: url")
+    assert sorted(a.url for a in Article.select()) == [
+        f"https://news.example/{n}" for n in (1, 2, 3)
+    ]
+
+
+def test_ingest_several_sources_in_one_call(run, env):
+    first = write_jsonl(env / "1.jsonl", [article(1, "One")])
+    second = env / "2.json"
+    second.write_text(json.dumps([article(1, "One"), article(2, "Two")]))
+    code, out, _ = run("ingest", str(first), str(second))
+    assert code == 0
+    assert out.splitlines() == [f"{first}: 1 new, 0 duplicates", f"{second}: 1 new, 1 duplicates"]
+
+
+def test_ingest_rss_file(run, env):
+    feed = env / "feed.xml"
+    feed.write_bytes(RSS)
+    code, out, err = run("ingest", str(feed))
+    assert code == 0, err
+    assert out == f"{feed}: 2 new, 0 duplicates\n"
+    storm = Article.get(Article.url == "https://wire.example/storm")
+    assert storm.title == "Storm floods the harbour"
+    assert storm.source == "Harbour & Coast Wire"
+
+
+def test_ingest_missing_file(run, env):
+    code, out, err = run("ingest", str(env / "missing.jsonl"))
+    assert_one_line_error(code, err, "cannot read", "missing.jsonl", "No such file")
+    assert out == ""
+
+
+def test_ingest_a_directory(run, env):
+    code, _, err = run("ingest", str(env))
+    assert_one_line_error(code, err, "cannot read")
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("this is not json\n", "not JSON"),
+        ("", "empty"),
+        ('[{"title": "no url"}]', "every article was invalid"),
+        ("[]", "no articles"),
+        ("[" * 100_000 + "]" * 100_000, "nests too deeply"),
+    ],
+)
+def test_ingest_unusable_file_is_one_line(run, env, content, fragment):
+    path = env / "bad.json"
+    path.write_text(content)
+    code, _, err = run("ingest", str(path))
+    assert_one_line_error(code, err, fragment)
+    assert Article.select().count() == 0
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://news.example/feed.xml"])
+def test_ingest_refuses_other_url_schemes(run, url):
+    code, _, err = run("ingest", url)
+    assert_one_line_error(code, err, url, "only files and http(s) URLs")
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    """A tiny HTTP server over a directory: (directory, base URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root))
+    )
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_ingest_http_url(run, http_dir):
+    root, base = http_dir
+    (root / "export.json").write_text(json.dumps([article(1, "One"), article(2, "Two")]))
+    (root / "feed.xml").write_bytes(RSS)
+    code, out, err = run("ingest", f"{base}/export.json", f"{base}/feed.xml")
+    assert code == 0, err
+    assert out.splitlines() == [
+        f"{base}/export.json: 2 new, 0 duplicates",
+        f"{base}/feed.xml: 2 new, 0 duplicates",
+    ]
+    assert Article.select().count() == 4
+
+
+def test_ingest_http_errors_are_one_line(run, http_dir):
+    _, base = http_dir
+    code, _, err = run("ingest", f"{base}/missing.json")
+    assert_one_line_error(code, err, "cannot fetch", "404")
+    code, _, err = run("ingest", f"http://127.0.0.1:{free_port()}/closed.json")
+    assert_one_line_error(code, err, "cannot fetch")
+
+
+def test_ingest_needs_a_source(run):
+    code, _, err = run("ingest")
+    assert_one_line_error(code, err, "Missing argument")
+
+
+# --- usage errors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["bogus"], "No such command 'bogus'"),
+        (["--bogus"], "No such option"),
+        (["init", "--bogus"], "No such option"),
+        (["generate", "--hours"], "requires an argument"),
+        (["serve", "--port", "0"], "--port"),
+    ],
+)
+def test_usage_errors_are_one_line(run, args, fragment):
+    code, out, err = run(*args)
+    assert code == 2
+    assert_one_line_error(code, err, fragment)
+    assert out == ""
+
+
+def test_help(run):
+    code, out, _ = run("--help")
+    assert code == 0
+    for command in ("init", "ingest", "generate", "worker", "serve", "demo"):
+        assert command in out
+
+
+def test_no_command_shows_the_help(run):
+    code, out, err = run()
+    assert code != 0
+    assert err.startswith("Usage: storyapp")
+    assert "error" not in err
+
+
+# --- generate -------------------------------------------------------------------------------------
+
+
+def test_generate_prints_a_job_id(run):
+    code, out, err = run("generate", "--hours", "6")
+    assert code == 0, err
+    job_id = out.strip()
+    assert re.fullmatch(r"[0-9a-f]{32}", job_id)
+    job = Job.get_by_id(job_id)
+    assert (job.status, job.time_window_hours, job.force) == ("queued", 6.0, False)
+
+    code, out, _ = run("generate", "--hours", "6")
+    assert code == 0
+    assert out == f"{job_id} (an equal job is already queued)\n"
+
+    code, out, _ = run("generate", "--hours", "6", "--force")
+    assert code == 0
+    forced = out.strip()
+    assert forced != job_id
+    assert Job.get_by_id(forced).force is True
+
+
+@pytest.mark.parametrize("hours", ["0", "721", "-1", "abc", "nan", "inf"])
+def test_generate_bad_hours(run, hours):
+    assert run("init")[0] == 0  # binds this test's database, to count its jobs
+    code, out, err = run("generate", "--hours", hours)
+    assert_one_line_error(code, err, "--hours")
+    assert out == ""
+    assert Job.select().count() == 0
+
+
+# --- the installed console script -----------------------------------------------------------------
+
+
+def test_console_script(tmp_path):
+    script = Path(sys.executable).with_name("storyapp")
+    assert script.exists()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("STORYAPP_")},
+        "STORYAPP_DATA_DIR": str(tmp_path / "data"),
+        "OLLAMA_HOST": f"http://127.0.0.1:{free_port()}",
+        "STORYAPP_SCHEDULE": "off",
+    }
+    done = subprocess.run(
+        [str(script), "init"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "applied m001_initial" in done.stdout
+    assert (tmp_path / "data" / "storyapp.db").exists()
+
+    failed = subprocess.run(
+        [str(script), "ingest", "missing.json"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("storyapp: error: cannot read missing.json")
+    assert failed.stderr.count("\n") == 1
