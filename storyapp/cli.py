@@ -164,11 +164,11 @@ def worker(workers):
         workers=workers or settings.workers,
         worker_type="thread",
         periodic=True,
-        # Poll the SQLite queue every 50 ms at first, at most every second when idle: Huey's
-        # own default lets an idle consumer sleep 10 s before it sees new work.
+        # An idle worker thread polls the queue at least every 200 ms (a query of microseconds):
+        # Huey's default lets it sleep 10 s, and a new job waited for threads to wake up.
         initial_delay=0.05,
         backoff=1.15,
-        max_delay=1.0,
+        max_delay=0.2,
     )
     consumer.run()
 
@@ -196,10 +196,68 @@ def demo():
     sys.exit(run_demo(load_settings()))
 
 
+@cli.command()
+@click.option(
+    "--events",
+    default=379,
+    type=click.IntRange(1, 100_000),
+    show_default=True,
+    help="Multi-article events in the corpus.",
+)
+@click.option(
+    "--latency",
+    default=0.45,
+    type=click.FloatRange(0, 60),
+    show_default=True,
+    help="Seconds the fake server takes per request.",
+)
+@click.option("--jitter", default=0.05, type=click.FloatRange(0, 60), show_default=True)
+@click.option(
+    "--slots",
+    default="1,4,8,16",
+    show_default=True,
+    help="Parallel slots of the server, one run each (comma-separated).",
+)
+@click.option(
+    "--sizes",
+    default="1000,10000,50000",
+    show_default=True,
+    help="Article counts for the planning figures (comma-separated).",
+)
+@click.option("--no-baseline", is_flag=True, help="Skip the one-call-after-another run.")
+def bench(events, latency, jitter, slots, sizes, no_baseline):
+    """Measure generation end to end against a local fake Ollama (see BENCHMARKS.md)."""
+    from storyapp.bench import Options, report
+
+    report(
+        Options(
+            events=events,
+            latency=latency,
+            jitter=min(jitter, latency),
+            slots=_positive_ints(slots, "--slots"),
+            sizes=_positive_ints(sizes, "--sizes"),
+            baseline=not no_baseline,
+        )
+    )
+
+
+def _positive_ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"{option} takes whole numbers separated by commas: {text!r}") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{option} takes whole numbers above 0: {text!r}")
+    return values
+
+
 def setup_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Huey logs two lines per task at INFO, 760 for a day's news; storyapp logs per job.
+    logging.getLogger("huey").setLevel(logging.WARNING)
+    logging.getLogger("huey.consumer").setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,7 @@ import click
 from storyapp import ingest, tasks
 from storyapp.cli import describe_job, watch_job
 from storyapp.config import Settings
-from storyapp.db import database
+from storyapp.db import transaction
 from storyapp.models import Article, Story, utcnow
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "articles.jsonl"
@@ -27,7 +27,7 @@ def load_sample(path: Path = SAMPLE) -> tuple[ingest.IngestResult, int]:
     for record in records:
         record["published_at"] = (ingest.parse_datetime(record["published_at"]) + shift).isoformat()
     result = ingest.store(records)
-    with database.atomic():
+    with transaction():
         for record in records:
             Article.update(published_at=ingest.parse_datetime(record["published_at"])).where(
                 Article.url == record["url"]

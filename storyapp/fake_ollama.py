@@ -136,6 +136,9 @@ class FakeOllama:
 def _handler_for(server: FakeOllama):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes; with Nagle's algorithm on, the second waits
+        # for the client's delayed ACK, 40 ms a request. Ollama's own server sets TCP_NODELAY.
+        disable_nagle_algorithm = True
 
         def do_GET(self):
             if self.path == "/api/tags":

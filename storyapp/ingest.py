@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import feedparser
 
-from storyapp.db import database, in_chunks
+from storyapp.db import in_chunks, transaction
 from storyapp.models import Article, utcnow
 
 MAX_URL = 2048
@@ -210,7 +210,7 @@ def store(records: list) -> IngestResult:
         first = result.rejected[0]["error"]
         raise InputError(f"every article was invalid; first: {first}", rejected=result.rejected)
     rows = list(fresh.values())
-    with database.atomic():
+    with transaction():
         for chunk in in_chunks(rows):
             inserted = Article.insert_many(chunk).on_conflict_ignore().as_rowcount().execute()
             result.created += inserted

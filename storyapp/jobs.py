@@ -13,7 +13,7 @@ from datetime import timedelta
 from peewee import Case, IntegrityError, fn
 
 from storyapp import clustering, synthesis
-from storyapp.db import database, in_chunks
+from storyapp.db import in_chunks, transaction
 from storyapp.llm import LLM
 from storyapp.models import (
     Article,
@@ -44,7 +44,7 @@ def request_job(hours: float, force: bool) -> tuple[Job, bool]:
     key = Job.key_for(hours, force)
     for _ in range(5):
         try:
-            with database.atomic():
+            with transaction():
                 return Job.create(time_window_hours=hours, force=force, active_key=key), True
         except IntegrityError:
             existing = Job.get_or_none(Job.active_key == key)
@@ -64,11 +64,12 @@ def cancel_job(job_id: str) -> bool:
 
 
 def _end(job_id: str, status, condition, error=None) -> bool:
-    ended = (
-        Job.update(status=status, finished_at=utcnow(), active_key=None, error=error)
-        .where(Job.id == job_id, condition)
-        .execute()
-    )
+    with transaction():
+        ended = (
+            Job.update(status=status, finished_at=utcnow(), active_key=None, error=error)
+            .where(Job.id == job_id, condition)
+            .execute()
+        )
     return ended == 1
 
 
@@ -82,11 +83,12 @@ class ClusterPlan:
 def plan_job(job_id: str, model: str) -> list[int]:
     """Starts a queued job: clusters its window and settles what needs no LLM. Returns the
     ids of the JobCluster rows left for `run_cluster`; [] if the job was not queued."""
-    started = (
-        Job.update(status="running", started_at=utcnow())
-        .where(Job.id == job_id, Job.status == "queued")
-        .execute()
-    )
+    with transaction():
+        started = (
+            Job.update(status="running", started_at=utcnow())
+            .where(Job.id == job_id, Job.status == "queued")
+            .execute()
+        )
     if not started:
         return []
     job = Job.get_by_id(job_id)
@@ -98,7 +100,7 @@ def plan_job(job_id: str, model: str) -> list[int]:
     singles = load_texts([p.article_ids[0] for p in plans if len(p.article_ids) == 1])
 
     pending_rows, counts = [], dict.fromkeys(OUTCOME_COUNTERS, 0)
-    with database.atomic():
+    with transaction():
         for plan in plans:
             row = {"job": job_id, "cluster_key": plan.key, "article_ids": plan.article_ids}
             if plan.key in reusable:
@@ -187,16 +189,17 @@ def run_cluster(cluster_id: int, llm: LLM | None) -> str | None:
     if jc is None or jc.status != "pending":
         return None
     if Job.select(Job.status).where(Job.id == jc.job_id).scalar() != "running":
-        JobCluster.update(status="skipped", finished_at=utcnow()).where(
-            JobCluster.id == cluster_id, JobCluster.status == "pending"
-        ).execute()
+        with transaction():
+            JobCluster.update(status="skipped", finished_at=utcnow()).where(
+                JobCluster.id == cluster_id, JobCluster.status == "pending"
+            ).execute()
         return None
     texts = list(load_texts(jc.article_ids).values())
     plan = ClusterPlan(jc.cluster_key, jc.article_ids, [t.content_hash for t in texts])
     result = synthesis.synthesize(texts, llm)
     model = llm.model if llm is not None else None
     outcome = result.generator
-    with database.atomic():
+    with transaction():
         _log_calls(jc, model, result.calls)
         settled = (
             JobCluster.update(
@@ -221,11 +224,11 @@ def run_cluster(cluster_id: int, llm: LLM | None) -> str | None:
             Job.update({Job.done: Job.done + 1, counter: counter + 1}).where(
                 Job.id == jc.job_id
             ).execute()
+            _finish_if_complete(jc.job_id)
     if not settled:
         return None
     if result.error:
         log.warning("job %s cluster %s: fallback story (%s)", jc.job_id, cluster_id, result.error)
-    finish_if_complete(jc.job_id)
     return outcome
 
 
@@ -234,7 +237,7 @@ def fail_cluster(cluster_id: int, reason: str) -> None:
     jc = JobCluster.get_or_none(JobCluster.id == cluster_id)
     if jc is None:
         return
-    with database.atomic():
+    with transaction():
         failed = (
             JobCluster.update(status="failed", error=reason, finished_at=utcnow())
             .where(JobCluster.id == cluster_id, JobCluster.status == "pending")
@@ -244,13 +247,17 @@ def fail_cluster(cluster_id: int, reason: str) -> None:
             Job.update(done=Job.done + 1, failed=Job.failed + 1).where(
                 Job.id == jc.job_id
             ).execute()
-    if failed:
-        finish_if_complete(jc.job_id)
+            _finish_if_complete(jc.job_id)
 
 
 def finish_if_complete(job_id: str) -> bool:
-    """Ends a running job whose clusters are all settled. The conditional update makes this
-    true for exactly one caller, however many workers finish their last clusters at once."""
+    with transaction():
+        return _finish_if_complete(job_id)
+
+
+def _finish_if_complete(job_id: str) -> bool:
+    """Ends a running job whose clusters are all settled, inside the caller's transaction. The
+    conditional update is true for exactly one caller, however many finish at once."""
     ended = (
         Job.update(
             status=Case(None, [(Job.failed > 0, "failed")], "succeeded"),
@@ -260,19 +267,20 @@ def finish_if_complete(job_id: str) -> bool:
         .where(Job.id == job_id, Job.status == "running", Job.done >= Job.total)
         .execute()
     )
-    if ended:
-        job = Job.get_by_id(job_id)
-        if job.failed:
-            first = (
-                JobCluster.select(JobCluster.error)
-                .where(JobCluster.job == job_id, JobCluster.status == "failed")
-                .limit(1)
-                .scalar()
-            )
-            job.error = f"{job.failed} of {job.total} clusters failed; first: {first}"
-            job.save(only=[Job.error])
-        log.info("job %s %s: %s", job_id, job.status, job.to_dict()["counts"])
-    return bool(ended)
+    if not ended:
+        return False
+    job = Job.get_by_id(job_id)
+    if job.failed:
+        first = (
+            JobCluster.select(JobCluster.error)
+            .where(JobCluster.job == job_id, JobCluster.status == "failed")
+            .limit(1)
+            .scalar()
+        )
+        job.error = f"{job.failed} of {job.total} clusters failed; first: {first}"
+        job.save(only=[Job.error])
+    log.info("job %s %s: %s", job_id, job.status, job.to_dict()["counts"])
+    return True
 
 
 def load_texts(article_ids: list[int]) -> dict[int, synthesis.ArticleText]:

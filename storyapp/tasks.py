@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from huey import Huey, crontab
+from huey.constants import EmptyData
 from huey.storage import BlackHoleStorage, RedisStorage, SqliteStorage
 
 from storyapp import db, jobs
@@ -20,6 +21,26 @@ from storyapp.migrations import migrate
 from storyapp.synthesis import LLM_OPTIONS
 
 log = logging.getLogger(__name__)
+
+
+class SqliteQueueStorage(SqliteStorage):
+    """Huey's SQLite storage with synchronous=NORMAL instead of FULL. In WAL mode that cannot
+    corrupt the queue; a power cut (not a crash) can lose the last tasks queued. Those are
+    the clusters of a job still running, which the next run plans again. FULL costs an fsync
+    per task: 376 enqueues took 0.12 s on this machine's disk against 0.01 s (and FIELD-NOTES
+    saw 260 a second on another: 1.4 s)."""
+
+    def _create_connection(self):
+        conn = super()._create_connection()
+        conn.execute("pragma synchronous=1")
+        return conn
+
+    def pop_data(self, key):
+        # Huey pops the task's revoke flag after every task, in an exclusive transaction, and
+        # there almost never is one: look first, without the write lock.
+        if not self.has_data_for_key(key):
+            return EmptyData
+        return super().pop_data(key)
 
 
 class UnconfiguredStorage(BlackHoleStorage):
@@ -56,7 +77,7 @@ def queue_storage(url: str):
     if parts.scheme == "sqlite":
         path = Path(url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteStorage(huey.name, filename=str(path.resolve()))
+        return SqliteQueueStorage(huey.name, filename=str(path.resolve()))
     if parts.scheme in ("redis", "rediss", "unix"):
         return RedisStorage(huey.name, url=url)
     raise ConfigError(f"STORYAPP_QUEUE_URL must be sqlite:///… or redis://…, got {url!r}")
@@ -102,30 +123,32 @@ def start_job(hours: float, force: bool) -> tuple[dict, bool]:
     return job.to_dict(), created
 
 
+# The tasks use each worker thread's own connection, opened on first use and kept: opening one
+# per task (and setting its pragmas) cost more than the task's own queries.
+
+
 @huey.task()
 def plan_job(job_id: str) -> None:
-    with db.database.connection_context():
-        try:
-            cluster_ids = jobs.plan_job(job_id, settings().model)
-        except Exception as exc:
-            log.exception("job %s: planning failed", job_id)
-            jobs.fail_job(job_id, f"planning failed: {type(exc).__name__}: {exc}")
-            return
-        for cluster_id in cluster_ids:
-            synthesize_cluster(cluster_id)
+    try:
+        cluster_ids = jobs.plan_job(job_id, settings().model)
+    except Exception as exc:
+        log.exception("job %s: planning failed", job_id)
+        jobs.fail_job(job_id, f"planning failed: {type(exc).__name__}: {exc}")
+        return
+    for cluster_id in cluster_ids:
+        synthesize_cluster(cluster_id)
 
 
 @huey.task(retries=2, retry_delay=2, context=True)
 def synthesize_cluster(cluster_id: int, task=None) -> None:
-    with db.database.connection_context():
-        try:
-            jobs.run_cluster(cluster_id, llm())
-        except Exception as exc:
-            if task is not None and task.retries:
-                log.warning("cluster %s: %s; Huey retries it", cluster_id, exc)
-                raise
-            log.exception("cluster %s: giving up", cluster_id)
-            jobs.fail_cluster(cluster_id, f"{type(exc).__name__}: {exc}")
+    try:
+        jobs.run_cluster(cluster_id, llm())
+    except Exception as exc:
+        if task is not None and task.retries:
+            log.warning("cluster %s: %s; Huey retries it", cluster_id, exc)
+            raise
+        log.exception("cluster %s: giving up", cluster_id)
+        jobs.fail_cluster(cluster_id, f"{type(exc).__name__}: {exc}")
 
 
 def _schedule_due(moment) -> bool:
@@ -135,8 +158,7 @@ def _schedule_due(moment) -> bool:
 
 @huey.periodic_task(_schedule_due, name="scheduled_generation")
 def scheduled_generation() -> None:
-    with db.database.connection_context():
-        job, created = start_job(24.0, False)
+    job, created = start_job(24.0, False)
     log.info(
         "scheduled generation: job %s (%s)", job["id"], "new" if created else "already running"
     )

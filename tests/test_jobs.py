@@ -105,14 +105,14 @@ def test_each_cluster_is_settled_once_and_the_job_ends_once(news, ollama):
     pending = jobs.plan_job(job.id, tasks.settings().model)
     assert len(pending) == 2
     outcomes, ends = [], []
-    original = jobs.finish_if_complete
+    original = jobs._finish_if_complete
 
     def counting_finish(job_id):
         ended = original(job_id)
         ends.append(ended)
         return ended
 
-    jobs.finish_if_complete = counting_finish
+    jobs._finish_if_complete = counting_finish
     try:
         # Every cluster run by three threads at once, as if the queue delivered it thrice.
         threads = [
@@ -125,7 +125,7 @@ def test_each_cluster_is_settled_once_and_the_job_ends_once(news, ollama):
         for t in threads:
             t.join()
     finally:
-        jobs.finish_if_complete = original
+        jobs._finish_if_complete = original
     assert sorted(o for o in outcomes if o) == ["llm", "llm"]
     assert ends.count(True) == 1
     job = Job.get_by_id(job.id)

@@ -1,0 +1,339 @@
+"""`storyapp bench`: how fast generation is, end to end, next to what the first version did and
+next to the floor the LLM server allows. Everything runs here: an Ollama-speaking server with a
+set latency and a set number of parallel slots, a synthetic corpus with a known number of
+events, the real queue and a real `storyapp worker` process. It prints a Markdown report.
+"""
+
+import math
+import multiprocessing
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from storyapp import clustering, ingest, jobs, synthesis, tasks
+from storyapp.config import Settings
+from storyapp.corpus import synthetic_corpus
+from storyapp.db import database
+from storyapp.fake_ollama import FakeOllama
+from storyapp.llm import OllamaLLM
+from storyapp.models import Job, utcnow
+
+ENDED = ("succeeded", "failed", "cancelled")
+
+
+@dataclass
+class Options:
+    events: int = 379
+    latency: float = 0.45
+    jitter: float = 0.05
+    slots: tuple[int, ...] = (1, 4, 8, 16)
+    sizes: tuple[int, ...] = (1000, 10_000, 50_000)
+    baseline: bool = True
+
+
+@dataclass
+class Run:
+    seconds: float
+    calls: int
+    job: dict
+
+
+def report(options: Options, out=sys.stdout) -> None:
+    def say(line: str = "") -> None:
+        print(line, file=out, flush=True)
+
+    now = utcnow()
+    corpus = synthetic_corpus(options.events, now=now)
+    say(
+        f"Corpus: {len(corpus)} articles, {options.events} events of 2-5 articles; server "
+        f"latency {options.latency} s ± {options.jitter} s; {os.cpu_count()} cores."
+    )
+    say()
+    say("## End to end: POST /stories/generate to the job's end")
+    say()
+    say("| run | slots | LLM calls | time (s) | floor (s) | time / floor | target (s) |")
+    say("|---|---|---|---|---|---|---|")
+    if options.baseline:
+        with FakeOllama(latency=options.latency, jitter=options.jitter, slots=1) as server:
+            seconds, calls = sequential_baseline(corpus, server)
+        floor = calls * options.latency
+        say(
+            f"| first version: one call after another | 1 | {calls} | {seconds:.1f} | "
+            f"{floor:.1f} | {seconds / floor:.2f} | |"
+        )
+    warm = incremental = api = None
+    for slots in options.slots:
+        with Stack(options.latency, options.jitter, slots, workers=max(8, slots)) as stack:
+            stack.ingest(corpus)
+            measure_api = slots == 8 or (api is None and slots == options.slots[-1])
+            with stack.api_probe() if measure_api else _nothing() as probe:
+                run = stack.generate()
+            if probe is not None:
+                api = probe
+            floor = math.ceil(run.calls / slots) * options.latency
+            target = 1.15 * floor + 1
+            say(
+                f"| storyapp | {slots} | {run.calls} | {run.seconds:.1f} | {floor:.1f} | "
+                f"{run.seconds / floor:.2f} | {target:.1f} |"
+            )
+            if slots == 8 or (warm is None and slots == options.slots[-1]):
+                warm = stack.generate()
+                added = follow_ups(corpus, 0.05)
+                stack.ingest(added)
+                incremental = (stack.generate(), len(added))
+    say()
+    if warm is not None:
+        say("## Re-runs (8 slots)")
+        say()
+        say("| run | time (s) | LLM calls | counts |")
+        say("|---|---|---|---|")
+        say(f"| warm, nothing changed | {warm.seconds:.2f} | {warm.calls} | {warm.job['counts']} |")
+        run, added = incremental
+        say(
+            f"| incremental, {added} articles added (5%) | {run.seconds:.2f} | {run.calls} | "
+            f"{run.job['counts']} |"
+        )
+        say()
+    with Stack(0.0, 0.0, 16, workers=16) as stack:
+        stack.ingest(corpus)
+        run = stack.generate()
+    say("## Queue overhead (zero-latency server, 16 slots, 16 worker threads)")
+    say()
+    say(
+        f"{run.job['total']} clusters in {run.seconds:.2f} s: "
+        f"**{run.job['total'] / run.seconds:.0f} clusters/s** (target above 200)."
+    )
+    say()
+    if api is not None:
+        say("## API latency while a job runs (in-process WSGI calls, worker in its own process)")
+        say()
+        say("| request | n | p50 (ms) | p99 (ms) |")
+        say("|---|---|---|---|")
+        for name, samples in api.items():
+            p50, p99 = percentile(samples, 50), percentile(samples, 99)
+            say(f"| {name} | {len(samples)} | {p50:.1f} | {p99:.1f} |")
+        say()
+    say("## Planning (each size in a fresh process)")
+    say()
+    say("| articles | clusters | cluster (s) | plan job (s) | peak RSS (MB) |")
+    say("|---|---|---|---|---|")
+    for size in options.sizes:
+        result = in_fresh_process(measure_planning, size)
+        plan = "-" if result["plan_s"] is None else f"{result['plan_s']:.2f}"
+        say(
+            f"| {size} | {result['clusters']} | {result['cluster_s']:.2f} | {plan} | "
+            f"{result['peak_mb']:.0f} |"
+        )
+
+
+def sequential_baseline(corpus: list[dict], server: FakeOllama) -> tuple[float, int]:
+    """The first version: cluster, then one blocking LLM call per cluster, in one thread."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tasks.configure(settings_for(Path(tmp), server.url, slots=1, workers=1))
+        ingest.store(corpus)
+        end = utcnow()
+        plans = jobs.cluster_window(end - timedelta(hours=24), end)
+        llm = OllamaLLM(
+            (server.url,), server.model, timeout=120, concurrency=1, options=synthesis.LLM_OPTIONS
+        )
+        started = time.perf_counter()
+        for plan in plans:
+            if len(plan.article_ids) > 1:
+                synthesis.synthesize(list(jobs.load_texts(plan.article_ids).values()), llm)
+        seconds = time.perf_counter() - started
+        llm.close()
+        database.close()
+    return seconds, server.chat_count
+
+
+def follow_ups(corpus: list[dict], fraction: float) -> list[dict]:
+    """New articles on existing events: a reworded copy of one article of each chosen event."""
+    by_event: dict[str, dict] = {}
+    for record in corpus:
+        by_event.setdefault(record["event"], record)
+    count = max(1, round(len(corpus) * fraction))
+    chosen = list(by_event.values())[:: max(1, len(by_event) // count)][:count]
+    now = utcnow()
+    return [
+        {
+            **record,
+            "url": record["url"] + "/follow-up",
+            "title": " ".join(reversed(record["title"].split())).capitalize(),
+            "summary": " ".join(reversed(record["summary"].split())).capitalize(),
+            "published_at": now.isoformat() + "Z",
+        }
+        for record in chosen
+    ]
+
+
+def settings_for(data_dir: Path, ollama_url: str, slots: int, workers: int) -> Settings:
+    return Settings.from_env(
+        {
+            "STORYAPP_DATA_DIR": str(data_dir),
+            "OLLAMA_HOST": ollama_url,
+            "STORYAPP_LLM_CONCURRENCY": str(slots),
+            "STORYAPP_WORKERS": str(workers),
+            "STORYAPP_SCHEDULE": "off",
+        }
+    )
+
+
+class Stack:
+    """A fake Ollama server, a fresh data directory, the API in process and a worker process."""
+
+    def __init__(self, latency: float, jitter: float, slots: int, workers: int):
+        self.server = FakeOllama(latency=latency, jitter=jitter, slots=max(slots, 1))
+        self.slots, self.workers = slots, workers
+        self._tmp = tempfile.TemporaryDirectory()
+        self.dir = Path(self._tmp.name)
+
+    def __enter__(self) -> "Stack":
+        from storyapp.api import create_app
+
+        self.server.start()
+        self.settings = settings_for(self.dir, self.server.url, self.slots, self.workers)
+        self.app = create_app(self.settings)
+        self.client = self.app.test_client()
+        env = {
+            **os.environ,
+            "STORYAPP_DATA_DIR": str(self.dir),
+            "OLLAMA_HOST": self.server.url,
+            "STORYAPP_LLM_CONCURRENCY": str(self.slots),
+            "STORYAPP_WORKERS": str(self.workers),
+            "STORYAPP_SCHEDULE": "off",
+        }
+        self.log = open(self.dir / "worker.log", "w+")  # noqa: SIM115 (closed in __exit__)
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "storyapp.cli", "worker"],
+            env=env,
+            cwd=self.dir,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while "Huey consumer started" not in (self.dir / "worker.log").read_text():
+            if self.worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not start: {self.dir / 'worker.log'}")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.worker.terminate()
+        self.worker.wait(timeout=30)
+        self.log.close()
+        self.server.stop()
+        database.close()
+        self._tmp.cleanup()
+
+    def ingest(self, records: list[dict]) -> None:
+        response = self.client.post("/articles", json={"articles": records})
+        assert response.status_code == 201, response.get_json()
+
+    def generate(self) -> Run:
+        calls_before = self.server.chat_count
+        started = time.perf_counter()
+        response = self.client.post("/stories/generate", json={"time_window_hours": 24})
+        job_id = response.get_json()["job_id"]
+        while (status := Job.select(Job.status).where(Job.id == job_id).scalar()) not in ENDED:
+            time.sleep(0.005)
+        seconds = time.perf_counter() - started
+        job = Job.get_by_id(job_id).to_dict()
+        if status != "succeeded":
+            raise RuntimeError(f"job {job_id} ended {status}: {job['error']}")
+        return Run(seconds, self.server.chat_count - calls_before, job)
+
+    @contextmanager
+    def api_probe(self):
+        """Calls GET /jobs/<id> and POST /stories/generate (an equal job: deduplicated)
+        every 10 ms while the block runs; yields {request: [ms, ...]}."""
+        samples: dict[str, list[float]] = {"GET /jobs/<id>": [], "POST /stories/generate": []}
+        stop = threading.Event()
+
+        def probe():
+            # Each request's teardown closes this thread's connection; queries reopen it.
+            while not stop.is_set():
+                job_id = Job.select(Job.id).order_by(Job.created_at.desc()).scalar()
+                if job_id is None:
+                    stop.wait(0.01)
+                    continue
+                for name, call in (
+                    ("GET /jobs/<id>", lambda: self.client.get(f"/jobs/{job_id}")),  # noqa: B023
+                    (
+                        "POST /stories/generate",
+                        lambda: self.client.post("/stories/generate", json={}),
+                    ),
+                ):
+                    started = time.perf_counter()
+                    call()
+                    samples[name].append((time.perf_counter() - started) * 1000)
+                stop.wait(0.01)
+            database.close()
+
+        thread = threading.Thread(target=probe, daemon=True)
+        thread.start()
+        try:
+            yield samples
+        finally:
+            stop.set()
+            thread.join()
+
+
+@contextmanager
+def _nothing():
+    yield None
+
+
+def percentile(samples: list[float], p: float) -> float:
+    if len(samples) < 2:
+        return samples[0] if samples else float("nan")
+    return statistics.quantiles(samples, n=100, method="inclusive")[int(p) - 1]
+
+
+def measure_planning(size: int) -> dict:
+    """Clusters `size` articles, then plans a job over them from the database."""
+    now = utcnow()
+    corpus = synthetic_corpus(size // 3 + 1, now=now)[:size]
+    docs = [
+        clustering.Doc(f"{r['title']}\n{r['summary']}", ingest.parse_datetime(r["published_at"]))
+        for r in corpus
+    ]
+    started = time.perf_counter()
+    groups = clustering.cluster(docs)
+    cluster_s = time.perf_counter() - started
+    plan_s = None
+    if size <= PLAN_MAX:
+        plan_s = plan_from_database(corpus)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"clusters": len(groups), "cluster_s": cluster_s, "plan_s": plan_s, "peak_mb": peak_mb}
+
+
+# Planning from the database clusters again; past this size the clustering figure says it all.
+PLAN_MAX = 10_000
+
+
+def plan_from_database(corpus: list[dict]) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        tasks.configure(settings_for(Path(tmp), "http://127.0.0.1:9", slots=4, workers=8))
+        ingest.store(corpus)
+        job, _ = jobs.request_job(24, False)
+        started = time.perf_counter()
+        jobs.plan_job(job.id, "llama3.1:8b")
+        plan_s = time.perf_counter() - started
+        database.close()
+    return plan_s
+
+
+def in_fresh_process(function, *args):
+    # Spawned, not forked: the peak memory is this measurement's alone.
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(function, args)
