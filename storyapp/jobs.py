@@ -185,10 +185,15 @@ def _cache_entries(plans: list[ClusterPlan], model: str) -> dict[str, SynthesisC
 def run_cluster(cluster_id: int, llm: LLM | None) -> str | None:
     """Writes the story of one pending cluster; returns its outcome, or None if the cluster was
     not pending (settled already, or its job cancelled: then it is skipped)."""
-    jc = JobCluster.get_or_none(JobCluster.id == cluster_id)
+    jc = (
+        JobCluster.select(JobCluster, Job.id, Job.status)
+        .join(Job)
+        .where(JobCluster.id == cluster_id)
+        .first()
+    )
     if jc is None or jc.status != "pending":
         return None
-    if Job.select(Job.status).where(Job.id == jc.job_id).scalar() != "running":
+    if jc.job.status != "running":
         with transaction():
             JobCluster.update(status="skipped", finished_at=utcnow()).where(
                 JobCluster.id == cluster_id, JobCluster.status == "pending"
@@ -199,20 +204,24 @@ def run_cluster(cluster_id: int, llm: LLM | None) -> str | None:
     result = synthesis.synthesize(texts, llm)
     model = llm.model if llm is not None else None
     outcome = result.generator
-    with transaction():
-        _log_calls(jc, model, result.calls)
+    with transaction() as txn:
+        # Written first, kept only if this worker is the one that settles the cluster: a task
+        # delivered twice rolls its story back.
+        story = save_story(plan, result.story, outcome, model if outcome == "llm" else None)
         settled = (
             JobCluster.update(
-                status="done", outcome=outcome, finished_at=utcnow(), error=result.error
+                status="done",
+                outcome=outcome,
+                story=story,
+                finished_at=utcnow(),
+                error=result.error,
             )
             .where(JobCluster.id == cluster_id, JobCluster.status == "pending")
             .execute()
         )
-        if settled:
-            story = save_story(
-                plan, result.story, result.generator, model if outcome == "llm" else None
-            )
-            JobCluster.update(story=story).where(JobCluster.id == cluster_id).execute()
+        if not settled:
+            txn.rollback()
+        else:
             if outcome == "llm":
                 key = synthesis.cache_key(model, plan.content_hashes)
                 entry = {"key": key, "model": model, "story": result.story}
@@ -225,6 +234,7 @@ def run_cluster(cluster_id: int, llm: LLM | None) -> str | None:
                 Job.id == jc.job_id
             ).execute()
             _finish_if_complete(jc.job_id)
+        _log_calls(jc, model, result.calls)  # the calls were made either way
     if not settled:
         return None
     if result.error:
@@ -284,12 +294,20 @@ def _finish_if_complete(job_id: str) -> bool:
 
 
 def load_texts(article_ids: list[int]) -> dict[int, synthesis.ArticleText]:
+    columns = (
+        Article.title,
+        Article.summary,
+        Article.content,
+        Article.source,
+        Article.published_at,
+        Article.content_hash,
+    )
     texts = {}
     for chunk in in_chunks(article_ids):
-        for a in Article.select().where(Article.id.in_(chunk)):
-            texts[a.id] = synthesis.ArticleText(
-                a.title, a.summary, a.content, a.source, a.published_at, a.content_hash
-            )
+        for article_id, *fields in (
+            Article.select(Article.id, *columns).where(Article.id.in_(chunk)).tuples()
+        ):
+            texts[article_id] = synthesis.ArticleText(*fields)
     return texts
 
 
@@ -352,6 +370,8 @@ def _continued_story(plan: ClusterPlan) -> Story | None:
             .tuples()
         ):
             shared[story_id] = shared.get(story_id, 0) + count
+    if not shared:
+        return None
     best, best_score = None, SAME_STORY_JACCARD
     for story in Story.select().where(Story.id.in_(list(shared))):
         overlap = shared[story.id]
