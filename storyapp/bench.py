@@ -151,7 +151,7 @@ def sequential_baseline(corpus: list[dict], server: FakeOllama) -> tuple[float, 
                 synthesis.synthesize(list(jobs.load_texts(plan.article_ids).values()), llm)
         seconds = time.perf_counter() - started
         llm.close()
-        database.close()
+        tasks.close()
     return seconds, server.chat_count
 
 
@@ -231,7 +231,7 @@ class Stack:
         self.worker.wait(timeout=30)
         self.log.close()
         self.server.stop()
-        database.close()
+        tasks.close()
         self._tmp.cleanup()
 
     def ingest(self, records: list[dict]) -> None:

@@ -47,8 +47,9 @@ def synthetic_corpus(
         names = [pseudo_word(rng) for _ in range(6)]
         start = now - timedelta(hours=rng.uniform(1.0, hours))
         for n in range(size):
-            title = rng.sample(names, 3) + rng.choices(COMMON, weights, k=4)
-            summary = rng.sample(names, 4) + rng.choices(COMMON, weights, k=14)
+            # Headlines are mostly the event's own names; summaries mix in everyday words.
+            title = rng.sample(names, 4) + rng.choices(COMMON, weights, k=3)
+            summary = rng.sample(names, 5) + rng.choices(COMMON, weights, k=12)
             body = [
                 " ".join(rng.sample(names, 2) + rng.choices(COMMON, weights, k=10)) + "."
                 for _ in range(8)

@@ -66,6 +66,16 @@ def configure(settings: Settings) -> None:
         _state.update(settings=settings, llm=None, schedule=schedule)
 
 
+def close() -> None:
+    """Lets go of the LLM client's connections and this thread's database connection."""
+    with _llm_lock:
+        if _state["llm"] is not None:
+            _state["llm"].close()
+            _state["llm"] = None
+    if db.database.obj is not None:
+        db.database.close()
+
+
 def settings() -> Settings:
     if _state["settings"] is None:
         raise RuntimeError("storyapp is not configured: call storyapp.tasks.configure()")

@@ -10,7 +10,6 @@ import pytest
 
 from storyapp import tasks
 from storyapp.config import Settings
-from storyapp.db import database
 from storyapp.fake_ollama import FakeOllama
 from storyapp.models import utcnow
 
@@ -47,11 +46,16 @@ def settings(tmp_path, ollama):
     return make_settings(tmp_path, ollama.url)
 
 
+@pytest.fixture(autouse=True)
+def release_connections():
+    yield
+    tasks.close()
+
+
 @pytest.fixture
 def configured(settings):
     tasks.configure(settings)
-    yield settings
-    database.close()
+    return settings
 
 
 @pytest.fixture

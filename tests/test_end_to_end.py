@@ -9,9 +9,17 @@ from datetime import timedelta
 
 import pytest
 import requests
-from conftest import free_port, make_settings, running_consumer, sample_records, wait_for_job
+from conftest import (
+    article,
+    free_port,
+    make_settings,
+    running_consumer,
+    sample_records,
+    wait_for_job,
+)
 
 from storyapp.api import create_app
+from storyapp.fake_ollama import FakeOllama
 from storyapp.ingest import parse_datetime
 from storyapp.models import JobCluster, LLMCall, utcnow
 
@@ -132,3 +140,31 @@ def test_serve_and_worker_processes_turn_the_sample_into_stories(served, ollama)
         stories = http.get(f"{served}/stories?limit=500", timeout=5).json()
     assert stories["total"] == job["total"]
     assert ollama.chat_count == job["counts"]["llm"] > 20
+
+
+def test_llm_requests_in_flight_stay_within_the_per_host_bound(tmp_path):
+    # Eight worker threads, a server with room for 32, and a bound of 3: the bound holds.
+    with FakeOllama(latency=0.05, slots=32) as server:
+        settings = make_settings(
+            tmp_path, server.url, STORYAPP_LLM_CONCURRENCY="3", STORYAPP_WORKERS="8"
+        )
+        app = create_app(settings)
+        with running_consumer(workers=8):
+            job = ingest_and_generate(app.test_client())
+        assert job["status"] == "succeeded" and job["counts"]["llm"] > 20
+        assert server.peak_in_flight == 3
+
+
+def test_a_busy_server_is_retried_and_the_story_still_comes_from_the_llm(client, consumer, ollama):
+    ollama.script = ["busy", "busy"]
+    client.post(
+        "/articles",
+        json=[
+            article(1, "Quake hits Eldham coast", "Eldham quake."),
+            article(2, "Eldham coast hit by quake", "Quake in Eldham."),
+        ],
+    )
+    job = wait_for_job(client, client.post("/stories/generate").get_json()["job_id"])
+    assert job["counts"]["llm"] == 1 and job["counts"]["fallback"] == 0
+    calls = [(c.attempt, c.outcome, c.status_code) for c in LLMCall.select().order_by(LLMCall.id)]
+    assert calls == [(1, "error", 503), (2, "error", 503), (3, "ok", None)]

@@ -1,0 +1,41 @@
+"""The benchmark's machinery on a tiny corpus: it runs and counts right (figures, not timings,
+are what BENCHMARKS.md is for)."""
+
+import io
+
+from storyapp.bench import Options, follow_ups, report
+from storyapp.corpus import synthetic_corpus
+from storyapp.models import utcnow
+
+
+def test_corpus_is_seeded_and_has_the_events_asked_for():
+    now = utcnow()
+    corpus = synthetic_corpus(10, now=now, singles=3)
+    assert corpus == synthetic_corpus(10, now=now, singles=3)
+    assert len({r["event"] for r in corpus}) == 13
+    assert len({r["url"] for r in corpus}) == len(corpus)
+    added = follow_ups(corpus, 0.1)
+    assert len(added) == round(len(corpus) * 0.1)
+    assert {r["event"] for r in added} <= {r["event"] for r in corpus}
+
+
+def test_bench_report_on_a_tiny_corpus():
+    out = io.StringIO()
+    report(
+        Options(events=16, latency=0.01, jitter=0.0, slots=(2,), sizes=(300,), baseline=True),
+        out=out,
+    )
+    text = out.getvalue()
+    rows = {
+        line.split("|")[1].strip(): line.split("|")
+        for line in text.splitlines()
+        if line.startswith("| ")
+    }
+    assert rows["first version: one call after another"][3].strip() == "16"
+    assert rows["storyapp"][3].strip() == "16"  # one LLM call per event
+    assert rows["warm, nothing changed"][3].strip() == "0"
+    name, incremental = next((n, r) for n, r in rows.items() if n.startswith("incremental"))
+    added = int(name.split()[1])  # "incremental, 3 articles added (5%)"
+    assert int(incremental[3]) == added  # each article joins another event: one call each
+    assert "clusters/s" in text and "GET /jobs/<id>" in text
+    assert rows["300"][2].strip() != ""  # planning figures for 300 articles
