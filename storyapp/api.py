@@ -10,7 +10,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from peewee import fn
 from werkzeug.exceptions import HTTPException
 
-from storyapp import ingest, jobs, tasks
+from storyapp import ingest, jobs, recovery, tasks
 from storyapp.config import Settings
 from storyapp.db import database
 from storyapp.models import Article, Job, Story, utcnow
@@ -208,11 +208,13 @@ def get_job_or_404(job_id: str) -> Job:
 
 @bp.get("/jobs/<job_id>")
 def get_job(job_id):
+    recovery.end_orphans()
     return get_job_or_404(job_id).to_dict()
 
 
 @bp.get("/jobs")
 def list_jobs():
+    recovery.end_orphans()
     limit = query_int("limit", 50, 1, 500)
     query = Job.select().order_by(Job.created_at.desc(), Job.id)
     status = request.args.get("status")

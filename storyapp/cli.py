@@ -169,8 +169,17 @@ def worker(workers):
         initial_delay=0.05,
         backoff=1.15,
         max_delay=0.2,
+        # SIGTERM (systemd, kill) lets running clusters finish, for up to a minute; SIGINT
+        # stops at once. Either way the supervisor hands back what is left unfinished.
+        graceful_signal="TERM",
+        shutdown_timeout=60,
     )
-    consumer.run()
+    supervisor = tasks.Supervisor()
+    supervisor.start()
+    try:
+        consumer.run()
+    finally:
+        supervisor.stop()
 
 
 @cli.command()

@@ -2,8 +2,9 @@
 
 Invalid records are reported with their index and a reason; the valid ones of the same batch
 still land. A URL seen before (in the database or earlier in the batch) counts as a duplicate.
-Fields other than the article's own (an exporter's extras, the sample's `event` label) are
-ignored rather than refused: real exports carry many.
+A field the article does not have is refused, not ignored: `publishd_at` would otherwise
+quietly become "now". `event` is accepted as a label (the sample's, for scoring the
+clustering) and not stored.
 """
 
 import hashlib
@@ -129,10 +130,19 @@ def records_from(document) -> list:
     raise InputError('expected an article object, a list of articles or {"articles": [...]}')
 
 
+FIELDS = ("url", "title", "summary", "content", "source", "published_at", "event")
+
+
 def validate(record) -> dict:
     """Returns the article's fields ready to store, or raises ValueError with the reason."""
     if not isinstance(record, dict):
         raise ValueError("an article must be a JSON object")
+    unknown = sorted(set(record) - set(FIELDS))
+    if unknown:
+        shown = ", ".join(repr(name)[:40] for name in unknown[:5])
+        raise ValueError(f"unknown field(s) {shown}; an article has {', '.join(FIELDS)}")
+    if not isinstance(record.get("event", ""), str):
+        raise ValueError("event must be a string")
     url = record.get("url")
     if not isinstance(url, str) or not url.strip():
         raise ValueError("url is required and must be a string")

@@ -80,12 +80,12 @@ class ClusterPlan:
     content_hashes: list[str]
 
 
-def plan_job(job_id: str, model: str) -> list[int]:
+def plan_job(job_id: str, model: str, worker: str | None = None) -> list[int]:
     """Starts a queued job: clusters its window and settles what needs no LLM. Returns the
     ids of the JobCluster rows left for `run_cluster`; [] if the job was not queued."""
     with transaction():
         started = (
-            Job.update(status="running", started_at=utcnow())
+            Job.update(status="running", started_at=utcnow(), planner=worker)
             .where(Job.id == job_id, Job.status == "queued")
             .execute()
         )
@@ -182,9 +182,12 @@ def _cache_entries(plans: list[ClusterPlan], model: str) -> dict[str, SynthesisC
     }
 
 
-def run_cluster(cluster_id: int, llm: LLM | None) -> str | None:
+def run_cluster(
+    cluster_id: int, llm: LLM | None, worker: str | None = None, lease_s: float = 600.0
+) -> str | None:
     """Writes the story of one pending cluster; returns its outcome, or None if the cluster was
-    not pending (settled already, or its job cancelled: then it is skipped)."""
+    not pending (settled already, or its job cancelled: then it is skipped) or another live
+    worker holds it (a task queued twice by recovery)."""
     jc = (
         JobCluster.select(JobCluster, Job.id, Job.status)
         .join(Job)
@@ -198,6 +201,8 @@ def run_cluster(cluster_id: int, llm: LLM | None) -> str | None:
             JobCluster.update(status="skipped", finished_at=utcnow()).where(
                 JobCluster.id == cluster_id, JobCluster.status == "pending"
             ).execute()
+        return None
+    if not _lease(cluster_id, worker, lease_s):
         return None
     texts = list(load_texts(jc.article_ids).values())
     plan = ClusterPlan(jc.cluster_key, jc.article_ids, [t.content_hash for t in texts])
@@ -242,6 +247,25 @@ def run_cluster(cluster_id: int, llm: LLM | None) -> str | None:
     return outcome
 
 
+def _lease(cluster_id: int, worker: str | None, lease_s: float) -> bool:
+    now = utcnow()
+    with transaction():
+        free = (
+            JobCluster.lease_holder.is_null()
+            | (JobCluster.lease_holder == worker)
+            | (JobCluster.lease_until < now)
+        )
+        return bool(
+            JobCluster.update(
+                lease_holder=worker,
+                leased_at=now,
+                lease_until=now + timedelta(seconds=lease_s),
+            )
+            .where(JobCluster.id == cluster_id, JobCluster.status == "pending", free)
+            .execute()
+        )
+
+
 def fail_cluster(cluster_id: int, reason: str) -> None:
     """Counts a cluster that could not be settled at all, so its job can still end."""
     jc = JobCluster.get_or_none(JobCluster.id == cluster_id)
@@ -280,17 +304,29 @@ def _finish_if_complete(job_id: str) -> bool:
     if not ended:
         return False
     job = Job.get_by_id(job_id)
+    problems = []
     if job.failed:
-        first = (
-            JobCluster.select(JobCluster.error)
-            .where(JobCluster.job == job_id, JobCluster.status == "failed")
-            .limit(1)
-            .scalar()
-        )
-        job.error = f"{job.failed} of {job.total} clusters failed; first: {first}"
+        first = _first_error(job_id, JobCluster.status == "failed")
+        problems.append(f"{job.failed} of {job.total} clusters failed; first: {first}")
+    if job.fallback:
+        # A succeeded job says so too: the stories exist, but not from the LLM, and why.
+        first = _first_error(job_id, JobCluster.outcome == "fallback")
+        problems.append(f"{job.fallback} clusters used the extractive fallback: {first}")
+    if problems:
+        job.error = "; ".join(problems)
         job.save(only=[Job.error])
     log.info("job %s %s: %s", job_id, job.status, job.to_dict()["counts"])
     return True
+
+
+def _first_error(job_id: str, condition) -> str | None:
+    return (
+        JobCluster.select(JobCluster.error)
+        .where(JobCluster.job == job_id, condition, JobCluster.error.is_null(False))
+        .order_by(JobCluster.id)
+        .limit(1)
+        .scalar()
+    )
 
 
 def load_texts(article_ids: list[int]) -> dict[int, synthesis.ArticleText]:

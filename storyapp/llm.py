@@ -88,7 +88,8 @@ class OllamaLLM:
                         stream=False,
                     )
                 except Exception as exc:
-                    raise _as_llm_error(exc, host, (time.perf_counter() - started) * 1000) from exc
+                    elapsed_ms = (time.perf_counter() - started) * 1000
+                    raise _as_llm_error(exc, host, self.model, elapsed_ms) from exc
                 latency_ms = (time.perf_counter() - started) * 1000
         finally:
             with self._lock:
@@ -144,12 +145,12 @@ class OllamaLLM:
         return result
 
 
-def _as_llm_error(exc: Exception, host: str, latency_ms: float) -> LLMError:
+def _as_llm_error(exc: Exception, host: str, model: str, latency_ms: float) -> LLMError:
     common = {"host": host, "latency_ms": latency_ms}
     if isinstance(exc, ollama.ResponseError):
         status = exc.status_code
         if status == 404:
-            message = f"model not found on {host}: {exc.error} (run `ollama pull` for it)"
+            message = f"model {model} not found on {host}: run `ollama pull {model}` there"
         else:
             message = f"HTTP {status} from {host}: {exc.error}"
         return LLMError(

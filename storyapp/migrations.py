@@ -8,15 +8,28 @@ add a new one (`m002_...`, using playhouse.migrate) next to the model change ins
 from collections.abc import Callable
 
 from peewee import Database
+from playhouse.migrate import SchemaMigrator
+from playhouse.migrate import migrate as apply
 
-from storyapp.models import TABLES, Migration
+from storyapp.models import TABLES, Job, JobCluster, Migration, Worker
 
 
 def m001_initial(db: Database) -> None:
     db.create_tables(TABLES)
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [m001_initial]
+def m003_worker_leases(db: Database) -> None:
+    migrator = SchemaMigrator.from_database(db)
+    apply(
+        migrator.add_column("job", "planner", Job.planner),
+        migrator.add_column("jobcluster", "lease_holder", JobCluster.lease_holder),
+        migrator.add_column("jobcluster", "leased_at", JobCluster.leased_at),
+        migrator.add_column("jobcluster", "lease_until", JobCluster.lease_until),
+    )
+    db.create_tables([Worker])
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [m001_initial, m003_worker_leases]
 
 
 def migrate(db: Database, migrations: list[Callable[[Database], None]] = MIGRATIONS) -> list[str]:

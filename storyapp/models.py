@@ -139,6 +139,8 @@ class Job(BaseModel):
     # Set while the job is queued or running and cleared when it ends: the unique index lets
     # only one active job per (hours, force) exist, on every engine, without a lock.
     active_key = CharField(max_length=64, null=True, unique=True)
+    # The worker planning the job: if it dies half-way, recovery plans the job again.
+    planner = CharField(max_length=200, null=True)
     window_start = DateTimeField(null=True)
     window_end = DateTimeField(null=True)
     total = IntegerField(null=True)
@@ -203,6 +205,10 @@ class JobCluster(BaseModel):
     story = ForeignKeyField(Story, null=True, on_delete="SET NULL")
     error = TextField(null=True)
     finished_at = DateTimeField(null=True)
+    # The worker writing it, and until when; see recovery.py.
+    lease_holder = CharField(max_length=200, null=True, index=True)
+    leased_at = DateTimeField(null=True)
+    lease_until = DateTimeField(null=True)
 
     class Meta:
         indexes = ((("job", "cluster_key"), True),)
@@ -234,9 +240,29 @@ class SynthesisCache(BaseModel):
     created_at = DateTimeField(default=utcnow)
 
 
+class Worker(BaseModel):
+    """A live consumer process, as far as its heartbeat says (recovery.py)."""
+
+    id = CharField(max_length=200, primary_key=True)
+    host = CharField(max_length=200)
+    pid = IntegerField()
+    started_at = DateTimeField()
+    heartbeat_at = DateTimeField()
+
+
 class Migration(BaseModel):
     name = CharField(max_length=100, primary_key=True)
     applied_at = DateTimeField(default=utcnow)
 
 
-TABLES = [Article, Story, StoryArticle, Job, JobCluster, LLMCall, SynthesisCache, Migration]
+TABLES = [
+    Article,
+    Story,
+    StoryArticle,
+    Job,
+    JobCluster,
+    LLMCall,
+    SynthesisCache,
+    Worker,
+    Migration,
+]

@@ -6,6 +6,7 @@ and the LLM client to the settings. The app factory, the CLI and the root `tasks
 """
 
 import logging
+import os
 import threading
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,7 +15,7 @@ from huey import Huey, crontab
 from huey.constants import EmptyData
 from huey.storage import BlackHoleStorage, RedisStorage, SqliteStorage
 
-from storyapp import db, jobs
+from storyapp import db, jobs, recovery
 from storyapp.config import ConfigError, Settings
 from storyapp.llm import OllamaLLM
 from storyapp.migrations import migrate
@@ -52,6 +53,9 @@ class UnconfiguredStorage(BlackHoleStorage):
 huey = Huey("storyapp", results=False, storage_class=UnconfiguredStorage)
 
 _state: dict = {"settings": None, "llm": None, "schedule": None}
+# Who holds the leases this process takes: the registered worker id in `storyapp worker`,
+# host and pid elsewhere (an in-process consumer, a test).
+_worker = {"id": f"{recovery.HOST}:{os.getpid()}"}
 _llm_lock = threading.Lock()
 
 
@@ -140,7 +144,7 @@ def start_job(hours: float, force: bool) -> tuple[dict, bool]:
 @huey.task()
 def plan_job(job_id: str) -> None:
     try:
-        cluster_ids = jobs.plan_job(job_id, settings().model)
+        cluster_ids = jobs.plan_job(job_id, settings().model, worker=_worker["id"])
     except Exception as exc:
         log.exception("job %s: planning failed", job_id)
         jobs.fail_job(job_id, f"planning failed: {type(exc).__name__}: {exc}")
@@ -152,13 +156,60 @@ def plan_job(job_id: str) -> None:
 @huey.task(retries=2, retry_delay=2, context=True)
 def synthesize_cluster(cluster_id: int, task=None) -> None:
     try:
-        jobs.run_cluster(cluster_id, llm())
+        lease_s = recovery.lease_seconds(settings().llm_timeout)
+        jobs.run_cluster(cluster_id, llm(), worker=_worker["id"], lease_s=lease_s)
     except Exception as exc:
         if task is not None and task.retries:
             log.warning("cluster %s: %s; Huey retries it", cluster_id, exc)
             raise
         log.exception("cluster %s: giving up", cluster_id)
         jobs.fail_cluster(cluster_id, f"{type(exc).__name__}: {exc}")
+
+
+def recover() -> None:
+    """Queues again what dead workers held or what was lost (recovery.reclaim)."""
+    clusters, job_ids = recovery.reclaim()
+    for job_id in job_ids:
+        plan_job(job_id)
+    for cluster_id in clusters:
+        synthesize_cluster(cluster_id)
+    if clusters or job_ids:
+        log.warning(
+            "recovered %d clusters and %d jobs from dead workers or lost tasks",
+            len(clusters),
+            len(job_ids),
+        )
+
+
+class Supervisor(threading.Thread):
+    """Beside a consumer: registers the worker, beats its heart, recovers what others lost,
+    and on the way out hands back whatever this worker still holds."""
+
+    def __init__(self):
+        super().__init__(name="storyapp-supervisor", daemon=True)
+        self._stop_event = threading.Event()
+
+    def start(self) -> None:
+        _worker["id"] = recovery.register()
+        recover()  # a worker starting after a crash picks up the pieces at once
+        super().start()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(recovery.HEARTBEAT_S):
+            try:
+                recovery.heartbeat(_worker["id"])
+                recover()
+            except Exception:
+                log.exception("supervisor: heartbeat or recovery failed; trying again")
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+        handed_back = recovery.retire(_worker["id"])
+        for cluster_id in handed_back:
+            synthesize_cluster(cluster_id)
+        if handed_back:
+            log.warning("handed back %d unfinished clusters", len(handed_back))
 
 
 def _schedule_due(moment) -> bool:

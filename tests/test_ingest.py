@@ -292,6 +292,15 @@ def test_validate_converts_offsets_to_naive_utc(value, expected):
     assert published.tzinfo is None
 
 
+def test_validate_refuses_unknown_fields_and_accepts_the_event_label():
+    with pytest.raises(ValueError, match="unknown field.*'publishd_at'"):
+        ingest.validate({"url": "https://a.example/1", "title": "T", "publishd_at": "2026-01-01"})
+    article = ingest.validate({"url": "https://a.example/1", "title": "T", "event": "label"})
+    assert "event" not in article
+    with pytest.raises(ValueError, match="event must be a string"):
+        ingest.validate({"url": "https://a.example/1", "title": "T", "event": 3})
+
+
 def test_validate_defaults_published_at_to_now():
     before = utcnow()
     published = ingest.validate(record())["published_at"]

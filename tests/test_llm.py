@@ -61,7 +61,7 @@ def test_failures_are_classified(ollama, mode, outcome, status, retryable):
 
 
 def test_missing_model_says_so(ollama):
-    with pytest.raises(LLMError, match="model not found.*ollama pull"):
+    with pytest.raises(LLMError, match="model nope:1b not found.*ollama pull nope:1b"):
         client(ollama, model="nope:1b").generate(MESSAGES, STORY_SCHEMA)
 
 

@@ -1,0 +1,106 @@
+"""Faults caused for real: an LLM server that fails in each of the ways Ollama does, through the
+API and a real consumer. Every cluster still ends with a story and the job still ends."""
+
+import pytest
+from conftest import article, free_port, make_settings, running_consumer, wait_for_job
+
+from storyapp.api import create_app
+from storyapp.fake_ollama import FakeOllama
+from storyapp.models import Job, JobCluster, LLMCall, Story
+
+NEWS = [
+    article(1, "Quake of magnitude 6.1 hits Eldham coast", "Homes damaged in Eldham quake."),
+    article(2, "Eldham coast quake damages homes", "The 6.1 quake hit Eldham overnight."),
+    article(3, "Rescuers search Eldham after 6.1 quake", "Eldham homes damaged by the quake."),
+    article(4, "Central bank raises interest rates half a point", "Inflation stays high."),
+    article(5, "Interest rates up half a point at the central bank", "Inflation fight goes on."),
+    article(6, "Local bakery wins national sourdough award", "A prize for Ferris Bakes."),
+]
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch):
+    monkeypatch.setattr("storyapp.synthesis.BACKOFF_S", (0.01, 0.01))
+
+
+def generate_with(tmp_path, url: str, **env) -> dict:
+    app = create_app(make_settings(tmp_path, url, **env))
+    client = app.test_client()
+    assert client.post("/articles", json=NEWS).status_code == 201
+    with running_consumer():
+        job = wait_for_job(client, client.post("/stories/generate").get_json()["job_id"])
+    assert job["status"] == "succeeded"
+    assert (job["total"], job["done"], job["counts"]["single"]) == (3, 3, 1)
+    # Every cluster has its story, whatever the LLM did.
+    assert Story.select().count() == 3
+    assert JobCluster.select().where(JobCluster.story.is_null()).count() == 0
+    return job
+
+
+def call_outcomes() -> list[tuple]:
+    return sorted(
+        (c.outcome, c.status_code)
+        for c in LLMCall.select().where(LLMCall.cluster_key.is_null(False))
+    )
+
+
+@pytest.mark.parametrize(
+    "mode, calls_per_cluster, outcome, status",
+    [
+        ("error", 3, "error", 500),  # runner crashed: retried, then the fallback
+        ("busy", 3, "error", 503),  # server busy: retried with backoff, then the fallback
+        ("garbage", 2, "invalid", None),  # not JSON: asked once more
+        ("invalid", 2, "invalid", None),  # JSON without the schema's fields
+        ("long", 2, "invalid", None),  # far too long for the schema's limits
+    ],
+)
+def test_llm_failures_end_in_fallback_stories(tmp_path, mode, calls_per_cluster, outcome, status):
+    with FakeOllama() as server:
+        server.mode = mode
+        job = generate_with(tmp_path, server.url)
+        assert server.chat_count == 2 * calls_per_cluster
+    assert job["counts"]["fallback"] == 2 and job["counts"]["llm"] == 0
+    assert call_outcomes() == [(outcome, status)] * (2 * calls_per_cluster)
+    assert "2 clusters used the extractive fallback" in job["error"]
+
+
+def test_a_missing_model_is_said_plainly_and_not_retried(tmp_path):
+    with FakeOllama() as server:
+        job = generate_with(tmp_path, server.url, STORYAPP_MODEL="llama9:70b")
+        assert server.chat_count == 2  # one call per cluster, no retry
+        health = create_app(make_settings(tmp_path, server.url, STORYAPP_MODEL="llama9:70b"))
+        report = health.test_client().get("/health").get_json()
+    assert call_outcomes() == [("error", 404)] * 2
+    assert "not found" in job["error"] and "ollama pull llama9:70b" in job["error"]
+    assert report["status"] == "degraded"
+    assert report["llm"] == {"reachable": True, "model_available": False, "model": "llama9:70b"}
+
+
+def test_a_refused_connection_is_retried_then_falls_back(tmp_path):
+    job = generate_with(tmp_path, f"http://127.0.0.1:{free_port()}")
+    assert job["counts"]["fallback"] == 2
+    assert call_outcomes() == [("error", None)] * 6
+    assert "cannot connect" in job["error"]
+
+
+def test_a_server_that_never_answers_is_cut_off_by_the_timeout(tmp_path):
+    with FakeOllama() as server:
+        server.mode = "hang"
+        job = generate_with(tmp_path, server.url, STORYAPP_LLM_TIMEOUT="0.3")
+    assert job["counts"]["fallback"] == 2
+    assert call_outcomes() == [("timeout", None)] * 6
+    assert "no reply" in job["error"]
+
+
+def test_a_steered_reply_changes_only_the_story_text(tmp_path):
+    with FakeOllama() as server:
+        server.mode = "steer"
+        job = generate_with(tmp_path, server.url)
+    assert job["counts"]["llm"] == 2 and job["error"] is None
+    story = Story.get(Story.generator == "llm")
+    # Extra fields of the reply went nowhere; markup stays text for the page to escape.
+    assert story.title.startswith("<script>") and story.article_count in (2, 3)
+    assert Job.get_by_id(job["id"]).force is False
+    shown = story.to_dict()
+    assert "status" not in shown and "force" not in shown
+    assert shown["article_count"] == len(shown["articles"])
