@@ -27,7 +27,11 @@ EDGE_FLOOR = 0.04
 DECAY_HOURS = 36.0
 # Each article keeps its links to this many most similar others (see similar_pairs).
 NEIGHBOURS = 20
-# Similarities computed at once, at most: 20 million float32s, 80 MB.
+# An article's terms weaker than this share of its strongest are left out (_keep_strong_terms).
+# On a synthetic 10,000-article day: clustering 3.9 s -> 0.6 s, B-cubed F1 0.966 -> 0.974;
+# on the sample, 0.990 either way.
+STRONG_TERM = 0.25
+# Rows of similarities computed at once: at most this many cells, whatever the window.
 BLOCK_CELLS = 20_000_000
 
 
@@ -66,26 +70,40 @@ def similar_pairs(docs: Sequence[Doc]) -> dict[tuple[int, int], float]:
         ).fit_transform([d.text for d in docs])
     except ValueError:
         return {}  # nothing but stop words: no article resembles another
+    vectors = _keep_strong_terms(vectors)
     hours = np.array([d.published_at.timestamp() / 3600 for d in docs])
     hours = (hours - hours.min()).astype(np.float32)
     transposed = vectors.T.tocsc()
     pairs: dict[tuple[int, int], float] = {}
-    # Everyday words make the products nearly dense: work on dense blocks of bounded size.
     rows_per_block = max(1, BLOCK_CELLS // n)
     for start in range(0, n, rows_per_block):
-        stop = min(start + rows_per_block, n)
-        sims = (vectors[start:stop] @ transposed).toarray()
-        sims *= np.exp2(-np.abs(hours[start:stop, None] - hours[None, :]) / DECAY_HOURS)
-        sims[np.arange(stop - start), np.arange(start, stop)] = 0.0  # not its own neighbour
-        best = np.argpartition(-sims, neighbours - 1, axis=1)[:, :neighbours]
-        best_sims = np.take_along_axis(sims, best, axis=1).ravel()
-        rows = np.repeat(np.arange(start, stop), neighbours)
-        cols = best.ravel()
-        keep = best_sims >= EDGE_FLOOR
-        low = np.minimum(rows[keep], cols[keep]).tolist()
-        high = np.maximum(rows[keep], cols[keep]).tolist()
-        pairs.update(zip(zip(low, high, strict=True), best_sims[keep].tolist(), strict=True))
+        block = (vectors[start : start + rows_per_block] @ transposed).tocoo()
+        rows = block.row + start
+        keep = (rows != block.col) & (block.data >= EDGE_FLOOR)
+        rows, cols, sims = rows[keep], block.col[keep], block.data[keep]
+        sims = sims * np.exp2(-np.abs(hours[rows] - hours[cols]) / DECAY_HOURS)
+        keep = sims >= EDGE_FLOOR
+        rows, cols, sims = rows[keep], cols[keep], sims[keep]
+        # Each row's best: sort by row, then by similarity, and rank within the row.
+        order = np.lexsort((-sims, rows))
+        rows, cols, sims = rows[order], cols[order], sims[order]
+        best = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left") < neighbours
+        low = np.minimum(rows[best], cols[best]).tolist()
+        high = np.maximum(rows[best], cols[best]).tolist()
+        pairs.update(zip(zip(low, high, strict=True), sims[best].tolist(), strict=True))
     return pairs
+
+
+def _keep_strong_terms(vectors):
+    """Drops each article's weak terms: below STRONG_TERM times its strongest. They are the
+    everyday words every article shares, which barely move a similarity but make the
+    pairwise products nearly dense: 100M nonzero products for 10,000 articles, 23M without."""
+    vectors = vectors.tocsr()
+    strongest = vectors.max(axis=1).toarray().ravel()
+    per_entry = np.repeat(strongest, np.diff(vectors.indptr))
+    vectors.data[vectors.data < STRONG_TERM * per_entry] = 0.0
+    vectors.eliminate_zeros()
+    return vectors
 
 
 def average_linkage(
