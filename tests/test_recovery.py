@@ -1,0 +1,237 @@
+"""A worker killed mid-job, or stopped by a signal: nothing lost, nothing written twice, nothing
+left running. The workers are real `storyapp worker` processes; the kill is a real SIGKILL."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+from conftest import make_settings, sample_records
+
+from storyapp import jobs, recovery, tasks
+from storyapp.api import create_app
+from storyapp.fake_ollama import FakeOllama
+from storyapp.ingest import parse_datetime
+from storyapp.models import Job, JobCluster, Story, Worker, utcnow
+
+
+def wait_until(condition, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class WorkerProcess:
+    def __init__(self, tmp_path, ollama_url: str, n: int):
+        self.log = tmp_path / f"worker-{n}.log"
+        env = {
+            **os.environ,
+            "STORYAPP_DATA_DIR": str(tmp_path / "data"),
+            "OLLAMA_HOST": ollama_url,
+            "STORYAPP_SCHEDULE": "off",
+            "STORYAPP_WORKERS": "4",
+            "STORYAPP_LLM_CONCURRENCY": "4",
+        }
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "storyapp.cli", "worker"],
+                env=env,
+                cwd=tmp_path,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(lambda: "Huey consumer started" in self.log.read_text(), 30, "worker start")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 90) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+
+@pytest.fixture
+def workers(tmp_path):
+    """Starts `storyapp worker` processes; whatever is still running at the end is stopped."""
+    started: list[WorkerProcess] = []
+
+    def start(ollama_url: str) -> WorkerProcess:
+        started.append(WorkerProcess(tmp_path, ollama_url, len(started) + 1))
+        return started[-1]
+
+    yield start
+    for worker in started:
+        worker.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def sample_job(tmp_path):
+    """The sample ingested and a job requested, with no worker running yet."""
+
+    def start(server):
+        app = create_app(make_settings(tmp_path, server.url))
+        client = app.test_client()
+        records = sample_records()
+        shift = (
+            utcnow()
+            - timedelta(minutes=1)
+            - max(parse_datetime(r["published_at"]) for r in records)
+        )
+        for r in records:
+            r["published_at"] = (parse_datetime(r["published_at"]) + shift).isoformat()
+        assert client.post("/articles", json=records).status_code == 201
+        return client.post("/stories/generate").get_json()["job_id"]
+
+    return start
+
+
+def job_of(job_id: str) -> Job:
+    return Job.get_by_id(job_id)
+
+
+def assert_finished_once(job_id: str) -> None:
+    job = job_of(job_id)
+    assert job.status == "succeeded", job.error
+    assert job.done == job.total
+    assert job.llm + job.single == job.total  # every cluster counted once, none twice
+    clusters = list(JobCluster.select().where(JobCluster.job == job_id))
+    assert all(c.status == "done" and c.story_id for c in clusters)
+    assert Story.select().count() == job.total  # no story written twice
+
+
+def test_a_killed_worker_loses_nothing(sample_job, workers):
+    with FakeOllama(latency=0.4, slots=8) as server:
+        job_id = sample_job(server)
+        first = workers(server.url)
+        wait_until(lambda: job_of(job_id).done >= 12 and server.in_flight > 0, what="progress")
+        first.proc.kill()  # SIGKILL: LLM calls in flight, leases held
+        first.proc.wait()
+        held = JobCluster.select().where(
+            JobCluster.status == "pending", JobCluster.lease_holder.is_null(False)
+        )
+        assert held.count() > 0
+        second = workers(server.url)
+        wait_until(lambda: job_of(job_id).status != "running", what="the job to end")
+        assert second.stop() == 0
+    assert_finished_once(job_id)
+    assert "recovered" in second.log.read_text()
+
+
+def test_sigterm_lets_running_clusters_finish(sample_job, workers):
+    with FakeOllama(latency=0.5, slots=8) as server:
+        job_id = sample_job(server)
+        worker = workers(server.url)
+        wait_until(lambda: server.in_flight >= 4, what="calls in flight")
+        done_before = job_of(job_id).done
+        assert worker.stop(signal.SIGTERM) == 0
+        # What was running when the signal came was finished, not abandoned.
+        assert job_of(job_id).done >= done_before + 4
+        assert (
+            JobCluster.select()
+            .where(JobCluster.lease_holder.is_null(False), JobCluster.status == "pending")
+            .count()
+            == 0
+        )
+        assert Worker.select().count() == 0  # it retired
+        workers(server.url)
+        wait_until(lambda: job_of(job_id).status != "running", what="the job to end")
+    assert_finished_once(job_id)
+
+
+def test_sigint_stops_at_once_and_hands_the_work_back(sample_job, workers):
+    with FakeOllama(latency=1.0, slots=8) as server:
+        job_id = sample_job(server)
+        worker = workers(server.url)
+        wait_until(lambda: server.in_flight >= 4, what="calls in flight")
+        assert worker.stop(signal.SIGINT, timeout=20) == 0
+        assert "handed back" in worker.log.read_text()
+        assert (
+            JobCluster.select()
+            .where(JobCluster.lease_holder.is_null(False), JobCluster.status == "pending")
+            .count()
+            == 0
+        )
+        second = workers(server.url)
+        wait_until(lambda: job_of(job_id).status != "running", what="the job to end")
+        second.stop()
+    assert_finished_once(job_id)
+
+
+# --- recovery's rules, on the database alone ----------------------------------------------
+
+
+@pytest.fixture
+def planned(configured):
+    from conftest import article
+
+    from storyapp import ingest
+
+    ingest.store(
+        [
+            article(1, "Quake hits Eldham coast", "Eldham quake damages homes."),
+            article(2, "Eldham coast quake damages homes", "The quake hit Eldham."),
+            article(3, "Central bank raises rates", "Rates up at the central bank."),
+            article(4, "Rates raised by central bank", "The central bank raised rates."),
+        ]
+    )
+    job, _ = jobs.request_job(24, False)
+    return job.id, jobs.plan_job(job.id, "llama3.1:8b", worker="planner")
+
+
+def test_leases_of_a_dead_worker_are_handed_back(planned):
+    job_id, (first, second) = planned
+    worker = recovery.register()
+    assert jobs._lease(first, worker, 600)
+    assert not jobs._lease(first, "someone-else", 600)  # a live lease keeps others out
+    assert recovery.reclaim() == ([], [])  # the worker is alive: nothing to do
+    Worker.update(heartbeat_at=utcnow() - timedelta(minutes=5)).execute()
+    assert recovery.reclaim() == ([first], [])
+    assert JobCluster.get_by_id(first).lease_holder is None
+    assert Worker.select().count() == 0
+
+
+def test_a_worker_whose_process_is_gone_is_dead_at_once(configured):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    Worker.create(
+        id="ghost", host=recovery.HOST, pid=gone.pid, started_at=utcnow(), heartbeat_at=utcnow()
+    )
+    assert recovery.dead_workers(utcnow()) == ["ghost"]
+
+
+def test_a_job_left_half_planned_is_planned_again(configured):
+    job, _ = jobs.request_job(24, False)
+    Job.update(status="running", planner="ghost", started_at=utcnow()).execute()
+    Worker.create(
+        id="ghost",
+        host="elsewhere",
+        pid=1,
+        started_at=utcnow(),
+        heartbeat_at=utcnow() - timedelta(minutes=5),
+    )
+    assert recovery.reclaim() == ([], [job.id])
+    assert job_of(job.id).status == "queued"
+
+
+def test_a_stalled_job_gets_its_pending_clusters_queued_again(planned):
+    job_id, pending = planned
+    assert recovery.reclaim() == ([], [])
+    later = utcnow() + timedelta(seconds=recovery.STALLED_AFTER_S + 1)
+    assert recovery.reclaim(later) == (sorted(pending), [])
+
+
+def test_a_running_job_with_no_worker_alive_is_failed_not_left_running(planned):
+    job_id, _ = planned
+    assert recovery.end_orphans() == 0  # just started: give workers time
+    later = utcnow() + timedelta(seconds=recovery.ORPHANED_AFTER_S + 1)
+    assert recovery.end_orphans(later) == 1
+    job = job_of(job_id)
+    assert job.status == "failed" and "no worker" in job.error and job.active_key is None
+
+
+def test_lease_time_covers_every_attempt():
+    assert recovery.lease_seconds(120) > 120 * 4
+    assert tasks.recovery is recovery
