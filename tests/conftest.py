@@ -120,5 +120,17 @@ def article(n: int, title: str, summary: str = "", hours_ago: float = 1.0, **ext
     }
 
 
+def shifted_sample() -> list[dict]:
+    """The sample, moved so its newest article is a minute old."""
+    from storyapp.ingest import parse_datetime
+
+    records = sample_records()
+    newest = max(parse_datetime(r["published_at"]) for r in records)
+    shift = utcnow() - timedelta(minutes=1) - newest
+    for r in records:
+        r["published_at"] = (parse_datetime(r["published_at"]) + shift).isoformat() + "Z"
+    return records
+
+
 def sample_records() -> list[dict]:
     return [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]

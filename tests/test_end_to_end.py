@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import time
-from datetime import timedelta
 
 import pytest
 import requests
@@ -14,24 +13,13 @@ from conftest import (
     free_port,
     make_settings,
     running_consumer,
-    sample_records,
+    shifted_sample,
     wait_for_job,
 )
 
 from storyapp.api import create_app
 from storyapp.fake_ollama import FakeOllama
-from storyapp.ingest import parse_datetime
-from storyapp.models import JobCluster, LLMCall, utcnow
-
-
-def shifted_sample() -> list[dict]:
-    """The sample, moved so its newest article is a minute old."""
-    records = sample_records()
-    newest = max(parse_datetime(r["published_at"]) for r in records)
-    shift = utcnow() - timedelta(minutes=1) - newest
-    for r in records:
-        r["published_at"] = (parse_datetime(r["published_at"]) + shift).isoformat() + "Z"
-    return records
+from storyapp.models import JobCluster, LLMCall
 
 
 def ingest_and_generate(client) -> dict:

@@ -9,12 +9,11 @@ import time
 from datetime import timedelta
 
 import pytest
-from conftest import make_settings, sample_records
+from conftest import make_settings, shifted_sample
 
 from storyapp import jobs, recovery, tasks
 from storyapp.api import create_app
 from storyapp.fake_ollama import FakeOllama
-from storyapp.ingest import parse_datetime
 from storyapp.models import Job, JobCluster, Story, Worker, utcnow
 
 
@@ -74,15 +73,7 @@ def sample_job(tmp_path):
     def start(server):
         app = create_app(make_settings(tmp_path, server.url))
         client = app.test_client()
-        records = sample_records()
-        shift = (
-            utcnow()
-            - timedelta(minutes=1)
-            - max(parse_datetime(r["published_at"]) for r in records)
-        )
-        for r in records:
-            r["published_at"] = (parse_datetime(r["published_at"]) + shift).isoformat()
-        assert client.post("/articles", json=records).status_code == 201
+        assert client.post("/articles", json=shifted_sample()).status_code == 201
         return client.post("/stories/generate").get_json()["job_id"]
 
     return start
