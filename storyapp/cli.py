@@ -2,7 +2,6 @@
 
 A user error prints one line on stderr and exits non-zero; nothing else does."""
 
-import logging
 import math
 import sys
 import time
@@ -14,6 +13,7 @@ from tqdm import tqdm
 
 from storyapp import db, ingest, tasks
 from storyapp.config import ConfigError, Settings
+from storyapp.logs import setup_logging
 from storyapp.migrations import migrate
 from storyapp.models import Job
 
@@ -249,15 +249,6 @@ def _positive_ints(text: str, option: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise UserError(f"{option} takes whole numbers above 0: {text!r}")
     return values
-
-
-def setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # Huey logs two lines per task at INFO, 760 for a day's news; storyapp logs per job.
-    logging.getLogger("huey").setLevel(logging.WARNING)
-    logging.getLogger("huey.consumer").setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -132,7 +132,7 @@ def plan_job(job_id: str) -> None:
     try:
         cluster_ids = jobs.plan_job(job_id, settings().model)
     except Exception as exc:
-        log.exception("job %s: planning failed", job_id)
+        log.exception("job %s: planning failed", job_id, extra={"job": job_id})
         jobs.fail_job(job_id, f"planning failed: {type(exc).__name__}: {exc}")
         return
     for cluster_id in cluster_ids:
@@ -145,10 +145,17 @@ def synthesize_cluster(cluster_id: int, task=None) -> None:
         jobs.run_cluster(cluster_id, llm())
     except Exception as exc:
         if task is not None and task.retries:
-            log.warning("cluster %s: %s; Huey retries it", cluster_id, exc)
+            log.warning(
+                "cluster %s: %s; Huey retries it", cluster_id, exc, extra={"cluster": cluster_id}
+            )
             raise
-        log.exception("cluster %s: giving up", cluster_id)
-        jobs.fail_cluster(cluster_id, f"{type(exc).__name__}: {exc}")
+        job_id = jobs.fail_cluster(cluster_id, f"{type(exc).__name__}: {exc}")
+        log.exception(
+            "job %s cluster %s: giving up",
+            job_id,
+            cluster_id,
+            extra={"job": job_id, "cluster": cluster_id},
+        )
 
 
 def _schedule_due(moment) -> bool:
@@ -160,5 +167,8 @@ def _schedule_due(moment) -> bool:
 def scheduled_generation() -> None:
     job, created = start_job(24.0, False)
     log.info(
-        "scheduled generation: job %s (%s)", job["id"], "new" if created else "already running"
+        "scheduled generation: job %s (%s)",
+        job["id"],
+        "new" if created else "already running",
+        extra={"job": job["id"]},
     )
