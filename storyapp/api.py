@@ -6,11 +6,11 @@ import logging
 import math
 from datetime import datetime, timedelta
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from peewee import fn
 from werkzeug.exceptions import HTTPException
 
-from storyapp import ingest, jobs, tasks
+from storyapp import ingest, jobs, metrics, tasks
 from storyapp.config import Settings
 from storyapp.db import database
 from storyapp.models import Article, Job, Story, utcnow
@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 class ApiError(Exception):
@@ -217,8 +216,8 @@ def list_jobs():
     query = Job.select().order_by(Job.created_at.desc(), Job.id)
     status = request.args.get("status")
     if status:
-        if status not in JOB_STATUSES:
-            raise ApiError(422, "invalid_value", f"status must be one of {', '.join(JOB_STATUSES)}")
+        if status not in Job.STATUSES:
+            raise ApiError(422, "invalid_value", f"status must be one of {', '.join(Job.STATUSES)}")
         query = query.where(Job.status == status)
     return {"jobs": [job.to_dict() for job in query.limit(limit)]}
 
@@ -251,6 +250,27 @@ def get_story(story_id):
     if story is None:
         raise ApiError(404, "not_found", f"no story with id {story_id}")
     return story.to_dict()
+
+
+# --- figures -------------------------------------------------------------------------------
+
+
+def _queued_tasks() -> int | None:
+    try:
+        return tasks.huey.pending_count()
+    except Exception:
+        return None  # /health says why; the other figures still count
+
+
+@bp.get("/stats")
+def stats():
+    return metrics.collect(queued_tasks=_queued_tasks())
+
+
+@bp.get("/metrics")
+def prometheus_metrics():
+    text = metrics.prometheus_text(metrics.collect(queued_tasks=_queued_tasks()))
+    return Response(text, content_type=metrics.PROMETHEUS_CONTENT_TYPE)
 
 
 # --- health --------------------------------------------------------------------------------

@@ -130,6 +130,7 @@ def new_job_id() -> str:
 
 
 class Job(BaseModel):
+    STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
     ACTIVE = ("queued", "running")
 
     id = CharField(max_length=32, primary_key=True, default=new_job_id)

@@ -12,6 +12,7 @@ from storyapp import tasks
 from storyapp.config import Settings
 from storyapp.db import database
 from storyapp.fake_ollama import FakeOllama
+from storyapp.ingest import parse_datetime
 from storyapp.models import utcnow
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "articles.jsonl"
@@ -118,3 +119,23 @@ def article(n: int, title: str, summary: str = "", hours_ago: float = 1.0, **ext
 
 def sample_records() -> list[dict]:
     return [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]
+
+
+def shifted_sample() -> list[dict]:
+    """The sample, moved so its newest article is a minute old."""
+    records = sample_records()
+    newest = max(parse_datetime(r["published_at"]) for r in records)
+    shift = utcnow() - timedelta(minutes=1) - newest
+    for r in records:
+        r["published_at"] = (parse_datetime(r["published_at"]) + shift).isoformat() + "Z"
+    return records
+
+
+def ingest_and_generate(client) -> dict:
+    records = shifted_sample()
+    response = client.post("/articles", json={"articles": records})
+    assert response.status_code == 201
+    assert response.get_json() == {"created": len(records), "duplicates": 0}
+    response = client.post("/stories/generate", json={"time_window_hours": 24})
+    assert response.status_code == 202
+    return wait_for_job(client, response.get_json()["job_id"])

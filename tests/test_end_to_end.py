@@ -5,35 +5,21 @@ import os
 import subprocess
 import sys
 import time
-from datetime import timedelta
 
 import pytest
 import requests
-from conftest import free_port, make_settings, running_consumer, sample_records, wait_for_job
+from conftest import (
+    free_port,
+    ingest_and_generate,
+    make_settings,
+    running_consumer,
+    shifted_sample,
+    wait_for_job,
+)
+from prometheus_client.parser import text_string_to_metric_families
 
 from storyapp.api import create_app
-from storyapp.ingest import parse_datetime
-from storyapp.models import JobCluster, LLMCall, utcnow
-
-
-def shifted_sample() -> list[dict]:
-    """The sample, moved so its newest article is a minute old."""
-    records = sample_records()
-    newest = max(parse_datetime(r["published_at"]) for r in records)
-    shift = utcnow() - timedelta(minutes=1) - newest
-    for r in records:
-        r["published_at"] = (parse_datetime(r["published_at"]) + shift).isoformat() + "Z"
-    return records
-
-
-def ingest_and_generate(client) -> dict:
-    records = shifted_sample()
-    response = client.post("/articles", json={"articles": records})
-    assert response.status_code == 201
-    assert response.get_json() == {"created": len(records), "duplicates": 0}
-    response = client.post("/stories/generate", json={"time_window_hours": 24})
-    assert response.status_code == 202
-    return wait_for_job(client, response.get_json()["job_id"])
+from storyapp.models import JobCluster, LLMCall
 
 
 def test_sample_becomes_stories_through_the_queue(client, consumer, ollama):
@@ -130,5 +116,14 @@ def test_serve_and_worker_processes_turn_the_sample_into_stories(served, ollama)
             time.sleep(0.1)
         assert job["status"] == "succeeded"
         stories = http.get(f"{served}/stories?limit=500", timeout=5).json()
+        figures = http.get(f"{served}/metrics", timeout=5).text
     assert stories["total"] == job["total"]
     assert ollama.chat_count == job["counts"]["llm"] > 20
+    # The worker made the calls; the web process counts them from the database.
+    calls = {
+        s.labels["outcome"]: s.value
+        for family in text_string_to_metric_families(figures)
+        if family.name == "storyapp_llm_calls"
+        for s in family.samples
+    }
+    assert calls == {"ok": ollama.chat_count, "timeout": 0, "error": 0, "invalid": 0}
