@@ -10,7 +10,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from peewee import fn
 from werkzeug.exceptions import HTTPException
 
-from storyapp import ingest, jobs, metrics, tasks
+from storyapp import events, ingest, jobs, metrics, tasks
 from storyapp.config import Settings
 from storyapp.db import database
 from storyapp.models import Article, Job, Story, utcnow
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["STORYAPP"] = settings
     app.json.sort_keys = False
+    app.extensions["storyapp.streams"] = events.StreamSlots(events.MAX_STREAMS)
     app.register_blueprint(bp)
     app.before_request(_open_connection)
     app.before_request(_check_token)
@@ -67,6 +68,8 @@ def _check_token():
 def _api_error(error: ApiError):
     body = {"error": {"code": error.code, "message": error.message, **error.extra}}
     headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
+    if error.status == 429:
+        headers["Retry-After"] = "5"
     return jsonify(body), error.status, headers
 
 
@@ -208,6 +211,25 @@ def get_job_or_404(job_id: str) -> Job:
 @bp.get("/jobs/<job_id>")
 def get_job(job_id):
     return get_job_or_404(job_id).to_dict()
+
+
+@bp.get("/jobs/<job_id>/events")
+def job_events(job_id):
+    get_job_or_404(job_id)
+    streams = current_app.extensions["storyapp.streams"]
+    if not streams.take():
+        raise ApiError(
+            429,
+            "too_many_streams",
+            f"{streams.limit} event streams are open already: poll GET /jobs/<id> instead",
+        )
+    stream = events.job_events(job_id, request.environ.get("waitress.client_disconnected"))
+    response = Response(stream, mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"  # a proxy in front must not hold events back
+    # Released when the server closes the response, even one whose stream never started.
+    response.call_on_close(streams.release)
+    return response
 
 
 @bp.get("/jobs")

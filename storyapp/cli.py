@@ -21,6 +21,9 @@ from storyapp.models import Job
 FETCH_TIMEOUT_S = 30
 FETCH_MAX_BYTES = 32 * 1024 * 1024
 ENDED = ("succeeded", "failed", "cancelled")
+# channel_request_lookahead lets waitress read from a connection while its request runs, so it
+# sees a client leave an event stream (events.py) at once instead of at the next write.
+WAITRESS = {"threads": 8, "channel_request_lookahead": 1}
 
 
 class UserError(click.ClickException):
@@ -185,7 +188,7 @@ def serve(host, port):
     setup_logging()
     app = create_app(Settings.from_env())
     click.echo(f"storyapp API on http://{host}:{port}/", err=True)
-    waitress.serve(app, host=host, port=port, threads=8)
+    waitress.serve(app, host=host, port=port, **WAITRESS)
 
 
 @cli.command()

@@ -1,14 +1,18 @@
 import json
 import signal
 import socket
+import threading
 import time
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import waitress
+from waitress import wasyncore
 
 from storyapp import tasks
+from storyapp.cli import WAITRESS
 from storyapp.config import Settings
 from storyapp.db import database
 from storyapp.fake_ollama import FakeOllama
@@ -22,6 +26,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def serving(app):
+    """`app` behind a real waitress server, set up as `storyapp serve` sets it, on a free port."""
+    sockets: dict = {}
+    server = waitress.create_server(app, map=sockets, host="127.0.0.1", port=0, **WAITRESS)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.effective_port}"
+    finally:
+        server.task_dispatcher.shutdown()
+        wasyncore.close_all(sockets)  # the server's loop ends with no socket left
+        thread.join(timeout=5)
 
 
 @pytest.fixture
