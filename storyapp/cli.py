@@ -114,9 +114,14 @@ def generate(hours, wait, force):
             sys.exit(1)
 
 
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} clusters{postfix}"
+
+
 def watch_job(job_id: str, poll_s: float = 0.2) -> dict:
     """A progress bar over the job's clusters until it ends; returns the final job."""
-    bar = tqdm(total=None, unit="cluster", desc="queued", file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(
+        total=None, desc="queued", bar_format=BAR_FORMAT, file=sys.stderr, dynamic_ncols=True
+    )
     waited_for_worker = time.monotonic()
     try:
         while True:
@@ -124,13 +129,8 @@ def watch_job(job_id: str, poll_s: float = 0.2) -> dict:
             if job["total"] is not None and bar.total != job["total"]:
                 bar.reset(total=job["total"])
             bar.n = job["done"]
-            c = job["counts"]
-            bar.set_description(job["status"])
-            bar.set_postfix_str(
-                f"llm {c['llm']} cached {c['cached']} fallback {c['fallback']} "
-                f"reused {c['reused']} single {c['single']}",
-                refresh=False,
-            )
+            bar.set_description(job["status"], refresh=False)
+            bar.set_postfix_str(progress_postfix(job), refresh=False)
             bar.refresh()
             if job["status"] in ENDED:
                 return job
@@ -140,6 +140,17 @@ def watch_job(job_id: str, poll_s: float = 0.2) -> dict:
             time.sleep(poll_s)
     finally:
         bar.close()
+
+
+def progress_postfix(job: dict) -> str:
+    # The job's own clock, not the bar's: the bar may start late, and the clusters settled at
+    # planning would make tqdm's rate (and so its ETA) far too fast.
+    c = job["counts"]
+    eta = "?" if job["eta_s"] is None else tqdm.format_interval(job["eta_s"])
+    return (
+        f"llm {c['llm']} cached {c['cached']} fallback {c['fallback']} reused {c['reused']} "
+        f"single {c['single']} [{tqdm.format_interval(job['duration_s'] or 0)} elapsed, ETA {eta}]"
+    )
 
 
 def describe_job(job: dict) -> str:
