@@ -10,7 +10,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from peewee import fn
 from werkzeug.exceptions import HTTPException
 
-from storyapp import events, ingest, jobs, metrics, tasks
+from storyapp import dashboard, events, ingest, jobs, metrics, tasks
 from storyapp.config import Settings
 from storyapp.db import database
 from storyapp.models import Article, Job, Story, utcnow
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     app.extensions["storyapp.streams"] = events.StreamSlots(events.MAX_STREAMS)
     app.register_blueprint(bp)
+    app.register_blueprint(dashboard.bp)
     app.before_request(_open_connection)
     app.before_request(_check_token)
     app.teardown_request(_close_connection)
@@ -277,21 +278,14 @@ def get_story(story_id):
 # --- figures -------------------------------------------------------------------------------
 
 
-def _queued_tasks() -> int | None:
-    try:
-        return tasks.huey.pending_count()
-    except Exception:
-        return None  # /health says why; the other figures still count
-
-
 @bp.get("/stats")
 def stats():
-    return metrics.collect(queued_tasks=_queued_tasks())
+    return metrics.collect(queued_tasks=tasks.pending_count())
 
 
 @bp.get("/metrics")
 def prometheus_metrics():
-    text = metrics.prometheus_text(metrics.collect(queued_tasks=_queued_tasks()))
+    text = metrics.prometheus_text(metrics.collect(queued_tasks=tasks.pending_count()))
     return Response(text, content_type=metrics.PROMETHEUS_CONTENT_TYPE)
 
 

@@ -111,6 +111,14 @@ def llm() -> OllamaLLM:
         return _state["llm"]
 
 
+def pending_count() -> int | None:
+    """Tasks waiting in the queue; None when the queue cannot be read (/health says why)."""
+    try:
+        return huey.pending_count()
+    except Exception:
+        return None
+
+
 def start_job(hours: float, force: bool) -> tuple[dict, bool]:
     """Requests a job and queues its planning; returns (job, created)."""
     job, created = jobs.request_job(hours, force)
