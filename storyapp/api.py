@@ -222,7 +222,7 @@ def job_events(job_id):
         raise ApiError(
             429,
             "too_many_streams",
-            f"{streams.limit} event streams are open already: poll GET /jobs/<id> instead",
+            f"{streams.limit} event streams are open already: poll GET /jobs/{job_id} instead",
         )
     stream = events.job_events(job_id, request.environ.get("waitress.client_disconnected"))
     response = Response(stream, mimetype="text/event-stream")
