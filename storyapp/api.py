@@ -6,11 +6,11 @@ import logging
 import math
 from datetime import datetime, timedelta
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from peewee import fn
 from werkzeug.exceptions import HTTPException
 
-from storyapp import ingest, jobs, recovery, tasks
+from storyapp import dashboard, events, ingest, jobs, metrics, recovery, tasks
 from storyapp.config import Settings
 from storyapp.db import database
 from storyapp.models import Article, Job, Story, utcnow
@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 class ApiError(Exception):
@@ -35,7 +34,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["STORYAPP"] = settings
     app.json.sort_keys = False
+    app.extensions["storyapp.streams"] = events.StreamSlots(events.MAX_STREAMS)
     app.register_blueprint(bp)
+    app.register_blueprint(dashboard.bp)
     app.before_request(_open_connection)
     app.before_request(_check_token)
     app.teardown_request(_close_connection)
@@ -68,6 +69,8 @@ def _check_token():
 def _api_error(error: ApiError):
     body = {"error": {"code": error.code, "message": error.message, **error.extra}}
     headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
+    if error.status == 429:
+        headers["Retry-After"] = "5"
     return jsonify(body), error.status, headers
 
 
@@ -212,6 +215,25 @@ def get_job(job_id):
     return get_job_or_404(job_id).to_dict()
 
 
+@bp.get("/jobs/<job_id>/events")
+def job_events(job_id):
+    get_job_or_404(job_id)
+    streams = current_app.extensions["storyapp.streams"]
+    if not streams.take():
+        raise ApiError(
+            429,
+            "too_many_streams",
+            f"{streams.limit} event streams are open already: poll GET /jobs/{job_id} instead",
+        )
+    stream = events.job_events(job_id, request.environ.get("waitress.client_disconnected"))
+    response = Response(stream, mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"  # a proxy in front must not hold events back
+    # Released when the server closes the response, even one whose stream never started.
+    response.call_on_close(streams.release)
+    return response
+
+
 @bp.get("/jobs")
 def list_jobs():
     recovery.end_orphans()
@@ -219,8 +241,8 @@ def list_jobs():
     query = Job.select().order_by(Job.created_at.desc(), Job.id)
     status = request.args.get("status")
     if status:
-        if status not in JOB_STATUSES:
-            raise ApiError(422, "invalid_value", f"status must be one of {', '.join(JOB_STATUSES)}")
+        if status not in Job.STATUSES:
+            raise ApiError(422, "invalid_value", f"status must be one of {', '.join(Job.STATUSES)}")
         query = query.where(Job.status == status)
     return {"jobs": [job.to_dict() for job in query.limit(limit)]}
 
@@ -253,6 +275,20 @@ def get_story(story_id):
     if story is None:
         raise ApiError(404, "not_found", f"no story with id {story_id}")
     return story.to_dict()
+
+
+# --- figures -------------------------------------------------------------------------------
+
+
+@bp.get("/stats")
+def stats():
+    return metrics.collect(queued_tasks=tasks.pending_count())
+
+
+@bp.get("/metrics")
+def prometheus_metrics():
+    text = metrics.prometheus_text(metrics.collect(queued_tasks=tasks.pending_count()))
+    return Response(text, content_type=metrics.PROMETHEUS_CONTENT_TYPE)
 
 
 # --- health --------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 A user error prints one line on stderr and exits non-zero; nothing else does."""
 
-import logging
 import math
 import sys
 import time
@@ -14,6 +13,7 @@ from tqdm import tqdm
 
 from storyapp import db, ingest, tasks
 from storyapp.config import ConfigError, Settings
+from storyapp.logs import setup_logging
 from storyapp.migrations import migrate
 from storyapp.models import Job
 
@@ -21,6 +21,9 @@ from storyapp.models import Job
 FETCH_TIMEOUT_S = 30
 FETCH_MAX_BYTES = 32 * 1024 * 1024
 ENDED = ("succeeded", "failed", "cancelled")
+# channel_request_lookahead lets waitress read from a connection while its request runs, so it
+# sees a client leave an event stream (events.py) at once instead of at the next write.
+WAITRESS = {"threads": 8, "channel_request_lookahead": 1}
 
 
 class UserError(click.ClickException):
@@ -111,9 +114,14 @@ def generate(hours, wait, force):
             sys.exit(1)
 
 
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} clusters{postfix}"
+
+
 def watch_job(job_id: str, poll_s: float = 0.2) -> dict:
     """A progress bar over the job's clusters until it ends; returns the final job."""
-    bar = tqdm(total=None, unit="cluster", desc="queued", file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(
+        total=None, desc="queued", bar_format=BAR_FORMAT, file=sys.stderr, dynamic_ncols=True
+    )
     waited_for_worker = time.monotonic()
     try:
         while True:
@@ -121,13 +129,8 @@ def watch_job(job_id: str, poll_s: float = 0.2) -> dict:
             if job["total"] is not None and bar.total != job["total"]:
                 bar.reset(total=job["total"])
             bar.n = job["done"]
-            c = job["counts"]
-            bar.set_description(job["status"])
-            bar.set_postfix_str(
-                f"llm {c['llm']} cached {c['cached']} fallback {c['fallback']} "
-                f"reused {c['reused']} single {c['single']}",
-                refresh=False,
-            )
+            bar.set_description(job["status"], refresh=False)
+            bar.set_postfix_str(progress_postfix(job), refresh=False)
             bar.refresh()
             if job["status"] in ENDED:
                 return job
@@ -137,6 +140,17 @@ def watch_job(job_id: str, poll_s: float = 0.2) -> dict:
             time.sleep(poll_s)
     finally:
         bar.close()
+
+
+def progress_postfix(job: dict) -> str:
+    # The job's own clock, not the bar's: the bar may start late, and the clusters settled at
+    # planning would make tqdm's rate (and so its ETA) far too fast.
+    c = job["counts"]
+    eta = "?" if job["eta_s"] is None else tqdm.format_interval(job["eta_s"])
+    return (
+        f"llm {c['llm']} cached {c['cached']} fallback {c['fallback']} reused {c['reused']} "
+        f"single {c['single']} [{tqdm.format_interval(job['duration_s'] or 0)} elapsed, ETA {eta}]"
+    )
 
 
 def describe_job(job: dict) -> str:
@@ -194,7 +208,7 @@ def serve(host, port):
     setup_logging()
     app = create_app(Settings.from_env())
     click.echo(f"storyapp API on http://{host}:{port}/", err=True)
-    waitress.serve(app, host=host, port=port, threads=8)
+    waitress.serve(app, host=host, port=port, **WAITRESS)
 
 
 @cli.command()
@@ -258,15 +272,6 @@ def _positive_ints(text: str, option: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise UserError(f"{option} takes whole numbers above 0: {text!r}")
     return values
-
-
-def setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # Huey logs two lines per task at INFO, 760 for a day's news; storyapp logs per job.
-    logging.getLogger("huey").setLevel(logging.WARNING)
-    logging.getLogger("huey.consumer").setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -127,13 +127,21 @@ def plan_job(job_id: str, model: str, worker: str | None = None) -> list[int]:
             done=len(plans) - len(pending_rows),
             **counts,
         ).where(Job.id == job_id).execute()
+    articles = sum(len(p.article_ids) for p in plans)
     log.info(
         "job %s planned: %d articles, %d clusters, %d for the LLM, counts %s",
         job_id,
-        sum(len(p.article_ids) for p in plans),
+        articles,
         len(plans),
         len(pending_rows),
         counts,
+        extra={
+            "job": job_id,
+            "articles": articles,
+            "clusters": len(plans),
+            "for_llm": len(pending_rows),
+            "counts": counts,
+        },
     )
     finish_if_complete(job_id)
     return [
@@ -243,7 +251,13 @@ def run_cluster(
     if not settled:
         return None
     if result.error:
-        log.warning("job %s cluster %s: fallback story (%s)", jc.job_id, cluster_id, result.error)
+        log.warning(
+            "job %s cluster %s: fallback story (%s)",
+            jc.job_id,
+            cluster_id,
+            result.error,
+            extra={"job": jc.job_id, "cluster": cluster_id, "outcome": outcome},
+        )
     return outcome
 
 
@@ -266,11 +280,12 @@ def _lease(cluster_id: int, worker: str | None, lease_s: float) -> bool:
         )
 
 
-def fail_cluster(cluster_id: int, reason: str) -> None:
-    """Counts a cluster that could not be settled at all, so its job can still end."""
+def fail_cluster(cluster_id: int, reason: str) -> str | None:
+    """Counts a cluster that could not be settled at all, so its job can still end. Returns
+    the cluster's job id (for the log), None for an unknown cluster."""
     jc = JobCluster.get_or_none(JobCluster.id == cluster_id)
     if jc is None:
-        return
+        return None
     with transaction():
         failed = (
             JobCluster.update(status="failed", error=reason, finished_at=utcnow())
@@ -282,6 +297,7 @@ def fail_cluster(cluster_id: int, reason: str) -> None:
                 Job.id == jc.job_id
             ).execute()
             _finish_if_complete(jc.job_id)
+    return jc.job_id
 
 
 def finish_if_complete(job_id: str) -> bool:
@@ -315,7 +331,21 @@ def _finish_if_complete(job_id: str) -> bool:
     if problems:
         job.error = "; ".join(problems)
         job.save(only=[Job.error])
-    log.info("job %s %s: %s", job_id, job.status, job.to_dict()["counts"])
+    summary = job.to_dict()
+    log.log(
+        logging.WARNING if job.failed else logging.INFO,
+        "job %s %s in %.1f s: %s",
+        job_id,
+        job.status,
+        summary["duration_s"] or 0.0,
+        summary["counts"],
+        extra={
+            "job": job_id,
+            "status": job.status,
+            "duration_s": summary["duration_s"],
+            "counts": summary["counts"],
+        },
+    )
     return True
 
 

@@ -130,6 +130,7 @@ def new_job_id() -> str:
 
 
 class Job(BaseModel):
+    STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
     ACTIVE = ("queued", "running")
 
     id = CharField(max_length=32, primary_key=True, default=new_job_id)
@@ -184,8 +185,18 @@ class Job(BaseModel):
             "started_at": isoformat(self.started_at),
             "finished_at": isoformat(self.finished_at),
             "duration_s": None if duration is None else round(duration, 3),
+            "eta_s": self.eta_s(duration),
             "error": self.error,
         }
+
+    def eta_s(self, elapsed: float | None) -> float | None:
+        """Seconds left, at the pace of the clusters the workers wrote so far; None until one
+        is written. Those settled at planning (reused, cached, single) took no time: counting
+        them would make the first estimate far too short."""
+        written = self.llm + self.fallback + self.failed
+        if self.status != "running" or not self.total or not written or elapsed is None:
+            return None
+        return round(max(self.total - self.done, 0) * elapsed / written, 1)
 
 
 def _ratio(done: int, total: int | None) -> float:

@@ -125,6 +125,14 @@ def llm() -> OllamaLLM:
         return _state["llm"]
 
 
+def pending_count() -> int | None:
+    """Tasks waiting in the queue; None when the queue cannot be read (/health says why)."""
+    try:
+        return huey.pending_count()
+    except Exception:
+        return None
+
+
 def start_job(hours: float, force: bool) -> tuple[dict, bool]:
     """Requests a job and queues its planning; returns (job, created)."""
     job, created = jobs.request_job(hours, force)
@@ -146,7 +154,7 @@ def plan_job(job_id: str) -> None:
     try:
         cluster_ids = jobs.plan_job(job_id, settings().model, worker=_worker["id"])
     except Exception as exc:
-        log.exception("job %s: planning failed", job_id)
+        log.exception("job %s: planning failed", job_id, extra={"job": job_id})
         jobs.fail_job(job_id, f"planning failed: {type(exc).__name__}: {exc}")
         return
     for cluster_id in cluster_ids:
@@ -160,10 +168,17 @@ def synthesize_cluster(cluster_id: int, task=None) -> None:
         jobs.run_cluster(cluster_id, llm(), worker=_worker["id"], lease_s=lease_s)
     except Exception as exc:
         if task is not None and task.retries:
-            log.warning("cluster %s: %s; Huey retries it", cluster_id, exc)
+            log.warning(
+                "cluster %s: %s; Huey retries it", cluster_id, exc, extra={"cluster": cluster_id}
+            )
             raise
-        log.exception("cluster %s: giving up", cluster_id)
-        jobs.fail_cluster(cluster_id, f"{type(exc).__name__}: {exc}")
+        job_id = jobs.fail_cluster(cluster_id, f"{type(exc).__name__}: {exc}")
+        log.exception(
+            "job %s cluster %s: giving up",
+            job_id,
+            cluster_id,
+            extra={"job": job_id, "cluster": cluster_id},
+        )
 
 
 def recover() -> None:
@@ -221,5 +236,8 @@ def _schedule_due(moment) -> bool:
 def scheduled_generation() -> None:
     job, created = start_job(24.0, False)
     log.info(
-        "scheduled generation: job %s (%s)", job["id"], "new" if created else "already running"
+        "scheduled generation: job %s (%s)",
+        job["id"],
+        "new" if created else "already running",
+        extra={"job": job["id"]},
     )

@@ -1,16 +1,21 @@
 import json
 import signal
 import socket
+import threading
 import time
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import waitress
+from waitress import wasyncore
 
 from storyapp import tasks
+from storyapp.cli import WAITRESS
 from storyapp.config import Settings
 from storyapp.fake_ollama import FakeOllama
+from storyapp.ingest import parse_datetime
 from storyapp.models import utcnow
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "articles.jsonl"
@@ -20,6 +25,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def serving(app):
+    """`app` behind a real waitress server, set up as `storyapp serve` sets it, on a free port."""
+    sockets: dict = {}
+    server = waitress.create_server(app, map=sockets, host="127.0.0.1", port=0, **WAITRESS)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.effective_port}"
+    finally:
+        server.task_dispatcher.shutdown()
+        wasyncore.close_all(sockets)  # the server's loop ends with no socket left
+        thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -120,10 +140,12 @@ def article(n: int, title: str, summary: str = "", hours_ago: float = 1.0, **ext
     }
 
 
+def sample_records() -> list[dict]:
+    return [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]
+
+
 def shifted_sample() -> list[dict]:
     """The sample, moved so its newest article is a minute old."""
-    from storyapp.ingest import parse_datetime
-
     records = sample_records()
     newest = max(parse_datetime(r["published_at"]) for r in records)
     shift = utcnow() - timedelta(minutes=1) - newest
@@ -132,5 +154,11 @@ def shifted_sample() -> list[dict]:
     return records
 
 
-def sample_records() -> list[dict]:
-    return [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]
+def ingest_and_generate(client) -> dict:
+    records = shifted_sample()
+    response = client.post("/articles", json={"articles": records})
+    assert response.status_code == 201
+    assert response.get_json() == {"created": len(records), "duplicates": 0}
+    response = client.post("/stories/generate", json={"time_window_hours": 24})
+    assert response.status_code == 202
+    return wait_for_job(client, response.get_json()["job_id"])

@@ -9,9 +9,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import article, free_port
+from conftest import article, free_port, running_consumer, shifted_sample
 
-from storyapp.cli import main
+from storyapp.cli import main, progress_postfix
 from storyapp.db import database
 from storyapp.models import Article, Job
 
@@ -288,6 +288,33 @@ def test_generate_prints_a_job_id(run):
     forced = out.strip()
     assert forced != job_id
     assert Job.get_by_id(forced).force is True
+
+
+def test_generate_wait_shows_progress_elapsed_and_eta(run, env, monkeypatch, ollama):
+    ollama.latency = 0.2
+    monkeypatch.setenv("OLLAMA_HOST", ollama.url)
+    assert run("ingest", str(write_jsonl(env / "sample.jsonl", shifted_sample())))[0] == 0
+    with running_consumer():
+        code, out, err = run("generate", "--wait")
+    assert code == 0, err
+    assert re.search(r"succeeded: 100%\|█+\| (\d+)/\1 clusters, llm \d+ cached 0 fallback 0", err)
+    frames = re.split(r"[\r\n]+", err)
+    assert any(re.search(r"running: +\d+%.*elapsed, ETA \d\d:\d\d\]", f) for f in frames), err
+    assert frames[-2].endswith("elapsed, ETA ?]")  # nothing left to wait for
+    assert out.splitlines()[-1].startswith(f"job {out.split()[0]} succeeded in ")
+
+
+def test_progress_postfix_uses_the_jobs_clock():
+    job = {
+        "counts": {"llm": 8, "cached": 0, "fallback": 2, "reused": 10, "single": 5, "failed": 0},
+        "duration_s": 10.4,
+        "eta_s": 75.0,
+    }
+    line = "llm 8 cached 0 fallback 2 reused 10 single 5 [00:10 elapsed, ETA 01:15]"
+    assert progress_postfix(job) == line
+    assert progress_postfix(job | {"eta_s": None, "duration_s": None}).endswith(
+        "[00:00 elapsed, ETA ?]"
+    )
 
 
 @pytest.mark.parametrize("hours", ["0", "721", "-1", "abc", "nan", "inf"])

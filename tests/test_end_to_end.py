@@ -11,25 +11,17 @@ import requests
 from conftest import (
     article,
     free_port,
+    ingest_and_generate,
     make_settings,
     running_consumer,
     shifted_sample,
     wait_for_job,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from storyapp.api import create_app
 from storyapp.fake_ollama import FakeOllama
 from storyapp.models import JobCluster, LLMCall
-
-
-def ingest_and_generate(client) -> dict:
-    records = shifted_sample()
-    response = client.post("/articles", json={"articles": records})
-    assert response.status_code == 201
-    assert response.get_json() == {"created": len(records), "duplicates": 0}
-    response = client.post("/stories/generate", json={"time_window_hours": 24})
-    assert response.status_code == 202
-    return wait_for_job(client, response.get_json()["job_id"])
 
 
 def test_sample_becomes_stories_through_the_queue(client, consumer, ollama):
@@ -126,8 +118,17 @@ def test_serve_and_worker_processes_turn_the_sample_into_stories(served, ollama)
             time.sleep(0.1)
         assert job["status"] == "succeeded"
         stories = http.get(f"{served}/stories?limit=500", timeout=5).json()
+        figures = http.get(f"{served}/metrics", timeout=5).text
     assert stories["total"] == job["total"]
     assert ollama.chat_count == job["counts"]["llm"] > 20
+    # The worker made the calls; the web process counts them from the database.
+    calls = {
+        s.labels["outcome"]: s.value
+        for family in text_string_to_metric_families(figures)
+        if family.name == "storyapp_llm_calls"
+        for s in family.samples
+    }
+    assert calls == {"ok": ollama.chat_count, "timeout": 0, "error": 0, "invalid": 0}
 
 
 def test_llm_requests_in_flight_stay_within_the_per_host_bound(tmp_path):

@@ -1,10 +1,19 @@
 import threading
+from datetime import timedelta
 
 import pytest
 from conftest import article
 
 from storyapp import ingest, jobs, tasks
-from storyapp.models import Job, JobCluster, LLMCall, Story, StoryArticle, SynthesisCache
+from storyapp.models import (
+    Job,
+    JobCluster,
+    LLMCall,
+    Story,
+    StoryArticle,
+    SynthesisCache,
+    utcnow,
+)
 
 QUAKE = [
     article(1, "Earthquake of magnitude 6.1 strikes Eldham coast", "Homes damaged in Eldham."),
@@ -172,3 +181,14 @@ def test_an_empty_window_succeeds_with_nothing_to_do(configured):
     job = run_inline()
     assert (job.status, job.total, job.done) == ("succeeded", 0, 0)
     assert job.to_dict()["progress"] == 1.0
+
+
+def test_eta_follows_the_pace_of_the_clusters_the_workers_wrote():
+    started = utcnow() - timedelta(seconds=10)
+    job = Job(status="running", started_at=started, total=40, done=25, reused=10, single=5)
+    job.llm, job.fallback = 8, 2  # 10 written in 10 s, 15 left
+    assert job.to_dict()["eta_s"] == pytest.approx(15.0, abs=0.2)
+    job.llm = job.fallback = 0  # only what planning settled: no pace yet
+    assert job.to_dict()["eta_s"] is None
+    job.llm, job.status = 8, "succeeded"
+    assert job.to_dict()["eta_s"] is None

@@ -1,0 +1,354 @@
+"""The figures that tell whether generation is healthy, for GET /stats (JSON) and GET /metrics
+(Prometheus text), computed from the database on each request.
+
+The web process and the consumer are separate processes, possibly on separate machines: only the
+database sees every job, cluster and LLM call, so the figures come from there and not from
+counters in one process's memory. Both endpoints render the same `collect()`.
+
+Apart from jobs by status and the queue, the figures cover a sliding window (`WINDOW`, the last
+24 hours: rows created since then), so one bad hour shows instead of vanishing into all-time
+totals, and every query reads a bounded, indexed slice of its table. Percentiles are taken from
+at most the newest `SAMPLE_ROWS` rows of the window, nearest-rank.
+"""
+
+import math
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+from peewee import fn
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from storyapp.models import Job, JobCluster, LLMCall, utcnow
+
+PROMETHEUS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+WINDOW = timedelta(hours=24)
+SAMPLE_ROWS = 10_000
+QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+CALL_OUTCOMES = ("ok", "timeout", "error", "invalid")
+CLUSTER_OUTCOMES = ("llm", "cached", "fallback", "reused", "single", "failed")
+# An "error" call (refused connection, HTTP error) says nothing about how fast the model is:
+# it is counted, not timed. A timeout is timed: it is the slow tail.
+TIMED_OUTCOMES = ("ok", "invalid", "timeout")
+
+
+def collect(queued_tasks: int | None = None, now: datetime | None = None) -> dict:
+    """Every figure, as plain data. `queued_tasks` comes from the queue, which this module does
+    not know (None: unknown)."""
+    since = (now or utcnow()) - WINDOW
+    calls = _llm_calls(since)
+    return {
+        "window_hours": WINDOW.total_seconds() / 3600,
+        "jobs": _jobs_by_status(),
+        "queue": {"tasks": queued_tasks, "clusters_pending": _clusters_pending()},
+        "generation": _generation(since, calls["per_story_s"]),
+        "clusters": _clusters(since),
+        "llm": calls["llm"],
+        "web_process": _process(),
+    }
+
+
+def percentiles(values: list[float]) -> dict[str, float] | None:
+    """Nearest rank: p95 is the smallest value with at least 95% of the values at or below it."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return {
+        name: round(ordered[max(0, math.ceil(q * len(ordered)) - 1)], 3)
+        for name, q in QUANTILES.items()
+    }
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _jobs_by_status() -> dict[str, int]:
+    counts = dict.fromkeys(Job.STATUSES, 0)
+    for status, count in Job.select(Job.status, fn.COUNT(Job.id)).group_by(Job.status).tuples():
+        counts[status] = count
+    return counts
+
+
+def _clusters_pending() -> int:
+    return (
+        JobCluster.select()
+        .join(Job)
+        .where(JobCluster.status == "pending", Job.status == "running")
+        .count()
+    )
+
+
+def _generation(since: datetime, per_story_s: list[float]) -> dict:
+    ended = list(
+        Job.select(Job.started_at, Job.finished_at)
+        .where(
+            Job.created_at >= since,
+            Job.started_at.is_null(False),
+            Job.finished_at.is_null(False),
+        )
+        .order_by(Job.finished_at.desc(), Job.id)
+        .limit(SAMPLE_ROWS)
+        .tuples()
+    )
+    durations = [(finished - started).total_seconds() for started, finished in ended]
+    return {
+        "jobs_ended": len(durations),
+        "last_duration_s": round(durations[0], 3) if durations else None,
+        "duration_s": percentiles(durations),
+        "stories_timed": len(per_story_s),
+        "per_story_s": percentiles(per_story_s),
+    }
+
+
+def _clusters(since: datetime) -> dict:
+    fields = [getattr(Job, name) for name in CLUSTER_OUTCOMES]
+    sums = (
+        Job.select(*[fn.COALESCE(fn.SUM(f), 0) for f in fields])
+        .where(Job.created_at >= since)
+        .tuples()
+        .first()
+    )
+    counts = dict(zip(CLUSTER_OUTCOMES, (int(s) for s in sums), strict=True))
+    return {
+        "by_outcome": counts,
+        # Of the clusters that needed a written story, the share the cache gave at no cost.
+        "cache_hit_rate": _ratio(
+            counts["cached"], counts["cached"] + counts["llm"] + counts["fallback"]
+        ),
+        # Of the clusters sent to the LLM, the share it did not write.
+        "fallback_rate": _ratio(counts["fallback"], counts["llm"] + counts["fallback"]),
+    }
+
+
+def _llm_calls(since: datetime) -> dict:
+    in_window = LLMCall.created_at >= since
+    servers: dict[tuple[str, str], dict] = {}
+
+    def server(model: str, host: str) -> dict:
+        if (model, host) not in servers:
+            servers[model, host] = {
+                "model": model,
+                "host": host,
+                "calls": dict.fromkeys(CALL_OUTCOMES, 0),
+                "tokens": {"prompt": 0, "completion": 0},
+                # Time the server spent on our requests: with tokens, what generation costs.
+                "busy_s": 0.0,
+                "latency_s": None,
+                "calls_timed": 0,
+            }
+        return servers[model, host]
+
+    for model, host, outcome, count, busy_ms, prompt, completion in (
+        LLMCall.select(
+            LLMCall.model,
+            LLMCall.host,
+            LLMCall.outcome,
+            fn.COUNT(LLMCall.id),
+            fn.SUM(LLMCall.latency_ms),
+            fn.COALESCE(fn.SUM(LLMCall.prompt_tokens), 0),
+            fn.COALESCE(fn.SUM(LLMCall.completion_tokens), 0),
+        )
+        .where(in_window)
+        .group_by(LLMCall.model, LLMCall.host, LLMCall.outcome)
+        .tuples()
+    ):
+        entry = server(model, host)
+        entry["calls"][outcome] = count
+        entry["busy_s"] = round(entry["busy_s"] + busy_ms / 1000, 3)
+        entry["tokens"]["prompt"] += int(prompt)
+        entry["tokens"]["completion"] += int(completion)
+
+    latencies = defaultdict(list)
+    per_story = defaultdict(float)
+    for model, host, outcome, latency_ms, job_id, cluster_key in (
+        LLMCall.select(
+            LLMCall.model,
+            LLMCall.host,
+            LLMCall.outcome,
+            LLMCall.latency_ms,
+            LLMCall.job,
+            LLMCall.cluster_key,
+        )
+        .where(in_window)
+        .order_by(LLMCall.id.desc())
+        .limit(SAMPLE_ROWS)
+        .tuples()
+    ):
+        if outcome in TIMED_OUTCOMES:
+            latencies[model, host].append(latency_ms / 1000)
+        # A story's LLM time is every attempt it took, errors and retries included.
+        per_story[job_id, cluster_key] += latency_ms / 1000
+    for key, values in latencies.items():
+        server(*key).update(latency_s=percentiles(values), calls_timed=len(values))
+
+    calls = dict.fromkeys(CALL_OUTCOMES, 0)
+    tokens = {"prompt": 0, "completion": 0}
+    for entry in servers.values():
+        for outcome, count in entry["calls"].items():
+            calls[outcome] = calls.get(outcome, 0) + count
+        for kind in tokens:
+            tokens[kind] += entry["tokens"][kind]
+    return {
+        "llm": {
+            "calls": calls,
+            "timeout_rate": _ratio(calls["timeout"], sum(calls.values())),
+            "tokens": tokens,
+            "servers": sorted(servers.values(), key=lambda s: (s["model"], s["host"])),
+        },
+        "per_story_s": list(per_story.values()),
+    }
+
+
+# The web process's own CPU and memory (the consumer's are not here: a process can only read its
+# own). Read by prometheus_client's collector, the same one /metrics exposes.
+_PROCESS_FIGURES = {
+    "process_cpu_seconds_total": "cpu_s",
+    "process_resident_memory_bytes": "resident_memory_bytes",
+    "process_open_fds": "open_fds",
+}
+
+
+def _process() -> dict:
+    found = {}
+    for family in ProcessCollector(registry=None).collect():
+        for sample in family.samples:
+            if sample.name in _PROCESS_FIGURES:
+                found[_PROCESS_FIGURES[sample.name]] = sample.value
+    return found
+
+
+# --- Prometheus ----------------------------------------------------------------------------
+
+
+def prometheus_text(stats: dict) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Figures(stats))
+    return generate_latest(registry)
+
+
+class _Figures:
+    """A collector over one `collect()` result: every family is a gauge, since windowed counts
+    and percentiles go down as well as up."""
+
+    def __init__(self, stats: dict):
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.stats
+        window = f"in the last {s['window_hours']:g} h"
+        yield _gauge(
+            "storyapp_window_seconds",
+            "The window of the windowed figures.",
+            [((), s["window_hours"] * 3600)],
+        )
+        yield _gauge(
+            "storyapp_jobs",
+            "Jobs by status, all time.",
+            [((status,), n) for status, n in s["jobs"].items()],
+            ["status"],
+        )
+        if s["queue"]["tasks"] is not None:
+            yield _gauge(
+                "storyapp_queue_tasks", "Tasks waiting in the queue.", [((), s["queue"]["tasks"])]
+            )
+        yield _gauge(
+            "storyapp_clusters_pending",
+            "Clusters of running jobs not settled yet.",
+            [((), s["queue"]["clusters_pending"])],
+        )
+        g = s["generation"]
+        yield _gauge(
+            "storyapp_jobs_ended", f"Jobs created and ended {window}.", [((), g["jobs_ended"])]
+        )
+        if g["last_duration_s"] is not None:
+            yield _gauge(
+                "storyapp_last_job_duration_seconds",
+                "Duration of the job that ended last.",
+                [((), g["last_duration_s"])],
+            )
+        yield _quantiles(
+            "storyapp_job_duration_seconds", f"Job duration {window}.", g["duration_s"]
+        )
+        yield _quantiles(
+            "storyapp_story_llm_seconds",
+            f"LLM time per story sent to the LLM, all attempts, {window}.",
+            g["per_story_s"],
+        )
+        c = s["clusters"]
+        yield _gauge(
+            "storyapp_clusters",
+            f"Clusters settled {window}, by outcome.",
+            [((outcome,), n) for outcome, n in c["by_outcome"].items()],
+            ["outcome"],
+        )
+        for name, key, doc in (
+            ("storyapp_cache_hit_ratio", "cache_hit_rate", "cached / (cached + llm + fallback)"),
+            ("storyapp_fallback_ratio", "fallback_rate", "fallback / (llm + fallback)"),
+        ):
+            if c[key] is not None:
+                yield _gauge(name, f"Clusters {window}: {doc}.", [((), c[key])])
+        llm = s["llm"]
+        if llm["timeout_rate"] is not None:
+            yield _gauge(
+                "storyapp_llm_timeout_ratio",
+                f"Share of LLM calls that timed out {window}.",
+                [((), llm["timeout_rate"])],
+            )
+        servers = llm["servers"]
+        yield _gauge(
+            "storyapp_llm_calls",
+            f"LLM calls {window}, by outcome.",
+            [
+                ((e["model"], e["host"], outcome), n)
+                for e in servers
+                for outcome, n in e["calls"].items()
+            ],
+            ["model", "host", "outcome"],
+        )
+        yield _gauge(
+            "storyapp_llm_tokens",
+            f"Tokens in (prompt) and out (completion) {window}.",
+            [
+                ((e["model"], e["host"], kind), n)
+                for e in servers
+                for kind, n in e["tokens"].items()
+            ],
+            ["model", "host", "kind"],
+        )
+        yield _gauge(
+            "storyapp_llm_busy_seconds",
+            f"Time the LLM servers spent on storyapp's calls {window}.",
+            [((e["model"], e["host"]), e["busy_s"]) for e in servers],
+            ["model", "host"],
+        )
+        yield _gauge(
+            "storyapp_llm_latency_seconds",
+            f"LLM call latency {window} (errors are not timed).",
+            [
+                ((e["model"], e["host"], str(QUANTILES[name])), value)
+                for e in servers
+                if e["latency_s"] is not None
+                for name, value in e["latency_s"].items()
+            ],
+            ["model", "host", "quantile"],
+        )
+        yield from ProcessCollector(registry=None).collect()
+
+
+def _gauge(name: str, doc: str, samples: list, labels: list[str] | None = None):
+    family = GaugeMetricFamily(name, doc, labels=labels or [])
+    for label_values, value in samples:
+        family.add_metric(list(label_values), value)
+    return family
+
+
+def _quantiles(name: str, doc: str, values: dict[str, float] | None):
+    samples = [((str(QUANTILES[k]),), v) for k, v in (values or {}).items()]
+    return _gauge(name, doc, samples, ["quantile"])
