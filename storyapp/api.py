@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 from storyapp import ingest, jobs, tasks
 from storyapp.config import Settings
 from storyapp.db import database
-from storyapp.models import Article, Job, Story, utcnow
+from storyapp.models import Article, Job, Story, StoryVersion, utcnow
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -245,12 +245,29 @@ def list_stories():
     }
 
 
-@bp.get("/stories/<int:story_id>")
-def get_story(story_id):
+def get_story_or_404(story_id: int) -> Story:
     story = Story.get_or_none(Story.id == story_id)
     if story is None:
         raise ApiError(404, "not_found", f"no story with id {story_id}")
-    return story.to_dict()
+    return story
+
+
+@bp.get("/stories/<int:story_id>")
+def get_story(story_id):
+    return get_story_or_404(story_id).to_dict()
+
+
+@bp.get("/stories/<int:story_id>/versions")
+def list_story_versions(story_id):
+    story = get_story_or_404(story_id)
+    limit, offset = page()
+    query = StoryVersion.select().where(StoryVersion.story == story.id)
+    rows = query.order_by(StoryVersion.version.desc()).limit(limit).offset(offset)
+    return {
+        "story_id": story.id,
+        "versions": [version.to_dict() for version in rows],
+        "total": query.count(),
+    }
 
 
 # --- health --------------------------------------------------------------------------------

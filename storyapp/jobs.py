@@ -22,6 +22,7 @@ from storyapp.models import (
     LLMCall,
     Story,
     StoryArticle,
+    StoryVersion,
     SynthesisCache,
     utcnow,
 )
@@ -35,6 +36,16 @@ OUTCOME_COUNTERS = {
     "reused": Job.reused,
     "single": Job.single,
 }
+# What a StoryVersion keeps of the story it was written as.
+VERSIONED_FIELDS = (
+    "version",
+    "title",
+    "summary",
+    "key_points",
+    "generator",
+    "model",
+    "article_count",
+)
 # A story is the same story when at least this share of the two article sets is shared.
 SAME_STORY_JACCARD = 0.5
 
@@ -336,7 +347,8 @@ def _log_calls(jc: JobCluster, model: str | None, calls: list[synthesis.CallReco
 
 def save_story(plan: ClusterPlan, story: dict, generator: str, model: str | None) -> Story:
     """Creates the cluster's story, or updates the existing story it continues: the one with the
-    same key, else the one sharing most of its articles (same id, `updated_at` moves)."""
+    same key, else the one sharing most of its articles (same id, `updated_at` moves). Either
+    way the story gets a new version, and the versions before it are kept."""
     target = Story.get_or_none(Story.cluster_key == plan.key) or _continued_story(plan)
     now = utcnow()
     fields = {
@@ -348,6 +360,7 @@ def save_story(plan: ClusterPlan, story: dict, generator: str, model: str | None
         "model": model,
         "article_count": len(plan.article_ids),
         "updated_at": now,
+        "version": 1 if target is None else target.version + 1,
     }
     if target is None:
         target = Story.create(**fields, created_at=now)
@@ -357,6 +370,12 @@ def save_story(plan: ClusterPlan, story: dict, generator: str, model: str | None
     StoryArticle.insert_many(
         [{"story": target.id, "article": aid} for aid in plan.article_ids]
     ).execute()
+    StoryVersion.create(
+        story=target.id,
+        article_ids=plan.article_ids,
+        created_at=now,
+        **{name: fields[name] for name in VERSIONED_FIELDS},
+    )
     return target
 
 

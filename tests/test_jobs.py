@@ -4,7 +4,15 @@ import pytest
 from conftest import article
 
 from storyapp import ingest, jobs, tasks
-from storyapp.models import Job, JobCluster, LLMCall, Story, StoryArticle, SynthesisCache
+from storyapp.models import (
+    Job,
+    JobCluster,
+    LLMCall,
+    Story,
+    StoryArticle,
+    StoryVersion,
+    SynthesisCache,
+)
 
 QUAKE = [
     article(1, "Earthquake of magnitude 6.1 strikes Eldham coast", "Homes damaged in Eldham."),
@@ -172,3 +180,54 @@ def test_an_empty_window_succeeds_with_nothing_to_do(configured):
     job = run_inline()
     assert (job.status, job.total, job.done) == ("succeeded", 0, 0)
     assert job.to_dict()["progress"] == 1.0
+
+
+# --- living stories ---------------------------------------------------------------------------
+
+QUAKE_LATER = [
+    article(11, "Eldham earthquake: death toll rises as rescuers dig", "Rescuers in Eldham dig."),
+    article(12, "Aftershock rattles Eldham a day after 6.1 earthquake", "Eldham homes damaged."),
+]
+QUAKE_LATEST = [
+    article(13, "Eldham earthquake survivors shelter in schools", "The Eldham quake left many."),
+    article(14, "Aid reaches Eldham after the magnitude 6.1 earthquake", "Trucks reach Eldham."),
+    article(15, "Eldham quake: inquiry into damaged homes ordered", "Eldham homes inspected."),
+]
+
+
+def test_a_story_keeps_its_id_across_runs_and_lists_its_versions(news, ollama, client):
+    first = run_inline()
+    quake = Story.get(Story.article_count == 3)
+    others = {s.id: s.updated_at for s in Story.select().where(Story.id != quake.id)}
+    assert (quake.version, first.llm) == (1, 2)
+
+    ingest.store(QUAKE_LATER)
+    second = run_inline()
+    ingest.store(QUAKE_LATEST)
+    third = run_inline()
+
+    assert (second.llm, second.reused, third.llm, third.reused) == (1, 2, 1, 2)
+    assert Story.select().count() == 3  # updated, never duplicated
+    story = client.get(f"/stories/{quake.id}").get_json()
+    assert (story["version"], story["article_count"]) == (3, 8)
+    assert {a["url"] for a in story["articles"]} >= {a["url"] for a in QUAKE_LATEST}
+    # The other stories did not change, so they wrote no version.
+    assert {s.id: s.updated_at for s in Story.select().where(Story.id != quake.id)} == others
+    assert StoryVersion.select().where(StoryVersion.story != quake.id).count() == 2
+
+    listed = client.get(f"/stories/{quake.id}/versions").get_json()
+    assert listed["story_id"] == quake.id and listed["total"] == 3
+    versions = listed["versions"]  # newest first
+    assert [(v["version"], v["article_count"]) for v in versions] == [(3, 8), (2, 5), (1, 3)]
+    assert versions[0]["title"] == story["title"]
+    assert len(versions[2]["article_ids"]) == 3
+    assert set(versions[2]["article_ids"]) < set(versions[1]["article_ids"])
+    assert versions[2]["created_at"] <= versions[1]["created_at"] <= versions[0]["created_at"]
+    page = client.get(f"/stories/{quake.id}/versions?limit=1&offset=1").get_json()
+    assert [v["version"] for v in page["versions"]] == [2] and page["total"] == 3
+
+
+def test_versions_of_an_unknown_story_are_404(client):
+    response = client.get("/stories/999/versions")
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "not_found"
