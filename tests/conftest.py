@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from feedserver import FeedServer
 
 from storyapp import tasks
 from storyapp.config import Settings
@@ -21,6 +22,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def feed_server():
+    with FeedServer() as server:
+        yield server
 
 
 @pytest.fixture
