@@ -8,7 +8,7 @@ write is a short transaction: the LLM is never called with one open.
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from peewee import Case, IntegrityError, fn
 
@@ -20,6 +20,7 @@ from storyapp.models import (
     Job,
     JobCluster,
     LLMCall,
+    ScheduledRun,
     Story,
     StoryArticle,
     StoryVersion,
@@ -63,6 +64,17 @@ def request_job(hours: float, force: bool) -> tuple[Job, bool]:
                 return existing, False
             # It ended between our insert and our read: the key is free again.
     raise RuntimeError(f"could not create or find a job for {key}")
+
+
+def claim_slot(slot: datetime) -> bool:
+    """True for the first run of a schedule slot, False for any later one, in any process: the
+    slot's row is unique."""
+    try:
+        with transaction():
+            ScheduledRun.create(slot=slot)
+    except IntegrityError:
+        return False
+    return True
 
 
 def fail_job(job_id: str, reason: str) -> bool:
