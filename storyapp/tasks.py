@@ -54,7 +54,7 @@ class UnconfiguredStorage(BlackHoleStorage):
 huey = Huey("storyapp", results=False, storage_class=UnconfiguredStorage)
 
 _state: dict = {"settings": None, "llm": None, "schedule": None}
-_llm_lock = threading.Lock()
+_llm_lock = threading.RLock()
 
 
 def configure(settings: Settings) -> None:
@@ -63,9 +63,16 @@ def configure(settings: Settings) -> None:
     huey.storage = queue_storage(settings.queue_url)
     migrate(db.bind(settings.database_url))
     with _llm_lock:
+        close_llm()
+        _state.update(settings=settings, schedule=schedule)
+
+
+def close_llm() -> None:
+    """Closes the LLM client and its open connections; the next llm() makes a new one."""
+    with _llm_lock:
         if _state["llm"] is not None:
             _state["llm"].close()
-        _state.update(settings=settings, llm=None, schedule=schedule)
+            _state["llm"] = None
 
 
 def settings() -> Settings:

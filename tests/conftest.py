@@ -24,6 +24,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(autouse=True)
+def close_llm_client():
+    yield
+    # The client keeps its connections open for the next request; left to the garbage
+    # collector, they end the run with ResourceWarnings.
+    tasks.close_llm()
+
+
 @pytest.fixture
 def feed_server():
     with FeedServer() as server:
