@@ -47,8 +47,9 @@ VERSIONED_FIELDS = (
     "model",
     "article_count",
 )
-# A story is the same story when at least this share of the two article sets is shared.
-SAME_STORY_JACCARD = 0.5
+# A cluster continues a story when it holds at least this share of the story's articles that
+# are still in the window.
+SAME_STORY_SHARE = 0.5
 
 
 def request_job(hours: float, force: bool) -> tuple[Job, bool]:
@@ -101,6 +102,7 @@ class ClusterPlan:
     key: str
     article_ids: list[int]
     content_hashes: list[str]
+    window: tuple[datetime, datetime]  # the job's: which articles this run could see
 
 
 def plan_job(job_id: str, model: str) -> list[int]:
@@ -183,7 +185,9 @@ def cluster_window(start, end) -> list[ClusterPlan]:
     for group in clustering.cluster(docs):
         hashes = [rows[i][4] for i in group]
         plans.append(
-            ClusterPlan(clustering.cluster_key(hashes), [rows[i][0] for i in group], hashes)
+            ClusterPlan(
+                clustering.cluster_key(hashes), [rows[i][0] for i in group], hashes, (start, end)
+            )
         )
     return plans
 
@@ -209,7 +213,7 @@ def run_cluster(cluster_id: int, llm: LLM | None) -> str | None:
     """Writes the story of one pending cluster; returns its outcome, or None if the cluster was
     not pending (settled already, or its job cancelled: then it is skipped)."""
     jc = (
-        JobCluster.select(JobCluster, Job.id, Job.status)
+        JobCluster.select(JobCluster, Job.id, Job.status, Job.window_start, Job.window_end)
         .join(Job)
         .where(JobCluster.id == cluster_id)
         .first()
@@ -223,7 +227,12 @@ def run_cluster(cluster_id: int, llm: LLM | None) -> str | None:
             ).execute()
         return None
     texts = list(load_texts(jc.article_ids).values())
-    plan = ClusterPlan(jc.cluster_key, jc.article_ids, [t.content_hash for t in texts])
+    plan = ClusterPlan(
+        jc.cluster_key,
+        jc.article_ids,
+        [t.content_hash for t in texts],
+        (jc.job.window_start, jc.job.window_end),
+    )
     result = synthesis.synthesize(texts, llm)
     model = llm.model if llm is not None else None
     outcome = result.generator
@@ -392,7 +401,12 @@ def save_story(plan: ClusterPlan, story: dict, generator: str, model: str | None
 
 
 def _continued_story(plan: ClusterPlan) -> Story | None:
-    shared = {}
+    """The story this cluster continues, if any: of the stories sharing articles with it, the
+    one sharing the most, provided the cluster holds at least SAME_STORY_SHARE of that story's
+    articles in the window. Articles out of the window count for neither side, and new ones do
+    not dilute the share: a story keeps its id while its first reports age out over days, and
+    while one report grows into twenty."""
+    shared: dict[int, int] = {}
     for chunk in in_chunks(plan.article_ids):
         for story_id, count in (
             StoryArticle.select(StoryArticle.story, fn.COUNT(StoryArticle.id))
@@ -403,10 +417,23 @@ def _continued_story(plan: ClusterPlan) -> Story | None:
             shared[story_id] = shared.get(story_id, 0) + count
     if not shared:
         return None
-    best, best_score = None, SAME_STORY_JACCARD
-    for story in Story.select().where(Story.id.in_(list(shared))):
-        overlap = shared[story.id]
-        score = overlap / (len(plan.article_ids) + story.article_count - overlap)
-        if score >= best_score:
-            best, best_score = story, score
-    return best
+    start, end = plan.window
+    visible: dict[int, int] = {}
+    for chunk in in_chunks(list(shared)):
+        visible.update(
+            StoryArticle.select(StoryArticle.story, fn.COUNT(StoryArticle.id))
+            .join(Article)
+            .where(StoryArticle.story.in_(chunk), Article.published_at.between(start, end))
+            .group_by(StoryArticle.story)
+            .tuples()
+        )
+    candidates = [
+        # An article moved in time since the cluster was planned can leave `visible` short.
+        (count, count / max(visible.get(story_id, 0), count), story_id)
+        for story_id, count in shared.items()
+    ]
+    eligible = [c for c in candidates if c[1] >= SAME_STORY_SHARE]
+    if not eligible:
+        return None
+    _, _, story_id = max(eligible)  # most articles shared, then the larger share, then newer
+    return Story.get_by_id(story_id)

@@ -1,10 +1,12 @@
 import threading
+from datetime import timedelta
 
 import pytest
 from conftest import article
 
-from storyapp import ingest, jobs, tasks
+from storyapp import clustering, ingest, jobs, tasks
 from storyapp.models import (
+    Article,
     Job,
     JobCluster,
     LLMCall,
@@ -12,6 +14,7 @@ from storyapp.models import (
     StoryArticle,
     StoryVersion,
     SynthesisCache,
+    utcnow,
 )
 
 QUAKE = [
@@ -231,3 +234,77 @@ def test_versions_of_an_unknown_story_are_404(client):
     response = client.get("/stories/999/versions")
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "not_found"
+
+
+FIRE = [
+    article(21, "Wildfire forces evacuation of Brenton valley", "Crews fight the Brenton fire."),
+    article(22, "Brenton valley wildfire: thousands evacuated", "The Brenton fire spreads."),
+    article(23, "Brenton wildfire doubles in size overnight", "The valley fire spreads."),
+    article(24, "Brenton valley fire: evacuation orders widen", "More Brenton homes evacuated."),
+    article(25, "Wildfire in Brenton valley destroys homes", "Brenton fire crews overwhelmed."),
+]
+
+
+def age(urls: list[str], hours: float) -> None:
+    """Moves articles back in time, out of the window of the next run."""
+    Article.update(published_at=utcnow() - timedelta(hours=hours)).where(
+        Article.url.in_(urls)
+    ).execute()
+
+
+def test_a_first_report_grows_into_a_story_of_many_articles(configured, ollama):
+    ingest.store(FIRE[:1])
+    run_inline()
+    (first,) = Story.select()
+    assert (first.generator, first.article_count) == ("single", 1)
+    ingest.store(FIRE[1:])  # the news breaks: four more reports
+    job = run_inline()
+    assert job.llm == 1
+    (story,) = Story.select()  # the same story, not a second one beside the first report
+    assert (story.id, story.version, story.article_count) == (first.id, 2, 5)
+    assert story.generator == "llm"
+
+
+def test_a_story_follows_its_event_as_old_articles_leave_the_window(configured, ollama):
+    ingest.store(FIRE[:3])
+    run_inline()
+    (first,) = Story.select()
+    age([a["url"] for a in FIRE[:2]], hours=30)  # a day and more has passed
+    ingest.store(FIRE[3:])
+    run_inline()
+    (story,) = Story.select()
+    assert (story.id, story.version, story.article_count) == (first.id, 2, 3)
+    assert {a.url for a in Story.articles_of([story])[story.id]} == {a["url"] for a in FIRE[2:]}
+
+
+def test_a_story_whose_articles_all_left_the_window_stays_readable(news, ollama, client):
+    run_inline()
+    quake = Story.get(Story.article_count == 3)
+    age([a["url"] for a in QUAKE], hours=48)
+    job = run_inline()
+    assert job.total == 2  # the quake is out of the window
+    story = client.get(f"/stories/{quake.id}").get_json()
+    assert (story["version"], story["article_count"], len(story["articles"])) == (1, 3, 3)
+    assert quake.id in [s["id"] for s in client.get("/stories?hours=24").get_json()["stories"]]
+
+
+def test_which_story_a_cluster_continues(configured):
+    ingest.store(FIRE + BAKERY + QUAKE)
+    ids = {a.url: a.id for a in Article.select()}
+    fire = [ids[a["url"]] for a in FIRE]
+    bakery, quake = ids[BAKERY[0]["url"]], [ids[a["url"]] for a in QUAKE]
+    window = (utcnow() - timedelta(hours=24), utcnow())
+
+    def save(article_ids: list[int]) -> int:
+        hashes = [Article.get_by_id(i).content_hash for i in article_ids]
+        plan = jobs.ClusterPlan(clustering.cluster_key(hashes), article_ids, hashes, window)
+        story = {"title": "T", "summary": "S", "key_points": ["K"]}
+        return jobs.save_story(plan, story, "fallback", None).id
+
+    fire_story, bakery_story = save(fire[:4]), save([bakery])
+    # One of the fire story's four articles among three others: another event.
+    assert save([fire[0], *quake]) not in (fire_story, bakery_story)
+    # All of the one-article story and half of the fire story: the fire story, which shares more.
+    assert save([bakery, fire[2], fire[3], fire[4]]) == fire_story
+    assert Story.get_by_id(fire_story).version == 2
+    assert Story.get_by_id(bakery_story).version == 1
