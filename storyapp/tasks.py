@@ -15,7 +15,7 @@ from huey import Huey, crontab
 from huey.constants import EmptyData
 from huey.storage import BlackHoleStorage, RedisStorage, SqliteStorage
 
-from storyapp import db, feeds, jobs
+from storyapp import db, feeds, jobs, retention
 from storyapp.config import ConfigError, Settings
 from storyapp.llm import OllamaLLM
 from storyapp.migrations import migrate
@@ -205,3 +205,13 @@ def scheduled_generation() -> dict | None:
         "new" if created else "already running",
     )
     return job
+
+
+# Hourly, so each run deletes an hour's worth; at minute 17, away from the schedule's usual
+# minute 0. Not tied to STORYAPP_SCHEDULE: data ages whether or not stories are generated.
+@huey.periodic_task(crontab(minute="17"), name="prune_old_rows")
+def prune_old_rows() -> dict[str, int]:
+    cutoff = utcnow() - timedelta(days=settings().retention_days)
+    deleted = retention.prune(cutoff)
+    log.info("retention: deleted what was older than %s: %s", cutoff, deleted)
+    return deleted
