@@ -10,10 +10,10 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from peewee import fn
 from werkzeug.exceptions import HTTPException
 
-from storyapp import dashboard, events, ingest, jobs, metrics, recovery, tasks
+from storyapp import dashboard, events, feeds, ingest, jobs, metrics, recovery, tasks
 from storyapp.config import Settings
 from storyapp.db import database
-from storyapp.models import Article, Job, Story, utcnow
+from storyapp.models import Article, Feed, Job, Story, StoryVersion, utcnow
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -57,6 +57,7 @@ def _close_connection(exc):
 
 def _check_token():
     token = current_app.config["STORYAPP"].api_token
+    # Reading needs no token; every change does (POST, and DELETE of a feed).
     if token is None or request.method in ("GET", "HEAD", "OPTIONS"):
         return None
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -269,12 +270,59 @@ def list_stories():
     }
 
 
-@bp.get("/stories/<int:story_id>")
-def get_story(story_id):
+def get_story_or_404(story_id: int) -> Story:
     story = Story.get_or_none(Story.id == story_id)
     if story is None:
         raise ApiError(404, "not_found", f"no story with id {story_id}")
-    return story.to_dict()
+    return story
+
+
+@bp.get("/stories/<int:story_id>")
+def get_story(story_id):
+    return get_story_or_404(story_id).to_dict()
+
+
+@bp.get("/stories/<int:story_id>/versions")
+def list_story_versions(story_id):
+    story = get_story_or_404(story_id)
+    limit, offset = page()
+    query = StoryVersion.select().where(StoryVersion.story == story.id)
+    rows = query.order_by(StoryVersion.version.desc()).limit(limit).offset(offset)
+    return {
+        "story_id": story.id,
+        "versions": [version.to_dict() for version in rows],
+        "total": query.count(),
+    }
+
+
+# --- feeds ---------------------------------------------------------------------------------
+
+
+@bp.post("/feeds")
+def post_feed():
+    body = json_body()
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_value", 'the body must be a JSON object: {"url": "https://…"}')
+    unknown = set(body) - {"url"}
+    if unknown:
+        raise ApiError(422, "unknown_field", f"unknown field(s): {', '.join(sorted(unknown))}")
+    try:
+        feed, created = feeds.add(body.get("url"))
+    except ValueError as exc:
+        raise ApiError(422, "invalid_value", str(exc)) from None
+    return feed.to_dict(), 201 if created else 200
+
+
+@bp.get("/feeds")
+def list_feeds():
+    return {"feeds": [feed.to_dict() for feed in Feed.select().order_by(Feed.id)]}
+
+
+@bp.delete("/feeds/<int:feed_id>")
+def delete_feed(feed_id):
+    if not feeds.remove(feed_id):
+        raise ApiError(404, "not_found", f"no feed with id {feed_id}")
+    return "", 204
 
 
 # --- figures -------------------------------------------------------------------------------

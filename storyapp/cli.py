@@ -8,18 +8,17 @@ import time
 from pathlib import Path
 
 import click
-import requests
 from tqdm import tqdm
 
-from storyapp import db, ingest, tasks
+from storyapp import db, feeds, ingest, tasks
 from storyapp.config import ConfigError, Settings
 from storyapp.logs import setup_logging
 from storyapp.migrations import migrate
-from storyapp.models import Job
+from storyapp.models import Feed, Job, isoformat
 
-# Feeds and exports over HTTP: how long to wait and how much to read at most.
-FETCH_TIMEOUT_S = 30
-FETCH_MAX_BYTES = 32 * 1024 * 1024
+# An export imported once over HTTP may be much bigger than a feed, and someone is watching.
+IMPORT_TIMEOUT_S = 120
+IMPORT_MAX_BYTES = 32 * 2**20
 ENDED = ("succeeded", "failed", "cancelled")
 # channel_request_lookahead lets waitress read from a connection while its request runs, so it
 # sees a client leave an event stream (events.py) at once instead of at the next write.
@@ -68,20 +67,71 @@ def ingest_command(sources):
 def read_source(source: str) -> bytes:
     if source.startswith(("http://", "https://")):
         try:
-            with requests.get(source, timeout=FETCH_TIMEOUT_S, stream=True) as response:
-                response.raise_for_status()
-                data = response.raw.read(FETCH_MAX_BYTES + 1, decode_content=True)
-        except requests.RequestException as exc:
+            return feeds.fetch(source, timeout=IMPORT_TIMEOUT_S, max_bytes=IMPORT_MAX_BYTES).body
+        except feeds.FetchError as exc:
             raise UserError(f"cannot fetch {source}: {exc}") from None
-        if len(data) > FETCH_MAX_BYTES:
-            raise UserError(f"{source} is larger than {FETCH_MAX_BYTES // 2**20} MiB")
-        return data
     if "://" in source:
         raise UserError(f"{source}: only files and http(s) URLs can be read")
     try:
         return Path(source).read_bytes()
     except OSError as exc:
         raise UserError(f"cannot read {source}: {exc.strerror}") from None
+
+
+@cli.group("feeds")
+def feeds_group():
+    """Register the RSS/Atom feeds that the scheduled run fetches."""
+
+
+@feeds_group.command("add")
+@click.argument("url")
+def feeds_add(url):
+    """Register a feed by its http(s) URL; prints its id."""
+    load_settings()
+    try:
+        feed, created = feeds.add(url)
+    except ValueError as exc:
+        raise UserError(f"{url}: {exc}") from None
+    click.echo(f"{feed.id} {feed.url}" + ("" if created else " (already registered)"))
+
+
+@feeds_group.command("list")
+def feeds_list():
+    """List the feeds with their last fetch."""
+    load_settings()
+    for feed in Feed.select().order_by(Feed.id):
+        if feed.last_fetched_at is None:
+            state = "never fetched"
+        else:
+            result = f"error: {feed.last_error}" if feed.last_error else "ok"
+            state = f"last fetched {isoformat(feed.last_fetched_at)}: {result}"
+        click.echo(f"{feed.id} {feed.url} ({state})")
+
+
+@feeds_group.command("remove")
+@click.argument("feed_id", metavar="ID", type=int)
+def feeds_remove(feed_id):
+    """Stop fetching a feed; its articles stay."""
+    load_settings()
+    if not feeds.remove(feed_id):
+        raise UserError(f"no feed with id {feed_id}")
+
+
+@feeds_group.command("refresh")
+def feeds_refresh():
+    """Fetch every feed now, as the scheduled run does, and store the new articles."""
+    load_settings()
+    outcomes = feeds.refresh_all()
+    for o in outcomes:
+        if o.status == "failed":
+            click.echo(f"{o.feed_id} {o.url}: failed: {o.error}")
+        elif o.status == "not_modified":
+            click.echo(f"{o.feed_id} {o.url}: not modified")
+        else:
+            click.echo(f"{o.feed_id} {o.url}: {o.created} new, {o.duplicates} duplicates")
+    failed = sum(o.status == "failed" for o in outcomes)
+    if failed:
+        raise UserError(f"{failed} of {len(outcomes)} feeds failed")
 
 
 def finite(ctx, param, value):

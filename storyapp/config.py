@@ -21,6 +21,7 @@ class Settings:
     workers: int
     schedule: str
     api_token: str | None
+    retention_days: int
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -42,6 +43,7 @@ class Settings:
             workers=_number(env, "STORYAPP_WORKERS", 8, int, 1, 256),
             schedule=(env.get("STORYAPP_SCHEDULE") or "0 * * * *").strip(),
             api_token=env.get("STORYAPP_API_TOKEN") or None,
+            retention_days=_number(env, "STORYAPP_RETENTION_DAYS", 30, int, 1, 36500),
         )
 
 

@@ -143,15 +143,7 @@ def validate(record) -> dict:
         raise ValueError(f"unknown field(s) {shown}; an article has {', '.join(FIELDS)}")
     if not isinstance(record.get("event", ""), str):
         raise ValueError("event must be a string")
-    url = record.get("url")
-    if not isinstance(url, str) or not url.strip():
-        raise ValueError("url is required and must be a string")
-    url = url.strip()
-    if len(url) > MAX_URL:
-        raise ValueError(f"url is longer than {MAX_URL} characters")
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        raise ValueError("url must be an absolute http or https URL")
+    url = http_url(record.get("url"))
     title = record.get("title")
     if not isinstance(title, str) or not title.strip():
         raise ValueError("title is required and must be a non-empty string")
@@ -176,6 +168,19 @@ def validate(record) -> dict:
     article["published_at"] = parse_datetime(record.get("published_at"))
     article["content_hash"] = content_hash(article)
     return article
+
+
+def http_url(url) -> str:
+    """The URL, stripped, if it is an absolute http(s) URL; else ValueError with the reason."""
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError("url is required and must be a string")
+    url = url.strip()
+    if len(url) > MAX_URL:
+        raise ValueError(f"url is longer than {MAX_URL} characters")
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ValueError("url must be an absolute http or https URL")
+    return url
 
 
 def parse_datetime(value) -> datetime:

@@ -8,7 +8,7 @@ write is a short transaction: the LLM is never called with one open.
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from peewee import Case, IntegrityError, fn
 
@@ -20,8 +20,10 @@ from storyapp.models import (
     Job,
     JobCluster,
     LLMCall,
+    ScheduledRun,
     Story,
     StoryArticle,
+    StoryVersion,
     SynthesisCache,
     utcnow,
 )
@@ -35,8 +37,19 @@ OUTCOME_COUNTERS = {
     "reused": Job.reused,
     "single": Job.single,
 }
-# A story is the same story when at least this share of the two article sets is shared.
-SAME_STORY_JACCARD = 0.5
+# What a StoryVersion keeps of the story it was written as.
+VERSIONED_FIELDS = (
+    "version",
+    "title",
+    "summary",
+    "key_points",
+    "generator",
+    "model",
+    "article_count",
+)
+# A cluster continues a story when it holds at least this share of the story's articles that
+# are still in the window.
+SAME_STORY_SHARE = 0.5
 
 
 def request_job(hours: float, force: bool) -> tuple[Job, bool]:
@@ -52,6 +65,17 @@ def request_job(hours: float, force: bool) -> tuple[Job, bool]:
                 return existing, False
             # It ended between our insert and our read: the key is free again.
     raise RuntimeError(f"could not create or find a job for {key}")
+
+
+def claim_slot(slot: datetime) -> bool:
+    """True for the first run of a schedule slot, False for any later one, in any process: the
+    slot's row is unique."""
+    try:
+        with transaction():
+            ScheduledRun.create(slot=slot)
+    except IntegrityError:
+        return False
+    return True
 
 
 def fail_job(job_id: str, reason: str) -> bool:
@@ -78,6 +102,7 @@ class ClusterPlan:
     key: str
     article_ids: list[int]
     content_hashes: list[str]
+    window: tuple[datetime, datetime]  # the job's: which articles this run could see
 
 
 def plan_job(job_id: str, model: str, worker: str | None = None) -> list[int]:
@@ -168,7 +193,9 @@ def cluster_window(start, end) -> list[ClusterPlan]:
     for group in clustering.cluster(docs):
         hashes = [rows[i][4] for i in group]
         plans.append(
-            ClusterPlan(clustering.cluster_key(hashes), [rows[i][0] for i in group], hashes)
+            ClusterPlan(
+                clustering.cluster_key(hashes), [rows[i][0] for i in group], hashes, (start, end)
+            )
         )
     return plans
 
@@ -197,7 +224,7 @@ def run_cluster(
     not pending (settled already, or its job cancelled: then it is skipped) or another live
     worker holds it (a task queued twice by recovery)."""
     jc = (
-        JobCluster.select(JobCluster, Job.id, Job.status)
+        JobCluster.select(JobCluster, Job.id, Job.status, Job.window_start, Job.window_end)
         .join(Job)
         .where(JobCluster.id == cluster_id)
         .first()
@@ -213,7 +240,12 @@ def run_cluster(
     if not _lease(cluster_id, worker, lease_s):
         return None
     texts = list(load_texts(jc.article_ids).values())
-    plan = ClusterPlan(jc.cluster_key, jc.article_ids, [t.content_hash for t in texts])
+    plan = ClusterPlan(
+        jc.cluster_key,
+        jc.article_ids,
+        [t.content_hash for t in texts],
+        (jc.job.window_start, jc.job.window_end),
+    )
     result = synthesis.synthesize(texts, llm)
     model = llm.model if llm is not None else None
     outcome = result.generator
@@ -402,7 +434,8 @@ def _log_calls(jc: JobCluster, model: str | None, calls: list[synthesis.CallReco
 
 def save_story(plan: ClusterPlan, story: dict, generator: str, model: str | None) -> Story:
     """Creates the cluster's story, or updates the existing story it continues: the one with the
-    same key, else the one sharing most of its articles (same id, `updated_at` moves)."""
+    same key, else the one sharing most of its articles (same id, `updated_at` moves). Either
+    way the story gets a new version, and the versions before it are kept."""
     target = Story.get_or_none(Story.cluster_key == plan.key) or _continued_story(plan)
     now = utcnow()
     fields = {
@@ -414,6 +447,7 @@ def save_story(plan: ClusterPlan, story: dict, generator: str, model: str | None
         "model": model,
         "article_count": len(plan.article_ids),
         "updated_at": now,
+        "version": 1 if target is None else target.version + 1,
     }
     if target is None:
         target = Story.create(**fields, created_at=now)
@@ -423,11 +457,22 @@ def save_story(plan: ClusterPlan, story: dict, generator: str, model: str | None
     StoryArticle.insert_many(
         [{"story": target.id, "article": aid} for aid in plan.article_ids]
     ).execute()
+    StoryVersion.create(
+        story=target.id,
+        article_ids=plan.article_ids,
+        created_at=now,
+        **{name: fields[name] for name in VERSIONED_FIELDS},
+    )
     return target
 
 
 def _continued_story(plan: ClusterPlan) -> Story | None:
-    shared = {}
+    """The story this cluster continues, if any: of the stories sharing articles with it, the
+    one sharing the most, provided the cluster holds at least SAME_STORY_SHARE of that story's
+    articles in the window. Articles out of the window count for neither side, and new ones do
+    not dilute the share: a story keeps its id while its first reports age out over days, and
+    while one report grows into twenty."""
+    shared: dict[int, int] = {}
     for chunk in in_chunks(plan.article_ids):
         for story_id, count in (
             StoryArticle.select(StoryArticle.story, fn.COUNT(StoryArticle.id))
@@ -438,10 +483,23 @@ def _continued_story(plan: ClusterPlan) -> Story | None:
             shared[story_id] = shared.get(story_id, 0) + count
     if not shared:
         return None
-    best, best_score = None, SAME_STORY_JACCARD
-    for story in Story.select().where(Story.id.in_(list(shared))):
-        overlap = shared[story.id]
-        score = overlap / (len(plan.article_ids) + story.article_count - overlap)
-        if score >= best_score:
-            best, best_score = story, score
-    return best
+    start, end = plan.window
+    visible: dict[int, int] = {}
+    for chunk in in_chunks(list(shared)):
+        visible.update(
+            StoryArticle.select(StoryArticle.story, fn.COUNT(StoryArticle.id))
+            .join(Article)
+            .where(StoryArticle.story.in_(chunk), Article.published_at.between(start, end))
+            .group_by(StoryArticle.story)
+            .tuples()
+        )
+    candidates = [
+        # An article moved in time since the cluster was planned can leave `visible` short.
+        (count, count / max(visible.get(story_id, 0), count), story_id)
+        for story_id, count in shared.items()
+    ]
+    eligible = [c for c in candidates if c[1] >= SAME_STORY_SHARE]
+    if not eligible:
+        return None
+    _, _, story_id = max(eligible)  # most articles shared, then the larger share, then newer
+    return Story.get_by_id(story_id)

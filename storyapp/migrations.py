@@ -2,34 +2,143 @@
 
 A new database gets today's tables in one go and every migration recorded as applied; an
 existing one gets the migrations it has not seen, in order. A released migration never changes:
-add a new one (`m002_...`, using playhouse.migrate) next to the model change instead.
+add a new one (`m002_...`, using playhouse.migrate) next to the model change instead. So a
+migration declares the tables it creates as they were when it was written, not through the
+models of today, which a later migration may change again.
 """
 
+import json
 from collections.abc import Callable
 
-from peewee import Database
-from playhouse.migrate import SchemaMigrator
-from playhouse.migrate import migrate as apply
+from peewee import (
+    SQL,
+    CharField,
+    Database,
+    DateTimeField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+from playhouse import migrate as schema
 
-from storyapp.models import TABLES, Job, JobCluster, Migration, Worker
+from storyapp.db import in_chunks
+from storyapp.models import TABLES, Migration, utcnow
 
 
 def m001_initial(db: Database) -> None:
     db.create_tables(TABLES)
 
 
+def m002_feeds_and_story_versions(db: Database) -> None:
+    """Feeds, story versions and scheduled slots; an index for retention."""
+
+    class Base(Model):
+        class Meta:
+            database = db
+
+    class Story(Base):  # only what the foreign key needs
+        pass
+
+    class Feed(Base):
+        url = TextField(unique=True)
+        etag = TextField(null=True)
+        last_modified = TextField(null=True)
+        created_at = DateTimeField(default=utcnow)
+        last_fetched_at = DateTimeField(null=True)
+        last_success_at = DateTimeField(null=True)
+        last_error = TextField(null=True)
+
+    class StoryVersion(Base):
+        story = ForeignKeyField(Story, on_delete="CASCADE")
+        version = IntegerField()
+        title = TextField()
+        summary = TextField()
+        key_points = TextField()
+        generator = CharField(max_length=16)
+        model = CharField(max_length=200, null=True)
+        article_ids = TextField()
+        article_count = IntegerField()
+        created_at = DateTimeField(default=utcnow)
+
+        class Meta:
+            indexes = ((("story", "version"), True),)
+
+    class ScheduledRun(Base):
+        slot = DateTimeField(primary_key=True)
+        claimed_at = DateTimeField(default=utcnow)
+
+    migrator = schema.SchemaMigrator.from_database(db)
+    # NOT NULL with its default in one ALTER: peewee's usual way (add it nullable, fill it, then
+    # SET NOT NULL) rebuilds the table on SQLite before 3.53, and dropping the old story table
+    # would cascade to its article links.
+    version = IntegerField(default=1, constraints=[SQL("DEFAULT 1")])
+    schema.migrate(
+        migrator.add_column("story", "version", version, allow_not_null=True),
+        migrator.add_index("synthesiscache", ("created_at",)),
+    )
+    db.create_tables([Feed, StoryVersion, ScheduledRun])
+
+    # Every existing story becomes its own version 1, so each story lists at least one version.
+    links: dict[int, list[int]] = {}
+    for story_id, article_id in db.execute_sql(
+        "SELECT story_id, article_id FROM storyarticle ORDER BY story_id, article_id"
+    ):
+        links.setdefault(story_id, []).append(article_id)
+    stories = db.execute_sql(
+        "SELECT id, title, summary, key_points, generator, model, article_count, updated_at "
+        "FROM story"
+    ).fetchall()
+    versions = [
+        {
+            "story": story_id,
+            "version": 1,
+            "title": title,
+            "summary": summary,
+            "key_points": key_points,  # JSON text already
+            "generator": generator,
+            "model": model,
+            "article_ids": json.dumps(links.get(story_id, [])),
+            "article_count": article_count,
+            "created_at": updated_at,
+        }
+        for story_id, title, summary, key_points, generator, model, article_count, updated_at in (
+            stories
+        )
+    ]
+    for chunk in in_chunks(versions, 50):
+        StoryVersion.insert_many(chunk).execute()
+
+
 def m003_worker_leases(db: Database) -> None:
-    migrator = SchemaMigrator.from_database(db)
-    apply(
-        migrator.add_column("job", "planner", Job.planner),
-        migrator.add_column("jobcluster", "lease_holder", JobCluster.lease_holder),
-        migrator.add_column("jobcluster", "leased_at", JobCluster.leased_at),
-        migrator.add_column("jobcluster", "lease_until", JobCluster.lease_until),
+    """Cluster leases and the table of live workers (recovery.py)."""
+
+    class Worker(Model):
+        id = CharField(max_length=200, primary_key=True)
+        host = CharField(max_length=200)
+        pid = IntegerField()
+        started_at = DateTimeField()
+        heartbeat_at = DateTimeField()
+
+        class Meta:
+            database = db
+
+    migrator = schema.SchemaMigrator.from_database(db)
+    schema.migrate(
+        migrator.add_column("job", "planner", CharField(max_length=200, null=True)),
+        migrator.add_column("jobcluster", "lease_holder", CharField(max_length=200, null=True)),
+        migrator.add_column("jobcluster", "leased_at", DateTimeField(null=True)),
+        migrator.add_column("jobcluster", "lease_until", DateTimeField(null=True)),
+        migrator.add_index("jobcluster", ("lease_holder",)),
     )
     db.create_tables([Worker])
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [m001_initial, m003_worker_leases]
+MIGRATIONS: list[Callable[[Database], None]] = [
+    m001_initial,
+    m002_feeds_and_story_versions,
+    m003_worker_leases,
+]
 
 
 def migrate(db: Database, migrations: list[Callable[[Database], None]] = MIGRATIONS) -> list[str]:

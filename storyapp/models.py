@@ -1,10 +1,12 @@
-"""Peewee models: articles, stories, jobs and their clusters, LLM calls, the synthesis cache."""
+"""Peewee models: articles, feeds, stories and their versions, jobs and their clusters, scheduled
+runs, LLM calls, the synthesis cache."""
 
 import json
 import uuid
 from datetime import UTC, datetime
 
 from peewee import (
+    SQL,
     BooleanField,
     CharField,
     DateTimeField,
@@ -67,6 +69,30 @@ class Article(BaseModel):
         }
 
 
+class Feed(BaseModel):
+    """An RSS or Atom URL the scheduled run fetches, with what the last fetch left behind."""
+
+    url = TextField(unique=True)
+    # The server's validators from the last fetch that was stored: sent back so an unchanged
+    # feed answers 304 with no body.
+    etag = TextField(null=True)
+    last_modified = TextField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    last_fetched_at = DateTimeField(null=True)
+    last_success_at = DateTimeField(null=True)
+    last_error = TextField(null=True)
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "url": self.url,
+            "created_at": isoformat(self.created_at),
+            "last_fetched_at": isoformat(self.last_fetched_at),
+            "last_success_at": isoformat(self.last_success_at),
+            "last_error": self.last_error,
+        }
+
+
 class Story(BaseModel):
     # The key of the cluster this story was last written from (see clustering.cluster_key).
     cluster_key = CharField(max_length=64, unique=True)
@@ -78,6 +104,9 @@ class Story(BaseModel):
     article_count = IntegerField()
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow, index=True)
+    # The number of the latest StoryVersion; the default is in the schema too, so m002 could
+    # add the column to a table with rows in it.
+    version = IntegerField(default=1, constraints=[SQL("DEFAULT 1")])
 
     @classmethod
     def newest(cls):
@@ -114,6 +143,39 @@ class Story(BaseModel):
             "model": self.model,
             "created_at": isoformat(self.created_at),
             "updated_at": isoformat(self.updated_at),
+            "version": self.version,
+        }
+
+
+class StoryVersion(BaseModel):
+    """A story as one run wrote it; the story row is always its latest version."""
+
+    story = ForeignKeyField(Story, backref="versions", on_delete="CASCADE")
+    version = IntegerField()
+    title = TextField()
+    summary = TextField()
+    key_points = JSONField()
+    generator = CharField(max_length=16)
+    model = CharField(max_length=200, null=True)
+    # Ids, not links: a version outlives the articles that retention deletes.
+    article_ids = JSONField()
+    article_count = IntegerField()
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("story", "version"), True),)
+
+    def to_dict(self) -> dict:
+        return {
+            "version": self.version,
+            "title": self.title,
+            "summary": self.summary,
+            "key_points": self.key_points,
+            "article_count": self.article_count,
+            "article_ids": self.article_ids,
+            "generator": self.generator,
+            "model": self.model,
+            "created_at": isoformat(self.created_at),
         }
 
 
@@ -225,6 +287,14 @@ class JobCluster(BaseModel):
         indexes = ((("job", "cluster_key"), True),)
 
 
+class ScheduledRun(BaseModel):
+    """A slot of STORYAPP_SCHEDULE, claimed by the first scheduler to run it: a second
+    consumer's scheduler (or a task delivered twice) finds the row and does nothing."""
+
+    slot = DateTimeField(primary_key=True)
+    claimed_at = DateTimeField(default=utcnow)
+
+
 class LLMCall(BaseModel):
     """One request to an LLM server, whatever came of it."""
 
@@ -248,7 +318,7 @@ class SynthesisCache(BaseModel):
     key = CharField(max_length=64, primary_key=True)
     model = CharField(max_length=200)
     story = JSONField()
-    created_at = DateTimeField(default=utcnow)
+    created_at = DateTimeField(default=utcnow, index=True)  # retention deletes by age
 
 
 class Worker(BaseModel):
@@ -268,10 +338,13 @@ class Migration(BaseModel):
 
 TABLES = [
     Article,
+    Feed,
     Story,
+    StoryVersion,
     StoryArticle,
     Job,
     JobCluster,
+    ScheduledRun,
     LLMCall,
     SynthesisCache,
     Worker,

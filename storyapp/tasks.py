@@ -8,6 +8,7 @@ and the LLM client to the settings. The app factory, the CLI and the root `tasks
 import logging
 import os
 import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,10 +16,11 @@ from huey import Huey, crontab
 from huey.constants import EmptyData
 from huey.storage import BlackHoleStorage, RedisStorage, SqliteStorage
 
-from storyapp import db, jobs, recovery
+from storyapp import db, feeds, jobs, recovery, retention
 from storyapp.config import ConfigError, Settings
 from storyapp.llm import OllamaLLM
 from storyapp.migrations import migrate
+from storyapp.models import utcnow
 from storyapp.synthesis import LLM_OPTIONS
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,7 @@ _state: dict = {"settings": None, "llm": None, "schedule": None}
 # Who holds the leases this process takes: the registered worker id in `storyapp worker`,
 # host and pid elsewhere (an in-process consumer, a test).
 _worker = {"id": f"{recovery.HOST}:{os.getpid()}"}
-_llm_lock = threading.Lock()
+_llm_lock = threading.RLock()
 
 
 def configure(settings: Settings) -> None:
@@ -65,17 +67,21 @@ def configure(settings: Settings) -> None:
     huey.storage = queue_storage(settings.queue_url)
     migrate(db.bind(settings.database_url))
     with _llm_lock:
-        if _state["llm"] is not None:
-            _state["llm"].close()
-        _state.update(settings=settings, llm=None, schedule=schedule)
+        close_llm()
+        _state.update(settings=settings, schedule=schedule)
 
 
-def close() -> None:
-    """Lets go of the LLM client's connections and this thread's database connection."""
+def close_llm() -> None:
+    """Closes the LLM client and its open connections; the next llm() makes a new one."""
     with _llm_lock:
         if _state["llm"] is not None:
             _state["llm"].close()
             _state["llm"] = None
+
+
+def close() -> None:
+    """Lets go of the LLM client's connections and this thread's database connection."""
+    close_llm()
     if db.database.obj is not None:
         db.database.close()
 
@@ -232,12 +238,54 @@ def _schedule_due(moment) -> bool:
     return schedule is not None and schedule(moment)
 
 
+# A queued run waits for a free worker, minutes at most; a day covers any wait.
+SLOT_LOOKBACK_MINUTES = 24 * 60
+
+
+def current_slot(now: datetime) -> datetime:
+    """The slot a scheduled run belongs to: the schedule's latest minute at or before `now`, so
+    a run that waited for a free worker still counts for the minute it was queued in. Without a
+    schedule (off, or a run by hand) it is the current minute."""
+    minute = now.replace(second=0, microsecond=0)
+    schedule = _state["schedule"]
+    if schedule is not None:
+        for back in range(SLOT_LOOKBACK_MINUTES):
+            moment = minute - timedelta(minutes=back)
+            if schedule(moment):
+                return moment
+    return minute
+
+
 @huey.periodic_task(_schedule_due, name="scheduled_generation")
-def scheduled_generation() -> None:
+def scheduled_generation() -> dict | None:
+    """Refreshes the feeds, then generates the last 24 hours' stories: once per slot, however
+    many schedulers queued it. Returns the job, or None when the slot had run already."""
+    slot = current_slot(utcnow())
+    # Claimed before the work: a run that dies half-way leaves its slot to the next one
+    # rather than risking a second refresh and job for the same minute.
+    if not jobs.claim_slot(slot):
+        log.info("scheduled run %s: run already (a second scheduler, or a redelivery)", slot)
+        return None
+    outcomes = feeds.refresh_all()
     job, created = start_job(24.0, False)
     log.info(
-        "scheduled generation: job %s (%s)",
+        "scheduled run %s: %d feeds (%d failed), %d new articles; job %s (%s)",
+        slot,
+        len(outcomes),
+        sum(o.status == "failed" for o in outcomes),
+        sum(o.created for o in outcomes),
         job["id"],
         "new" if created else "already running",
         extra={"job": job["id"]},
     )
+    return job
+
+
+# Hourly, so each run deletes an hour's worth; at minute 17, away from the schedule's usual
+# minute 0. Not tied to STORYAPP_SCHEDULE: data ages whether or not stories are generated.
+@huey.periodic_task(crontab(minute="17"), name="prune_old_rows")
+def prune_old_rows() -> dict[str, int]:
+    cutoff = utcnow() - timedelta(days=settings().retention_days)
+    deleted = retention.prune(cutoff)
+    log.info("retention: deleted what was older than %s: %s", cutoff, deleted)
+    return deleted

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import waitress
+from feedserver import FeedServer
 from waitress import wasyncore
 
 from storyapp import tasks
@@ -40,6 +41,12 @@ def serving(app):
         server.task_dispatcher.shutdown()
         wasyncore.close_all(sockets)  # the server's loop ends with no socket left
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def feed_server():
+    with FeedServer() as server:
+        yield server
 
 
 @pytest.fixture

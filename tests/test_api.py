@@ -398,6 +398,69 @@ def test_token_lets_posts_through_and_gets_need_none(token_client):
     assert token_client.get("/health").status_code == 200
 
 
+def test_token_guards_feed_changes_but_not_the_list(token_client):
+    url = {"url": "https://wire.example/feed.xml"}
+    assert_error(post_json(token_client, "/feeds", url), 401, "unauthorized")
+    auth = {"Authorization": "Bearer s3cret"}
+    feed = post_json(token_client, "/feeds", url, headers=auth).get_json()
+    assert_error(token_client.delete(f"/feeds/{feed['id']}"), 401, "unauthorized")
+    assert_error(token_client.delete(f"/feeds/{feed['id']}", headers={"Authorization": "x"}), 401)
+    assert [f["id"] for f in token_client.get("/feeds").get_json()["feeds"]] == [feed["id"]]
+    assert token_client.delete(f"/feeds/{feed['id']}", headers=auth).status_code == 204
+
+
+# --- feeds ------------------------------------------------------------------------------------
+
+
+def test_register_list_and_remove_feeds(client):
+    response = post_json(client, "/feeds", {"url": "https://wire.example/feed.xml"})
+    assert response.status_code == 201
+    feed = response.get_json()
+    assert feed["url"] == "https://wire.example/feed.xml"
+    assert (feed["last_fetched_at"], feed["last_success_at"], feed["last_error"]) == (
+        None,
+        None,
+        None,
+    )
+    again = post_json(client, "/feeds", {"url": " https://wire.example/feed.xml"})
+    assert (again.status_code, again.get_json()) == (200, feed)
+    other = post_json(client, "/feeds", {"url": "http://other.example/atom"}).get_json()
+
+    listed = client.get("/feeds").get_json()
+    assert listed == {"feeds": [feed, other]}
+
+    response = client.delete(f"/feeds/{feed['id']}")
+    assert (response.status_code, response.get_data()) == (204, b"")
+    assert client.get("/feeds").get_json() == {"feeds": [other]}
+    assert_error(client.delete(f"/feeds/{feed['id']}"), 404, "not_found")
+    assert_error(client.delete("/feeds/nope"), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"url": "file:///etc/passwd"},
+        {"url": "javascript:alert(1)"},
+        {"url": "wire.example/feed.xml"},
+        {"url": ""},
+        {"url": None},
+        {"url": 42},
+        {},
+        ["https://wire.example/feed.xml"],
+    ],
+)
+def test_a_feed_needs_an_http_url(client, body):
+    assert_error(post_json(client, "/feeds", body), 422)
+    assert client.get("/feeds").get_json() == {"feeds": []}
+
+
+def test_feed_bodies_that_are_not_json_or_have_extras(client):
+    extra = {"url": "https://wire.example/feed.xml", "interval": 5}
+    assert_error(post_json(client, "/feeds", extra), 422, "unknown_field")
+    assert_error(post_raw(client, "/feeds", "{", "application/json"), 400, "malformed_json")
+    assert_error(post_raw(client, "/feeds", "https://a.example/", "text/plain"), 415)
+
+
 # --- health -----------------------------------------------------------------------------------
 
 

@@ -234,6 +234,54 @@ def test_ingest_needs_a_source(run):
     assert_one_line_error(code, err, "Missing argument")
 
 
+# --- feeds ----------------------------------------------------------------------------------------
+
+
+def test_feeds_add_list_remove(run):
+    code, out, err = run("feeds", "add", "https://wire.example/feed.xml")
+    assert (code, out) == (0, "1 https://wire.example/feed.xml\n"), err
+    code, out, _ = run("feeds", "add", "https://wire.example/feed.xml")
+    assert (code, out) == (0, "1 https://wire.example/feed.xml (already registered)\n")
+    run("feeds", "add", "https://other.example/atom")
+    code, out, _ = run("feeds", "list")
+    assert out.splitlines() == [
+        "1 https://wire.example/feed.xml (never fetched)",
+        "2 https://other.example/atom (never fetched)",
+    ]
+    assert run("feeds", "remove", "1")[:2] == (0, "")
+    assert run("feeds", "list")[1] == "2 https://other.example/atom (never fetched)\n"
+    code, _, err = run("feeds", "remove", "1")
+    assert_one_line_error(code, err, "no feed with id 1")
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "javascript:alert(1)", "feed.xml"])
+def test_feeds_add_refuses_what_is_not_an_http_url(run, url):
+    code, out, err = run("feeds", "add", url)
+    assert_one_line_error(code, err, url, "http or https")
+    assert out == ""
+
+
+def test_feeds_remove_needs_a_number(run):
+    code, _, err = run("feeds", "remove", "one")
+    assert_one_line_error(code, err, "'one' is not a valid integer")
+
+
+def test_feeds_refresh_reports_each_feed(run, feed_server):
+    feed_server.publish("/wire.rss", RSS)
+    run("feeds", "add", feed_server.url("/wire.rss"))
+    run("feeds", "add", feed_server.url("/gone.rss"))
+    code, out, err = run("feeds", "refresh")
+    assert out.splitlines() == [
+        f"1 {feed_server.url('/wire.rss')}: 2 new, 0 duplicates",
+        f"2 {feed_server.url('/gone.rss')}: failed: HTTP 404 Not Found",
+    ]
+    assert_one_line_error(code, err, "1 of 2 feeds failed")
+    assert Article.select().count() == 2
+    out = run("feeds", "list")[1].splitlines()
+    assert re.fullmatch(r"1 \S+ \(last fetched \S+Z: ok\)", out[0])
+    assert out[1].endswith(": error: HTTP 404 Not Found)")
+
+
 # --- usage errors ---------------------------------------------------------------------------------
 
 
@@ -257,7 +305,7 @@ def test_usage_errors_are_one_line(run, args, fragment):
 def test_help(run):
     code, out, _ = run("--help")
     assert code == 0
-    for command in ("init", "ingest", "generate", "worker", "serve", "demo"):
+    for command in ("init", "ingest", "feeds", "generate", "worker", "serve", "demo"):
         assert command in out
 
 

@@ -15,6 +15,7 @@ def test_defaults_follow_the_contract(tmp_path, monkeypatch):
     assert s.ollama_hosts == ("http://localhost:11434",)
     assert (s.model, s.llm_concurrency, s.llm_timeout, s.workers) == ("llama3.1:8b", 4, 120.0, 8)
     assert s.schedule == "0 * * * *" and s.api_token is None
+    assert s.retention_days == 30
 
 
 def test_several_hosts_and_bare_host_port():
@@ -29,6 +30,8 @@ def test_several_hosts_and_bare_host_port():
         ({"STORYAPP_WORKERS": "0"}, "STORYAPP_WORKERS must be between"),
         ({"STORYAPP_LLM_TIMEOUT": "-1"}, "STORYAPP_LLM_TIMEOUT must be between"),
         ({"OLLAMA_HOST": "http://a:1,"}, "OLLAMA_HOST has an empty entry"),
+        ({"STORYAPP_RETENTION_DAYS": "0"}, "STORYAPP_RETENTION_DAYS must be between 1 and"),
+        ({"STORYAPP_RETENTION_DAYS": "2.5"}, "STORYAPP_RETENTION_DAYS must be a number"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):

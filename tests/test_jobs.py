@@ -4,13 +4,15 @@ from datetime import timedelta
 import pytest
 from conftest import article
 
-from storyapp import ingest, jobs, tasks
+from storyapp import clustering, ingest, jobs, tasks
 from storyapp.models import (
+    Article,
     Job,
     JobCluster,
     LLMCall,
     Story,
     StoryArticle,
+    StoryVersion,
     SynthesisCache,
     utcnow,
 )
@@ -192,3 +194,128 @@ def test_eta_follows_the_pace_of_the_clusters_the_workers_wrote():
     assert job.to_dict()["eta_s"] is None
     job.llm, job.status = 8, "succeeded"
     assert job.to_dict()["eta_s"] is None
+
+
+# --- living stories ---------------------------------------------------------------------------
+
+QUAKE_LATER = [
+    article(11, "Eldham earthquake: death toll rises as rescuers dig", "Rescuers in Eldham dig."),
+    article(12, "Aftershock rattles Eldham a day after 6.1 earthquake", "Eldham homes damaged."),
+]
+QUAKE_LATEST = [
+    article(13, "Eldham earthquake survivors shelter in schools", "The Eldham quake left many."),
+    article(14, "Aid reaches Eldham after the magnitude 6.1 earthquake", "Trucks reach Eldham."),
+    article(15, "Eldham quake: inquiry into damaged homes ordered", "Eldham homes inspected."),
+]
+
+
+def test_a_story_keeps_its_id_across_runs_and_lists_its_versions(news, ollama, client):
+    first = run_inline()
+    quake = Story.get(Story.article_count == 3)
+    others = {s.id: s.updated_at for s in Story.select().where(Story.id != quake.id)}
+    assert (quake.version, first.llm) == (1, 2)
+
+    ingest.store(QUAKE_LATER)
+    second = run_inline()
+    ingest.store(QUAKE_LATEST)
+    third = run_inline()
+
+    assert (second.llm, second.reused, third.llm, third.reused) == (1, 2, 1, 2)
+    assert Story.select().count() == 3  # updated, never duplicated
+    story = client.get(f"/stories/{quake.id}").get_json()
+    assert (story["version"], story["article_count"]) == (3, 8)
+    assert {a["url"] for a in story["articles"]} >= {a["url"] for a in QUAKE_LATEST}
+    # The other stories did not change, so they wrote no version.
+    assert {s.id: s.updated_at for s in Story.select().where(Story.id != quake.id)} == others
+    assert StoryVersion.select().where(StoryVersion.story != quake.id).count() == 2
+
+    listed = client.get(f"/stories/{quake.id}/versions").get_json()
+    assert listed["story_id"] == quake.id and listed["total"] == 3
+    versions = listed["versions"]  # newest first
+    assert [(v["version"], v["article_count"]) for v in versions] == [(3, 8), (2, 5), (1, 3)]
+    assert versions[0]["title"] == story["title"]
+    assert len(versions[2]["article_ids"]) == 3
+    assert set(versions[2]["article_ids"]) < set(versions[1]["article_ids"])
+    assert versions[2]["created_at"] <= versions[1]["created_at"] <= versions[0]["created_at"]
+    page = client.get(f"/stories/{quake.id}/versions?limit=1&offset=1").get_json()
+    assert [v["version"] for v in page["versions"]] == [2] and page["total"] == 3
+
+
+def test_versions_of_an_unknown_story_are_404(client):
+    response = client.get("/stories/999/versions")
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "not_found"
+
+
+FIRE = [
+    article(21, "Wildfire forces evacuation of Brenton valley", "Crews fight the Brenton fire."),
+    article(22, "Brenton valley wildfire: thousands evacuated", "The Brenton fire spreads."),
+    article(23, "Brenton wildfire doubles in size overnight", "The valley fire spreads."),
+    article(24, "Brenton valley fire: evacuation orders widen", "More Brenton homes evacuated."),
+    article(25, "Wildfire in Brenton valley destroys homes", "Brenton fire crews overwhelmed."),
+]
+
+
+def age(urls: list[str], hours: float) -> None:
+    """Moves articles back in time, out of the window of the next run."""
+    Article.update(published_at=utcnow() - timedelta(hours=hours)).where(
+        Article.url.in_(urls)
+    ).execute()
+
+
+def test_a_first_report_grows_into_a_story_of_many_articles(configured, ollama):
+    ingest.store(FIRE[:1])
+    run_inline()
+    (first,) = Story.select()
+    assert (first.generator, first.article_count) == ("single", 1)
+    ingest.store(FIRE[1:])  # the news breaks: four more reports
+    job = run_inline()
+    assert job.llm == 1
+    (story,) = Story.select()  # the same story, not a second one beside the first report
+    assert (story.id, story.version, story.article_count) == (first.id, 2, 5)
+    assert story.generator == "llm"
+
+
+def test_a_story_follows_its_event_as_old_articles_leave_the_window(configured, ollama):
+    ingest.store(FIRE[:3])
+    run_inline()
+    (first,) = Story.select()
+    age([a["url"] for a in FIRE[:2]], hours=30)  # a day and more has passed
+    ingest.store(FIRE[3:])
+    run_inline()
+    (story,) = Story.select()
+    assert (story.id, story.version, story.article_count) == (first.id, 2, 3)
+    assert {a.url for a in Story.articles_of([story])[story.id]} == {a["url"] for a in FIRE[2:]}
+
+
+def test_a_story_whose_articles_all_left_the_window_stays_readable(news, ollama, client):
+    run_inline()
+    quake = Story.get(Story.article_count == 3)
+    age([a["url"] for a in QUAKE], hours=48)
+    job = run_inline()
+    assert job.total == 2  # the quake is out of the window
+    story = client.get(f"/stories/{quake.id}").get_json()
+    assert (story["version"], story["article_count"], len(story["articles"])) == (1, 3, 3)
+    assert quake.id in [s["id"] for s in client.get("/stories?hours=24").get_json()["stories"]]
+
+
+def test_which_story_a_cluster_continues(configured):
+    ingest.store(FIRE + BAKERY + QUAKE)
+    ids = {a.url: a.id for a in Article.select()}
+    fire = [ids[a["url"]] for a in FIRE]
+    bakery, quake = ids[BAKERY[0]["url"]], [ids[a["url"]] for a in QUAKE]
+    window = (utcnow() - timedelta(hours=24), utcnow())
+
+    def save(article_ids: list[int]) -> int:
+        hashes = [Article.get_by_id(i).content_hash for i in article_ids]
+        plan = jobs.ClusterPlan(clustering.cluster_key(hashes), article_ids, hashes, window)
+        story = {"title": "T", "summary": "S", "key_points": ["K"]}
+        return jobs.save_story(plan, story, "fallback", None).id
+
+    fire_story, bakery_story = save(fire[:4]), save([bakery])
+    # One of the fire story's four articles among three others: another event.
+    assert save([fire[0], *quake]) not in (fire_story, bakery_story)
+    # All of the one-article story and half of the fire story: the fire story, which shares more.
+    assert save([bakery, fire[2], fire[3], fire[4]]) == fire_story
+    assert Story.get_by_id(fire_story).version == 2
+    assert Story.get_by_id(bakery_story).version == 1

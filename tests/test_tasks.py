@@ -1,11 +1,17 @@
+import time
+from dataclasses import replace
 from datetime import datetime
 
 import pytest
-from conftest import article, make_settings
+from conftest import article, make_settings, running_consumer
+from feedserver import item, rss
+from huey.consumer import Scheduler
+from huey.signals import SIGNAL_COMPLETE, SIGNAL_ERROR
 
-from storyapp import ingest, jobs, tasks
+from storyapp import feeds, ingest, jobs, tasks
 from storyapp.config import ConfigError
-from storyapp.models import Job, JobCluster
+from storyapp.db import database
+from storyapp.models import Article, Feed, Job, JobCluster, ScheduledRun, Story
 
 
 def test_schedule_follows_the_crontab(configured):
@@ -76,3 +82,86 @@ def test_a_cluster_that_keeps_failing_is_counted_and_ends_the_job(configured, mo
     assert JobCluster.get_by_id(cluster_id).status == "failed"
     job = Job.get_by_id(job.id)
     assert job.status == "failed" and "disk full" in job.error
+
+
+# --- scheduled runs -----------------------------------------------------------------------------
+
+QUAKE = [
+    item(1, "Earthquake of magnitude 6.1 strikes Eldham coast", "Homes damaged in Eldham."),
+    item(2, "Eldham earthquake: rescuers search damaged homes", "The 6.1 quake hit Eldham."),
+    item(3, "Magnitude 6.1 quake shakes Eldham, homes damaged", "Coastal Eldham towns hit."),
+]
+BAKERY = [item(4, "Local bakery wins national sourdough award", "A prize for Ferris Bakes.")]
+
+
+@pytest.fixture
+def hourly(tmp_path, ollama, feed_server, monkeypatch):
+    """Schedule at minute 0 of every hour, a clock stopped at 10:00:30, and one feed."""
+    tasks.configure(make_settings(tmp_path, ollama.url, STORYAPP_SCHEDULE="0 * * * *"))
+    clock = {"now": datetime(2026, 11, 28, 10, 0, 30)}
+    monkeypatch.setattr(tasks, "utcnow", lambda: clock["now"])
+    feed_server.publish("/wire.rss", rss("Wire", QUAKE + BAKERY))
+    feeds.add(feed_server.url("/wire.rss"))
+    yield clock
+    database.close()
+
+
+def test_a_late_run_belongs_to_the_slot_it_was_queued_for(configured):
+    tasks.configure(replace(configured, schedule="*/15 * * * *"))
+    assert tasks.current_slot(datetime(2026, 11, 28, 10, 29, 59)) == datetime(2026, 11, 28, 10, 15)
+    assert tasks.current_slot(datetime(2026, 11, 28, 10, 30, 1)) == datetime(2026, 11, 28, 10, 30)
+    tasks.configure(replace(configured, schedule="0 6 * * *"))
+    assert tasks.current_slot(datetime(2026, 11, 28, 5, 0)) == datetime(2026, 11, 27, 6, 0)
+    tasks.configure(replace(configured, schedule="off"))  # by hand: the current minute
+    assert tasks.current_slot(datetime(2026, 11, 28, 5, 7, 9)) == datetime(2026, 11, 28, 5, 7)
+
+
+def test_a_scheduled_run_refreshes_the_feeds_then_queues_the_job(hourly, feed_server):
+    job = tasks.scheduled_generation.call_local()
+    assert job["status"] == "queued" and job["time_window_hours"] == 24.0
+    assert Article.select().count() == 4  # fetched before the job was asked for
+    assert Feed.get().last_success_at is not None
+    assert [r.slot for r in ScheduledRun.select()] == [datetime(2026, 11, 28, 10, 0)]
+
+    hourly["now"] = datetime(2026, 11, 28, 10, 20)  # the same slot, run late or again
+    assert tasks.scheduled_generation.call_local() is None
+    assert len(feed_server.headers_sent_to("/wire.rss")) == 1
+    assert Job.select().count() == 1
+
+    hourly["now"] = datetime(2026, 11, 28, 11, 0, 5)  # the next slot: a conditional fetch
+    again = tasks.scheduled_generation.call_local()
+    assert again["id"] == job["id"]  # the first job still waits for a worker: deduplicated
+    (_, second) = feed_server.headers_sent_to("/wire.rss")
+    assert second["If-None-Match"] == Feed.get().etag
+    assert ScheduledRun.select().count() == 2
+
+
+def test_two_schedulers_run_a_slot_once_through_a_real_consumer(hourly, feed_server):
+    finished = []
+
+    @tasks.huey.signal(SIGNAL_COMPLETE, SIGNAL_ERROR)
+    def note(signal, task, *exc):
+        if task.name == "scheduled_generation":
+            finished.append(signal)
+
+    try:
+        with running_consumer() as consumer:
+            # What each consumer's scheduler does at 10:00: two of them, by mistake.
+            for _ in range(2):
+                Scheduler(tasks.huey, consumer.stop_flag, 1, True).enqueue_periodic_tasks(
+                    datetime(2026, 11, 28, 10, 0, 1)
+                )
+            deadline = time.monotonic() + 30
+            while (len(finished) < 2 or not ended_jobs()) and time.monotonic() < deadline:
+                time.sleep(0.02)
+    finally:
+        tasks.huey.disconnect_signal(note)
+    assert finished == [SIGNAL_COMPLETE, SIGNAL_COMPLETE]
+    assert len(feed_server.headers_sent_to("/wire.rss")) == 1
+    (job,) = Job.select()
+    assert (job.status, job.llm, job.single) == ("succeeded", 1, 1)
+    assert sorted(s.article_count for s in Story.select()) == [1, 3]
+
+
+def ended_jobs() -> list[Job]:
+    return list(Job.select().where(Job.status.not_in(Job.ACTIVE)))
