@@ -129,6 +129,14 @@ def reclaim(now: datetime | None = None) -> tuple[list[int], list[str]]:
     return sorted(set(clusters)), half_planned
 
 
+def forgotten_jobs(now: datetime | None = None) -> list[str]:
+    """Jobs still queued STALLED_AFTER_S after they were asked for. Only the caller knows
+    whether the queue is empty, which is what makes them forgotten rather than waiting."""
+    quiet_since = (now or utcnow()) - timedelta(seconds=STALLED_AFTER_S)
+    query = Job.select(Job.id).where(Job.status == "queued", Job.created_at < quiet_since)
+    return [job.id for job in query]
+
+
 def _stalled_clusters(now: datetime) -> list[int]:
     """Pending clusters nobody holds, of running jobs where nothing happened for a while."""
     quiet_since = now - timedelta(seconds=STALLED_AFTER_S)

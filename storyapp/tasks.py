@@ -190,6 +190,10 @@ def synthesize_cluster(cluster_id: int, task=None) -> None:
 def recover() -> None:
     """Queues again what dead workers held or what was lost (recovery.reclaim)."""
     clusters, job_ids = recovery.reclaim()
+    if huey.pending_count() == 0:
+        # An empty queue and a job still queued: its planning task was lost (the queue's last
+        # writes before a power cut). Planning twice is harmless: only one run starts it.
+        job_ids += recovery.forgotten_jobs()
     for job_id in job_ids:
         plan_job(job_id)
     for cluster_id in clusters:

@@ -207,6 +207,17 @@ def test_a_job_left_half_planned_is_planned_again(configured):
     assert job_of(job.id).status == "queued"
 
 
+def test_a_job_whose_planning_task_was_lost_is_planned_again(configured):
+    job, _ = jobs.request_job(24, False)
+    tasks.huey.flush()  # the queue lost its planning task
+    assert recovery.forgotten_jobs() == []  # just asked for: it may be waiting its turn
+    later = utcnow() + timedelta(seconds=recovery.STALLED_AFTER_S + 1)
+    assert recovery.forgotten_jobs(later) == [job.id]
+    Job.update(created_at=utcnow() - timedelta(hours=1)).execute()
+    tasks.recover()
+    assert tasks.huey.pending_count() == 1  # planning queued again
+
+
 def test_a_stalled_job_gets_its_pending_clusters_queued_again(planned):
     job_id, pending = planned
     assert recovery.reclaim() == ([], [])
