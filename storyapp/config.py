@@ -14,6 +14,7 @@ class Settings:
     data_dir: Path
     database_url: str
     queue_url: str
+    queue_name: str
     ollama_hosts: tuple[str, ...]
     model: str
     llm_concurrency: int
@@ -35,6 +36,8 @@ class Settings:
             data_dir=data_dir,
             database_url=env.get("STORYAPP_DATABASE_URL") or f"sqlite:///{data_dir}/storyapp.db",
             queue_url=env.get("STORYAPP_QUEUE_URL") or f"sqlite:///{data_dir}/queue.db",
+            # Keys the queue: deployments (or test runs) sharing one Redis keep to their own.
+            queue_name=(env.get("STORYAPP_QUEUE_NAME") or "storyapp").strip(),
             ollama_hosts=tuple(_with_scheme(h) for h in hosts),
             model=env.get("STORYAPP_MODEL") or "llama3.1:8b",
             llm_concurrency=_number(env, "STORYAPP_LLM_CONCURRENCY", 4, int, 1, 256),

@@ -11,6 +11,7 @@ from peewee import Database
 from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as apply
 
+from storyapp.db import lock
 from storyapp.models import TABLES, Job, JobCluster, Migration, Worker
 
 
@@ -33,9 +34,10 @@ MIGRATIONS: list[Callable[[Database], None]] = [m001_initial, m003_worker_leases
 
 
 def migrate(db: Database, migrations: list[Callable[[Database], None]] = MIGRATIONS) -> list[str]:
-    """Brings `db` up to date; returns the names applied. Safe to run twice, or from two
-    processes at once (the transaction holds the write lock)."""
+    """Brings `db` up to date; returns the names applied. Safe to run twice, or from several
+    processes at once: the first migrates while the others wait, then find nothing to do."""
     with db.bind_ctx(TABLES), db.atomic():
+        lock("storyapp.migrate", db)
         if not db.table_exists(Migration._meta.table_name):
             db.create_tables(TABLES)
             names = [m.__name__ for m in migrations]

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from peewee import fn
 
-from storyapp.db import transaction
+from storyapp.db import lock, transaction
 from storyapp.models import Job, JobCluster, Worker, utcnow
 
 HEARTBEAT_S = 2.0
@@ -97,8 +97,11 @@ def reclaim(now: datetime | None = None) -> tuple[list[int], list[str]]:
     """Hands back what dead workers held and what was lost: returns (cluster ids to queue
     again, job ids to plan again)."""
     now = now or utcnow()
-    dead = dead_workers(now)
     with transaction():
+        # Every consumer reclaims every few seconds: one at a time, so the next sees what the
+        # last handed back instead of handing it back (and queuing it) again.
+        lock("storyapp.reclaim")
+        dead = dead_workers(now)
         lost = JobCluster.status == "pending"
         held_by_dead = JobCluster.lease_holder.in_(dead) if dead else False
         expired = JobCluster.lease_until < now

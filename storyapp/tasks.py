@@ -62,7 +62,7 @@ _llm_lock = threading.Lock()
 def configure(settings: Settings) -> None:
     """Binds the queue, the database (migrated) and the schedule to `settings`."""
     schedule = parse_schedule(settings.schedule)
-    huey.storage = queue_storage(settings.queue_url)
+    huey.storage = queue_storage(settings.queue_url, settings.queue_name)
     migrate(db.bind(settings.database_url))
     with _llm_lock:
         if _state["llm"] is not None:
@@ -86,14 +86,22 @@ def settings() -> Settings:
     return _state["settings"]
 
 
-def queue_storage(url: str):
+def queue_storage(url: str, name: str = "storyapp"):
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         path = Path(url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteQueueStorage(huey.name, filename=str(path.resolve()))
+        return SqliteQueueStorage(name, filename=str(path.resolve()))
     if parts.scheme in ("redis", "rediss", "unix"):
-        return RedisStorage(huey.name, url=url)
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "STORYAPP_QUEUE_URL is a Redis URL, and Redis needs its client: "
+                "pip install 'storyapp[scale]'"
+            ) from None
+        # Blocking pops: an idle worker thread hears of a new task at once, without polling.
+        return RedisStorage(name, url=url, blocking=True)
     raise ConfigError(f"STORYAPP_QUEUE_URL must be sqlite:///… or redis://…, got {url!r}")
 
 
@@ -137,8 +145,14 @@ def start_job(hours: float, force: bool) -> tuple[dict, bool]:
     return job.to_dict(), created
 
 
-# The tasks use each worker thread's own connection, opened on first use and kept: opening one
-# per task (and setting its pragmas) cost more than the task's own queries.
+# The tasks use each worker thread's own connection, opened on first use. On SQLite it is kept:
+# opening one per task (and setting its pragmas) cost more than the task's own queries. A
+# pooled PostgreSQL connection goes back to the pool after each task (db.release).
+
+
+@huey.post_execute()
+def _release_connection(task, task_value, exc) -> None:
+    db.release()
 
 
 @huey.task()
@@ -201,6 +215,8 @@ class Supervisor(threading.Thread):
                 recover()
             except Exception:
                 log.exception("supervisor: heartbeat or recovery failed; trying again")
+            finally:
+                db.release()
 
     def stop(self) -> None:
         self._stop_event.set()

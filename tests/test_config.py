@@ -15,6 +15,7 @@ def test_defaults_follow_the_contract(tmp_path, monkeypatch):
     assert s.ollama_hosts == ("http://localhost:11434",)
     assert (s.model, s.llm_concurrency, s.llm_timeout, s.workers) == ("llama3.1:8b", 4, 120.0, 8)
     assert s.schedule == "0 * * * *" and s.api_token is None
+    assert s.queue_name == "storyapp"
 
 
 def test_several_hosts_and_bare_host_port():

@@ -1,5 +1,5 @@
-"""The whole path: the API, the SQLite queue, a real consumer with thread workers, and an HTTP
-server that speaks Ollama's API (or none at all)."""
+"""The whole path: the API, the queue, a real consumer with thread workers, and an HTTP server
+that speaks Ollama's API (or none at all); on each backend (SQLite, or PostgreSQL and Redis)."""
 
 import os
 import subprocess
@@ -20,6 +20,8 @@ from conftest import (
 from storyapp.api import create_app
 from storyapp.fake_ollama import FakeOllama
 from storyapp.models import JobCluster, LLMCall
+
+pytestmark = pytest.mark.backends
 
 
 def ingest_and_generate(client) -> dict:
@@ -60,10 +62,10 @@ def test_sample_becomes_stories_through_the_queue(client, consumer, ollama):
     assert ollama.chat_count == counts["llm"]  # nothing changed: no new LLM call
 
 
-def test_with_the_llm_down_every_story_falls_back(tmp_path, monkeypatch):
+def test_with_the_llm_down_every_story_falls_back(tmp_path, monkeypatch, backend):
     monkeypatch.setattr("storyapp.synthesis.BACKOFF_S", (0.01, 0.01))
 
-    app = create_app(make_settings(tmp_path, f"http://127.0.0.1:{free_port()}"))
+    app = create_app(make_settings(tmp_path, f"http://127.0.0.1:{free_port()}", **backend.env))
     with running_consumer():
         job = ingest_and_generate(app.test_client())
     counts = job["counts"]
@@ -76,7 +78,7 @@ def test_with_the_llm_down_every_story_falls_back(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def served(tmp_path, ollama):
+def served(tmp_path, ollama, backend):
     """`storyapp serve` and `storyapp worker` as the README starts them, in subprocesses."""
     port = free_port()
     env = {
@@ -85,6 +87,7 @@ def served(tmp_path, ollama):
         "OLLAMA_HOST": ollama.url,
         "STORYAPP_SCHEDULE": "off",
         "STORYAPP_WORKERS": "4",
+        **backend.env,
     }
     storyapp = [sys.executable, "-m", "storyapp.cli"]
     procs = [
@@ -130,11 +133,15 @@ def test_serve_and_worker_processes_turn_the_sample_into_stories(served, ollama)
     assert ollama.chat_count == job["counts"]["llm"] > 20
 
 
-def test_llm_requests_in_flight_stay_within_the_per_host_bound(tmp_path):
+def test_llm_requests_in_flight_stay_within_the_per_host_bound(tmp_path, backend):
     # Eight worker threads, a server with room for 32, and a bound of 3: the bound holds.
     with FakeOllama(latency=0.05, slots=32) as server:
         settings = make_settings(
-            tmp_path, server.url, STORYAPP_LLM_CONCURRENCY="3", STORYAPP_WORKERS="8"
+            tmp_path,
+            server.url,
+            STORYAPP_LLM_CONCURRENCY="3",
+            STORYAPP_WORKERS="8",
+            **backend.env,
         )
         app = create_app(settings)
         with running_consumer(workers=8):

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 
@@ -26,7 +27,7 @@ def wait_until(condition, timeout: float = 60.0, what: str = "condition"):
 
 
 class WorkerProcess:
-    def __init__(self, tmp_path, ollama_url: str, n: int):
+    def __init__(self, tmp_path, ollama_url: str, n: int, env: dict[str, str], *args: str):
         self.log = tmp_path / f"worker-{n}.log"
         env = {
             **os.environ,
@@ -35,10 +36,11 @@ class WorkerProcess:
             "STORYAPP_SCHEDULE": "off",
             "STORYAPP_WORKERS": "4",
             "STORYAPP_LLM_CONCURRENCY": "4",
+            **env,
         }
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "storyapp.cli", "worker"],
+                [sys.executable, "-m", "storyapp.cli", "worker", *args],
                 env=env,
                 cwd=tmp_path,
                 stdout=log,
@@ -53,12 +55,13 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def workers(tmp_path):
+def workers(tmp_path, backend):
     """Starts `storyapp worker` processes; whatever is still running at the end is stopped."""
     started: list[WorkerProcess] = []
 
-    def start(ollama_url: str) -> WorkerProcess:
-        started.append(WorkerProcess(tmp_path, ollama_url, len(started) + 1))
+    def start(ollama_url: str, *args: str, **env: str) -> WorkerProcess:
+        n = len(started) + 1
+        started.append(WorkerProcess(tmp_path, ollama_url, n, {**backend.env, **env}, *args))
         return started[-1]
 
     yield start
@@ -67,11 +70,11 @@ def workers(tmp_path):
 
 
 @pytest.fixture
-def sample_job(tmp_path):
+def sample_job(tmp_path, backend):
     """The sample ingested and a job requested, with no worker running yet."""
 
     def start(server):
-        app = create_app(make_settings(tmp_path, server.url))
+        app = create_app(make_settings(tmp_path, server.url, **backend.env))
         client = app.test_client()
         assert client.post("/articles", json=shifted_sample()).status_code == 201
         return client.post("/stories/generate").get_json()["job_id"]
@@ -93,6 +96,7 @@ def assert_finished_once(job_id: str) -> None:
     assert Story.select().count() == job.total  # no story written twice
 
 
+@pytest.mark.backends
 def test_a_killed_worker_loses_nothing(sample_job, workers):
     with FakeOllama(latency=0.4, slots=8) as server:
         job_id = sample_job(server)
@@ -182,6 +186,35 @@ def test_leases_of_a_dead_worker_are_handed_back(planned):
     assert recovery.reclaim() == ([first], [])
     assert JobCluster.get_by_id(first).lease_holder is None
     assert Worker.select().count() == 0
+
+
+@pytest.mark.backends
+def test_consumers_reclaiming_at_once_hand_back_each_cluster_once(planned, monkeypatch):
+    _, pending = planned
+    dead = recovery.register()
+    for cluster_id in pending:
+        assert jobs._lease(cluster_id, dead, 600)
+    Worker.update(heartbeat_at=utcnow() - timedelta(minutes=5)).execute()
+    stalled = recovery._stalled_clusters
+
+    def slow_stalled(now):
+        time.sleep(0.3)  # the first one's transaction stays open while the second starts
+        return stalled(now)
+
+    monkeypatch.setattr(recovery, "_stalled_clusters", slow_stalled)
+    start, handed_back = threading.Barrier(2), []
+
+    def consumer():
+        start.wait()
+        handed_back.extend(recovery.reclaim()[0])
+        tasks.close()
+
+    threads = [threading.Thread(target=consumer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(handed_back) == sorted(pending)
 
 
 def test_a_worker_whose_process_is_gone_is_dead_at_once(configured):

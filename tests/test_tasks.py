@@ -1,7 +1,9 @@
+import sys
+import time
 from datetime import datetime
 
 import pytest
-from conftest import article, make_settings
+from conftest import article, make_settings, wait_for_job
 
 from storyapp import ingest, jobs, tasks
 from storyapp.config import ConfigError
@@ -51,11 +53,25 @@ def test_an_unconfigured_queue_refuses_to_take_work():
 
 
 def test_queue_urls(tmp_path):
-    sqlite = tasks.queue_storage(f"sqlite:///{tmp_path}/q/queue.db")
-    assert sqlite.filename == str(tmp_path / "q" / "queue.db")
+    sqlite = tasks.queue_storage(f"sqlite:///{tmp_path}/q/queue.db", "stories")
+    assert (sqlite.filename, sqlite.name) == (str(tmp_path / "q" / "queue.db"), "stories")
     sqlite.close()
+    redis = tasks.queue_storage("redis://127.0.0.1:6379/3", "stories")
+    assert redis.queue_key == "huey.redis.stories" and redis.blocking
+    assert redis.pool.connection_kwargs["db"] == 3
     with pytest.raises(ConfigError, match="STORYAPP_QUEUE_URL"):
         tasks.queue_storage("amqp://localhost")
+
+
+def test_scale_urls_without_their_packages_say_what_to_install(monkeypatch):
+    from storyapp.db import open_database
+
+    monkeypatch.setitem(sys.modules, "redis", None)  # import redis now fails
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(ConfigError, match=r"pip install 'storyapp\[scale\]'"):
+        tasks.queue_storage("redis://127.0.0.1:6379/0")
+    with pytest.raises(ConfigError, match=r"pip install 'storyapp\[scale\]'"):
+        open_database("postgresql://127.0.0.1/stories")
 
 
 def test_a_cluster_that_keeps_failing_is_counted_and_ends_the_job(configured, monkeypatch):
@@ -76,3 +92,19 @@ def test_a_cluster_that_keeps_failing_is_counted_and_ends_the_job(configured, mo
     assert JobCluster.get_by_id(cluster_id).status == "failed"
     job = Job.get_by_id(job.id)
     assert job.status == "failed" and "disk full" in job.error
+
+
+@pytest.mark.backends("scale")
+def test_worker_threads_hand_their_pooled_connections_back(client, consumer):
+    from storyapp.db import database
+
+    client.post("/articles", json=[article(1, "Quake hits Eldham"), article(2, "Eldham quake")])
+    job = wait_for_job(client, client.post("/stories/generate").get_json()["job_id"])
+    assert job["status"] == "succeeded" and job["total"] == 1
+    # Every task gave its connection back to the pool when it ended: a broken one (a server
+    # restart) is replaced on next use instead of failing every later task of that thread.
+    deadline = time.monotonic() + 5
+    while database.obj._in_use and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert database.obj._in_use == {}
+    assert database.obj._connections  # and they wait there to be used again
