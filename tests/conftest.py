@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from backends import BACKENDS, Backend, ScaleServices
+from workers import WorkerProcess
 
 from storyapp import tasks
 from storyapp.config import Settings
@@ -162,6 +163,36 @@ def running_consumer(workers: int = 4):
 def consumer(configured):
     with running_consumer() as running:
         yield running
+
+
+@pytest.fixture
+def workers(tmp_path, backend):
+    """Starts `storyapp worker` processes; whatever is still running at the end is stopped."""
+    started: list[WorkerProcess] = []
+
+    def start(ollama_url: str, *args: str, **env: str) -> WorkerProcess:
+        n = len(started) + 1
+        started.append(WorkerProcess(tmp_path, ollama_url, n, {**backend.env, **env}, *args))
+        return started[-1]
+
+    yield start
+    for worker in started:
+        worker.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def sample_job(tmp_path, backend):
+    """Ingests the sample and requests a job: returns the job's id."""
+
+    def start(server):
+        from storyapp.api import create_app
+
+        app = create_app(make_settings(tmp_path, server.url, **backend.env))
+        client = app.test_client()
+        assert client.post("/articles", json=shifted_sample()).status_code == 201
+        return client.post("/stories/generate").get_json()["job_id"]
+
+    return start
 
 
 def wait_for_job(client, job_id: str, timeout: float = 60.0) -> dict:

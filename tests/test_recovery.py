@@ -1,7 +1,6 @@
 """A worker killed mid-job, or stopped by a signal: nothing lost, nothing written twice, nothing
 left running. The workers are real `storyapp worker` processes; the kill is a real SIGKILL."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,90 +9,11 @@ import time
 from datetime import timedelta
 
 import pytest
-from conftest import make_settings, shifted_sample
+from workers import assert_finished_once, job_of, wait_until
 
 from storyapp import jobs, recovery, tasks
-from storyapp.api import create_app
 from storyapp.fake_ollama import FakeOllama
-from storyapp.models import Job, JobCluster, Story, Worker, utcnow
-
-
-def wait_until(condition, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-class WorkerProcess:
-    def __init__(self, tmp_path, ollama_url: str, n: int, env: dict[str, str], *args: str):
-        self.log = tmp_path / f"worker-{n}.log"
-        env = {
-            **os.environ,
-            "STORYAPP_DATA_DIR": str(tmp_path / "data"),
-            "OLLAMA_HOST": ollama_url,
-            "STORYAPP_SCHEDULE": "off",
-            "STORYAPP_WORKERS": "4",
-            "STORYAPP_LLM_CONCURRENCY": "4",
-            **env,
-        }
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "storyapp.cli", "worker", *args],
-                env=env,
-                cwd=tmp_path,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_until(lambda: "Huey consumer started" in self.log.read_text(), 30, "worker start")
-
-    def stop(self, sig=signal.SIGTERM, timeout: float = 90) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout=timeout)
-
-
-@pytest.fixture
-def workers(tmp_path, backend):
-    """Starts `storyapp worker` processes; whatever is still running at the end is stopped."""
-    started: list[WorkerProcess] = []
-
-    def start(ollama_url: str, *args: str, **env: str) -> WorkerProcess:
-        n = len(started) + 1
-        started.append(WorkerProcess(tmp_path, ollama_url, n, {**backend.env, **env}, *args))
-        return started[-1]
-
-    yield start
-    for worker in started:
-        worker.stop(signal.SIGKILL)
-
-
-@pytest.fixture
-def sample_job(tmp_path, backend):
-    """The sample ingested and a job requested, with no worker running yet."""
-
-    def start(server):
-        app = create_app(make_settings(tmp_path, server.url, **backend.env))
-        client = app.test_client()
-        assert client.post("/articles", json=shifted_sample()).status_code == 201
-        return client.post("/stories/generate").get_json()["job_id"]
-
-    return start
-
-
-def job_of(job_id: str) -> Job:
-    return Job.get_by_id(job_id)
-
-
-def assert_finished_once(job_id: str) -> None:
-    job = job_of(job_id)
-    assert job.status == "succeeded", job.error
-    assert job.done == job.total
-    assert job.llm + job.single == job.total  # every cluster counted once, none twice
-    clusters = list(JobCluster.select().where(JobCluster.job == job_id))
-    assert all(c.status == "done" and c.story_id for c in clusters)
-    assert Story.select().count() == job.total  # no story written twice
+from storyapp.models import Job, JobCluster, Worker, utcnow
 
 
 @pytest.mark.backends
