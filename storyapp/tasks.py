@@ -16,9 +16,10 @@ from huey.constants import EmptyData
 from huey.storage import BlackHoleStorage, RedisStorage, SqliteStorage
 
 from storyapp import db, jobs, recovery
-from storyapp.config import ConfigError, Settings
+from storyapp.config import REDIS_SCHEMES, ConfigError, Settings
 from storyapp.llm import OllamaLLM
 from storyapp.migrations import migrate
+from storyapp.slots import RedisSlots
 from storyapp.synthesis import LLM_OPTIONS
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def queue_storage(url: str, name: str = "storyapp"):
         path = Path(url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
         return SqliteQueueStorage(name, filename=str(path.resolve()))
-    if parts.scheme in ("redis", "rediss", "unix"):
+    if parts.scheme in REDIS_SCHEMES:
         try:
             import redis  # noqa: F401
         except ImportError:
@@ -129,8 +130,25 @@ def llm() -> OllamaLLM:
                 timeout=s.llm_timeout,
                 concurrency=s.llm_concurrency,
                 options=LLM_OPTIONS,
+                slots=shared_slots(s) if s.llm_concurrency_scope == "redis" else None,
             )
         return _state["llm"]
+
+
+# A slot outlives its request by this much at most (the request itself ends by its timeout):
+# then a consumer killed mid-request gives its slots back by itself.
+SLOT_LEASE_MARGIN_S = 30.0
+
+
+def shared_slots(s: Settings) -> RedisSlots:
+    """Per-host slots in the queue's Redis, shared by every consumer of the queue."""
+    return RedisSlots(
+        huey.storage.conn,
+        f"storyapp.llm-slots.{s.queue_name}",
+        s.ollama_hosts,
+        s.llm_concurrency,
+        lease_s=s.llm_timeout + SLOT_LEASE_MARGIN_S,
+    )
 
 
 def start_job(hours: float, force: bool) -> tuple[dict, bool]:
