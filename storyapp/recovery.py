@@ -115,7 +115,13 @@ def reclaim(now: datetime | None = None) -> tuple[list[int], list[str]]:
             JobCluster.update(lease_holder=None, lease_until=None).where(
                 JobCluster.id.in_(clusters)
             ).execute()
-        clusters += _stalled_clusters(now)
+        stalled = _stalled_clusters(now)
+        if stalled:
+            # Queued again as of now: so not again for STALLED_AFTER_S. Without the stamp every
+            # consumer queued them again every round while they waited behind a long job,
+            # filling the queue with copies.
+            JobCluster.update(leased_at=now).where(JobCluster.id.in_(stalled)).execute()
+        clusters += stalled
         half_planned = []
         if dead:
             half_planned = [
@@ -140,9 +146,10 @@ def _stalled_clusters(now: datetime) -> list[int]:
         Job.status == "running", Job.total.is_null(False), Job.started_at < quiet_since
     ):
         clusters = JobCluster.select().where(JobCluster.job == job.id)
-        last = clusters.select(
-            fn.MAX(fn.COALESCE(JobCluster.finished_at, JobCluster.leased_at))
-        ).scalar()
+        # Typed by hand: SQLite gives a function's result back as text, and text compared
+        # with a datetime raised, failing every round of recovery once a job ran 2 minutes.
+        latest = fn.MAX(fn.COALESCE(JobCluster.finished_at, JobCluster.leased_at))
+        last = clusters.select(latest.python_value(JobCluster.leased_at.python_value)).scalar()
         if last is not None and last > quiet_since:
             continue
         stalled += [

@@ -160,11 +160,24 @@ def test_a_job_left_half_planned_is_planned_again(configured):
     assert job_of(job.id).status == "queued"
 
 
+@pytest.mark.backends
 def test_a_stalled_job_gets_its_pending_clusters_queued_again(planned):
     job_id, pending = planned
     assert recovery.reclaim() == ([], [])
     later = utcnow() + timedelta(seconds=recovery.STALLED_AFTER_S + 1)
     assert recovery.reclaim(later) == (sorted(pending), [])
+    # Once per quiet spell, however many consumers look and however often.
+    assert recovery.reclaim(later + timedelta(seconds=recovery.HEARTBEAT_S)) == ([], [])
+    much_later = later + timedelta(seconds=recovery.STALLED_AFTER_S + 1)
+    assert recovery.reclaim(much_later) == (sorted(pending), [])
+
+
+@pytest.mark.backends
+def test_a_job_stalled_after_some_clusters_were_written_is_found(planned, ollama):
+    job_id, (first, second) = planned
+    assert jobs.run_cluster(first, tasks.llm()) == "llm"
+    later = utcnow() + timedelta(seconds=recovery.STALLED_AFTER_S + 1)
+    assert recovery.reclaim(later) == ([second], [])
 
 
 def test_a_running_job_with_no_worker_alive_is_failed_not_left_running(planned):
