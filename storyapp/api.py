@@ -4,6 +4,7 @@ import hmac
 import json
 import logging
 import math
+import re
 from datetime import datetime, timedelta
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # models.new_job_id
 
 
 class ApiError(Exception):
@@ -204,7 +206,9 @@ def generate():
 
 
 def get_job_or_404(job_id: str) -> Job:
-    job = Job.get_or_none(Job.id == job_id)
+    # Not every string reaches the query: PostgreSQL refuses one holding NUL (a 500), and an
+    # id that cannot be a job's is not one.
+    job = Job.get_or_none(Job.id == job_id) if JOB_ID.fullmatch(job_id) else None
     if job is None:
         raise ApiError(404, "not_found", f"no job with id {job_id!r}")
     return job

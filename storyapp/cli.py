@@ -220,14 +220,21 @@ def describe_job(job: dict) -> str:
     default=None,
     help="Worker threads [default: $STORYAPP_WORKERS].",
 )
-def worker(workers):
-    """Run the Huey consumer: thread workers, scheduler on."""
+@click.option(
+    "--scheduler/--no-scheduler",
+    default=True,
+    show_default=True,
+    help="Run the scheduler, which queues the scheduled generation. With several consumers "
+    "on one queue, exactly one runs it: start the others with --no-scheduler.",
+)
+def worker(workers, scheduler):
+    """Run the Huey consumer: thread workers, and the scheduler unless --no-scheduler."""
     settings = load_settings()
     setup_logging()
     consumer = tasks.huey.create_consumer(
         workers=workers or settings.workers,
         worker_type="thread",
-        periodic=True,
+        periodic=scheduler,
         # An idle worker thread polls the queue at least every 200 ms (a query of microseconds):
         # Huey's default lets it sleep 10 s, and a new job waited for threads to wake up.
         initial_delay=0.05,

@@ -3,6 +3,9 @@
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 class ConfigError(ValueError):
@@ -14,9 +17,11 @@ class Settings:
     data_dir: Path
     database_url: str
     queue_url: str
+    queue_name: str
     ollama_hosts: tuple[str, ...]
     model: str
     llm_concurrency: int
+    llm_concurrency_scope: str  # process | redis
     llm_timeout: float
     workers: int
     schedule: str
@@ -32,19 +37,35 @@ class Settings:
         )
         if not all(hosts):
             raise ConfigError("OLLAMA_HOST has an empty entry")
+        queue_url = env.get("STORYAPP_QUEUE_URL") or f"sqlite:///{data_dir}/queue.db"
         return cls(
             data_dir=data_dir,
             database_url=env.get("STORYAPP_DATABASE_URL") or f"sqlite:///{data_dir}/storyapp.db",
-            queue_url=env.get("STORYAPP_QUEUE_URL") or f"sqlite:///{data_dir}/queue.db",
+            queue_url=queue_url,
+            # Keys the queue: deployments (or test runs) sharing one Redis keep to their own.
+            queue_name=(env.get("STORYAPP_QUEUE_NAME") or "storyapp").strip(),
             ollama_hosts=tuple(_with_scheme(h) for h in hosts),
             model=env.get("STORYAPP_MODEL") or "llama3.1:8b",
             llm_concurrency=_number(env, "STORYAPP_LLM_CONCURRENCY", 4, int, 1, 256),
+            llm_concurrency_scope=_scope(env.get("STORYAPP_LLM_CONCURRENCY_SCOPE"), queue_url),
             llm_timeout=_number(env, "STORYAPP_LLM_TIMEOUT", 120.0, float, 0.1, 3600),
             workers=_number(env, "STORYAPP_WORKERS", 8, int, 1, 256),
             schedule=(env.get("STORYAPP_SCHEDULE") or "0 * * * *").strip(),
             api_token=env.get("STORYAPP_API_TOKEN") or None,
             retention_days=_number(env, "STORYAPP_RETENTION_DAYS", 30, int, 1, 36500),
         )
+
+
+def _scope(raw: str | None, queue_url: str) -> str:
+    scope = (raw or "process").strip().lower()
+    if scope not in ("process", "redis"):
+        raise ConfigError(f"STORYAPP_LLM_CONCURRENCY_SCOPE must be process or redis, got {raw!r}")
+    if scope == "redis" and urlsplit(queue_url).scheme not in REDIS_SCHEMES:
+        # The slots live beside the queue: one Redis that every consumer reaches already.
+        raise ConfigError(
+            "STORYAPP_LLM_CONCURRENCY_SCOPE=redis needs a redis:// STORYAPP_QUEUE_URL"
+        )
+    return scope
 
 
 def _with_scheme(host: str) -> str:

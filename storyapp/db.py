@@ -1,35 +1,88 @@
-"""The database handle, bound late, and the pragmas that make SQLite fit a threaded worker."""
+"""The database handle, bound late: SQLite with the pragmas that fit a threaded worker, or
+PostgreSQL through a connection pool. Writes go through `transaction()`, and the few that must
+not overlap with another process's take a named `lock()`."""
 
+import hashlib
+import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
-from peewee import Database, DatabaseProxy, SqliteDatabase
+from peewee import Database, DatabaseProxy, PostgresqlDatabase, SqliteDatabase
 from playhouse.db_url import connect
+from playhouse.pool import PooledDatabase
+
+from storyapp.config import ConfigError
 
 # Models bind to this proxy; the app factory, the worker and the tests point it at a database.
 database = DatabaseProxy()
 
 SQLITE_PRAGMAS = {
-    "journal_mode": "wal",  # readers never wait for the one writer
-    # WAL with synchronous=NORMAL cannot corrupt the file; a power cut may lose the last
-    # commits, which the next run redoes (stories are rebuilt from articles and the cache).
-    "synchronous": 1,
     "busy_timeout": 15_000,  # ms a writer waits for the lock before "database is locked"
+    # WAL (set once per file: _use_wal) with synchronous=NORMAL cannot corrupt the file; a
+    # power cut may lose the last commits, which the next run redoes (stories are rebuilt
+    # from articles and the cache).
+    "synchronous": 1,
     "foreign_keys": 1,
     "cache_size": -16_000,  # KiB
 }
 
+# A pooled PostgreSQL connection is handed back after each task and request (`release()`)
+# and reused; one opened more than `stale_timeout` seconds ago is closed instead, so none lives
+# forever. No cap by default (peewee's is 20): each thread holds at most one connection, so a
+# process needs as many as its threads, and `--workers 32` must not fail for want of one.
+# The URL's query string overrides these: `?max_connections=40&timeout=10&stale_timeout=600`.
+POOL_DEFAULTS = {"max_connections": 0, "stale_timeout": 300}
+POSTGRES_SCHEMES = {"postgres", "postgresql", "postgres+pool", "postgresql+pool"}
+
 
 def open_database(url: str) -> Database:
-    if url.startswith("sqlite:"):
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _use_wal(path)
         # BEGIN IMMEDIATE takes the write lock up front: a deferred transaction that reads and
         # then writes can fail at once with "database is locked" instead of waiting its turn.
         return connect(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
-    return connect(url)
+    if scheme in POSTGRES_SCHEMES:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "STORYAPP_DATABASE_URL is a PostgreSQL URL, and PostgreSQL needs psycopg: "
+                "pip install 'storyapp[scale]'"
+            ) from None
+        # Plain postgresql:// (the contract's spelling) gets the pool too: every web request
+        # and task would otherwise open a connection of its own.
+        pooled = url.replace(f"{scheme}://", f"{scheme.removesuffix('+pool')}+pool://", 1)
+        given = dict(parse_qsl(urlsplit(url).query))
+        return connect(pooled, **{k: v for k, v in POOL_DEFAULTS.items() if k not in given})
+    raise ConfigError(
+        f"STORYAPP_DATABASE_URL must be sqlite:///… or postgresql://…, got {scheme}://…"
+    )
+
+
+def _use_wal(path: str, wait_s: float = 15.0) -> None:
+    """Puts the file in WAL mode (readers never wait for the one writer); the mode is the
+    file's, kept across connections. The switch fails at once with "database is locked" when
+    another process is switching or writing (no busy timeout applies to it), as when a web
+    process and a worker start together on a new file: so it is tried again."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        conn = sqlite3.connect(path, timeout=wait_s)
+        try:
+            conn.execute("PRAGMA journal_mode=wal")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+        finally:
+            conn.close()
 
 
 def bind(url: str) -> Database:
@@ -38,11 +91,29 @@ def bind(url: str) -> Database:
     if current is not None and getattr(current, "storyapp_url", None) == url:
         return current
     if current is not None:
-        current.close()
+        _close_everywhere(current)
     db = open_database(url)
     db.storyapp_url = url
     database.initialize(db)
     return db
+
+
+def _close_everywhere(db: Database) -> None:
+    # A pool keeps the connections of other threads (a stopped consumer's); closing only this
+    # thread's would leave them open until the garbage collector finds them.
+    if isinstance(db, PooledDatabase):
+        db.close_all()
+    else:
+        db.close()
+
+
+def release() -> None:
+    """Hands this thread's connection back to the pool, after a task or a supervisor round: a
+    broken one is then replaced on next use instead of failing every later query. SQLite keeps
+    its per-thread connection: opening one (and setting its pragmas) costs more than a task's
+    queries."""
+    if isinstance(database.obj, PooledDatabase) and not database.is_closed():
+        database.close()
 
 
 # SQLite has one writer at a time. Threads of one process queue for it on this lock, which
@@ -61,6 +132,17 @@ def transaction():
     else:
         with database.atomic() as txn:
             yield txn
+
+
+def lock(name: str, db: Database | None = None) -> None:
+    """Inside a transaction: waits until no other transaction holding `name` is open, and holds
+    it until this one ends. SQLite's write transactions exclude each other already (one writer,
+    BEGIN IMMEDIATE); PostgreSQL's run side by side at READ COMMITTED, so there this takes a
+    transaction-scoped advisory lock, which no crash can leave behind."""
+    db = database.obj if db is None else db
+    if isinstance(db, PostgresqlDatabase):
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (key,))
 
 
 def in_chunks(values: list, size: int = 500):

@@ -165,6 +165,9 @@ def validate(record) -> dict:
             article[name].encode()
         except UnicodeEncodeError:
             raise ValueError(f"{name} is not valid Unicode text") from None
+        # JSON allows NUL ("\u0000") too; SQLite stores it, PostgreSQL's text cannot.
+        if "\x00" in article[name]:
+            raise ValueError(f"{name} contains a NUL character")
     article["published_at"] = parse_datetime(record.get("published_at"))
     article["content_hash"] = content_hash(article)
     return article

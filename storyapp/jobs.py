@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from peewee import Case, IntegrityError, fn
 
 from storyapp import clustering, synthesis
-from storyapp.db import in_chunks, transaction
+from storyapp.db import in_chunks, lock, transaction
 from storyapp.llm import LLM
 from storyapp.models import (
     Article,
@@ -435,7 +435,10 @@ def _log_calls(jc: JobCluster, model: str | None, calls: list[synthesis.CallReco
 def save_story(plan: ClusterPlan, story: dict, generator: str, model: str | None) -> Story:
     """Creates the cluster's story, or updates the existing story it continues: the one with the
     same key, else the one sharing most of its articles (same id, `updated_at` moves). Either
-    way the story gets a new version, and the versions before it are kept."""
+    way the story gets a new version, and the versions before it are kept. Runs in the
+    caller's transaction, which it makes the only one matching stories until it ends: two
+    clusters settled at once must not both pick the same old story to continue."""
+    lock("storyapp.stories")
     target = Story.get_or_none(Story.cluster_key == plan.key) or _continued_story(plan)
     now = utcnow()
     fields = {

@@ -1,18 +1,20 @@
 """The LLM behind one small interface: `generate(messages, schema) -> Reply`, one request a call.
 
 `OllamaLLM` speaks Ollama's /api/chat through the official client, spreads requests over the
-configured hosts and keeps at most `concurrency` requests in flight per host, across every thread
-of the process. Retrying is the caller's choice (synthesis.py): each attempt is logged on its own.
+configured hosts and keeps at most `concurrency` requests in flight per host: across every thread
+of the process, or across processes with shared slots (slots.py). Retrying is the caller's
+choice (synthesis.py): each attempt is logged on its own.
 """
 
 import json
-import threading
 import time
 from dataclasses import dataclass
 from typing import Protocol
 
 import httpx
 import ollama
+
+from storyapp.slots import ProcessSlots, Slots
 
 
 @dataclass
@@ -65,35 +67,31 @@ class OllamaLLM:
         timeout: float,
         concurrency: int,
         options: dict | None = None,
+        slots: Slots | None = None,
     ):
+        """`slots` bound the requests in flight; by default `concurrency` per host, among the
+        threads of this process."""
         self.model = model
         self.hosts = hosts
         self.options = options or {}
         self._clients = {h: ollama.Client(host=h, timeout=timeout) for h in hosts}
-        self._slots = {h: threading.BoundedSemaphore(concurrency) for h in hosts}
-        self._in_flight = dict.fromkeys(hosts, 0)
-        self._lock = threading.Lock()
+        self._slots = slots or ProcessSlots(hosts, concurrency)
 
     def generate(self, messages: list[dict], schema: dict) -> Reply:
-        host = self._pick_host()
-        try:
-            with self._slots[host]:
-                started = time.perf_counter()
-                try:
-                    response = self._clients[host].chat(
-                        model=self.model,
-                        messages=messages,
-                        format=schema,
-                        options=self.options,
-                        stream=False,
-                    )
-                except Exception as exc:
-                    elapsed_ms = (time.perf_counter() - started) * 1000
-                    raise _as_llm_error(exc, host, self.model, elapsed_ms) from exc
-                latency_ms = (time.perf_counter() - started) * 1000
-        finally:
-            with self._lock:
-                self._in_flight[host] -= 1
+        with self._slots.take() as host:
+            started = time.perf_counter()
+            try:
+                response = self._clients[host].chat(
+                    model=self.model,
+                    messages=messages,
+                    format=schema,
+                    options=self.options,
+                    stream=False,
+                )
+            except Exception as exc:
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                raise _as_llm_error(exc, host, self.model, elapsed_ms) from exc
+            latency_ms = (time.perf_counter() - started) * 1000
         content = response.message.content or ""
         try:
             data = json.loads(content)
@@ -116,13 +114,6 @@ class OllamaLLM:
     def close(self) -> None:
         for client in self._clients.values():
             client.close()
-
-    def _pick_host(self) -> str:
-        # The host with the fewest requests in flight (or waiting for a slot) gets the next one.
-        with self._lock:
-            host = min(self.hosts, key=self._in_flight.__getitem__)
-            self._in_flight[host] += 1
-            return host
 
     def check(self, timeout: float = 3.0) -> dict:
         """Whether any host answers and has the model, for /health and the demo. Uses its own

@@ -22,7 +22,7 @@ from peewee import (
 )
 from playhouse import migrate as schema
 
-from storyapp.db import in_chunks
+from storyapp.db import in_chunks, lock
 from storyapp.models import TABLES, Migration, utcnow
 
 
@@ -142,9 +142,10 @@ MIGRATIONS: list[Callable[[Database], None]] = [
 
 
 def migrate(db: Database, migrations: list[Callable[[Database], None]] = MIGRATIONS) -> list[str]:
-    """Brings `db` up to date; returns the names applied. Safe to run twice, or from two
-    processes at once (the transaction holds the write lock)."""
+    """Brings `db` up to date; returns the names applied. Safe to run twice, or from several
+    processes at once: the first migrates while the others wait, then find nothing to do."""
     with db.bind_ctx(TABLES), db.atomic():
+        lock("storyapp.migrate", db)
         if not db.table_exists(Migration._meta.table_name):
             db.create_tables(TABLES)
             names = [m.__name__ for m in migrations]

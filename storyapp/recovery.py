@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from peewee import fn
 
-from storyapp.db import transaction
+from storyapp.db import lock, transaction
 from storyapp.models import Job, JobCluster, Worker, utcnow
 
 HEARTBEAT_S = 2.0
@@ -97,8 +97,11 @@ def reclaim(now: datetime | None = None) -> tuple[list[int], list[str]]:
     """Hands back what dead workers held and what was lost: returns (cluster ids to queue
     again, job ids to plan again)."""
     now = now or utcnow()
-    dead = dead_workers(now)
     with transaction():
+        # Every consumer reclaims every few seconds: one at a time, so the next sees what the
+        # last handed back instead of handing it back (and queuing it) again.
+        lock("storyapp.reclaim")
+        dead = dead_workers(now)
         lost = JobCluster.status == "pending"
         held_by_dead = JobCluster.lease_holder.in_(dead) if dead else False
         expired = JobCluster.lease_until < now
@@ -112,7 +115,13 @@ def reclaim(now: datetime | None = None) -> tuple[list[int], list[str]]:
             JobCluster.update(lease_holder=None, lease_until=None).where(
                 JobCluster.id.in_(clusters)
             ).execute()
-        clusters += _stalled_clusters(now)
+        stalled = _stalled_clusters(now)
+        if stalled:
+            # Queued again as of now: so not again for STALLED_AFTER_S. Without the stamp every
+            # consumer queued them again every round while they waited behind a long job,
+            # filling the queue with copies.
+            JobCluster.update(leased_at=now).where(JobCluster.id.in_(stalled)).execute()
+        clusters += stalled
         half_planned = []
         if dead:
             half_planned = [
@@ -145,9 +154,10 @@ def _stalled_clusters(now: datetime) -> list[int]:
         Job.status == "running", Job.total.is_null(False), Job.started_at < quiet_since
     ):
         clusters = JobCluster.select().where(JobCluster.job == job.id)
-        last = clusters.select(
-            fn.MAX(fn.COALESCE(JobCluster.finished_at, JobCluster.leased_at))
-        ).scalar()
+        # Typed by hand: SQLite gives a function's result back as text, and text compared
+        # with a datetime raised, failing every round of recovery once a job ran 2 minutes.
+        latest = fn.MAX(fn.COALESCE(JobCluster.finished_at, JobCluster.leased_at))
+        last = clusters.select(latest.python_value(JobCluster.leased_at.python_value)).scalar()
         if last is not None and last > quiet_since:
             continue
         stalled += [

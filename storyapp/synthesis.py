@@ -151,7 +151,18 @@ def validate_story(data) -> dict:
         raise ValueError("title or summary is too long")
     if len(points) > KEY_POINTS_MAX or any(len(p) > KEY_POINT_MAX for p in points):
         raise ValueError("too many or too long key points")
+    if not all(_storable(text) for text in (title, summary, *points)):
+        raise ValueError("reply holds a NUL character or a lone surrogate")
     return {"title": " ".join(title.split()), "summary": summary.strip(), "key_points": points}
+
+
+def _storable(text: str) -> bool:
+    # Both are legal in JSON; no database stores a lone surrogate, and PostgreSQL no NUL.
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
 
 
 def synthesize(

@@ -17,10 +17,11 @@ from huey.constants import EmptyData
 from huey.storage import BlackHoleStorage, RedisStorage, SqliteStorage
 
 from storyapp import db, feeds, jobs, recovery, retention
-from storyapp.config import ConfigError, Settings
+from storyapp.config import REDIS_SCHEMES, ConfigError, Settings
 from storyapp.llm import OllamaLLM
 from storyapp.migrations import migrate
 from storyapp.models import utcnow
+from storyapp.slots import RedisSlots
 from storyapp.synthesis import LLM_OPTIONS
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ _llm_lock = threading.RLock()
 def configure(settings: Settings) -> None:
     """Binds the queue, the database (migrated) and the schedule to `settings`."""
     schedule = parse_schedule(settings.schedule)
-    huey.storage = queue_storage(settings.queue_url)
+    huey.storage = queue_storage(settings.queue_url, settings.queue_name)
     migrate(db.bind(settings.database_url))
     with _llm_lock:
         close_llm()
@@ -92,14 +93,22 @@ def settings() -> Settings:
     return _state["settings"]
 
 
-def queue_storage(url: str):
+def queue_storage(url: str, name: str = "storyapp"):
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         path = Path(url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteQueueStorage(huey.name, filename=str(path.resolve()))
-    if parts.scheme in ("redis", "rediss", "unix"):
-        return RedisStorage(huey.name, url=url)
+        return SqliteQueueStorage(name, filename=str(path.resolve()))
+    if parts.scheme in REDIS_SCHEMES:
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "STORYAPP_QUEUE_URL is a Redis URL, and Redis needs its client: "
+                "pip install 'storyapp[scale]'"
+            ) from None
+        # Blocking pops: an idle worker thread hears of a new task at once, without polling.
+        return RedisStorage(name, url=url, blocking=True)
     raise ConfigError(f"STORYAPP_QUEUE_URL must be sqlite:///… or redis://…, got {url!r}")
 
 
@@ -127,6 +136,7 @@ def llm() -> OllamaLLM:
                 timeout=s.llm_timeout,
                 concurrency=s.llm_concurrency,
                 options=LLM_OPTIONS,
+                slots=shared_slots(s) if s.llm_concurrency_scope == "redis" else None,
             )
         return _state["llm"]
 
@@ -137,6 +147,22 @@ def pending_count() -> int | None:
         return huey.pending_count()
     except Exception:
         return None
+
+
+# A slot outlives its request by this much at most (the request itself ends by its timeout):
+# then a consumer killed mid-request gives its slots back by itself.
+SLOT_LEASE_MARGIN_S = 30.0
+
+
+def shared_slots(s: Settings) -> RedisSlots:
+    """Per-host slots in the queue's Redis, shared by every consumer of the queue."""
+    return RedisSlots(
+        huey.storage.conn,
+        f"storyapp.llm-slots.{s.queue_name}",
+        s.ollama_hosts,
+        s.llm_concurrency,
+        lease_s=s.llm_timeout + SLOT_LEASE_MARGIN_S,
+    )
 
 
 def start_job(hours: float, force: bool) -> tuple[dict, bool]:
@@ -151,8 +177,14 @@ def start_job(hours: float, force: bool) -> tuple[dict, bool]:
     return job.to_dict(), created
 
 
-# The tasks use each worker thread's own connection, opened on first use and kept: opening one
-# per task (and setting its pragmas) cost more than the task's own queries.
+# The tasks use each worker thread's own connection, opened on first use. On SQLite it is kept:
+# opening one per task (and setting its pragmas) cost more than the task's own queries. A
+# pooled PostgreSQL connection goes back to the pool after each task (db.release).
+
+
+@huey.post_execute()
+def _release_connection(task, task_value, exc) -> None:
+    db.release()
 
 
 @huey.task()
@@ -226,6 +258,8 @@ class Supervisor(threading.Thread):
                 recover()
             except Exception:
                 log.exception("supervisor: heartbeat or recovery failed; trying again")
+            finally:
+                db.release()
 
     def stop(self) -> None:
         self._stop_event.set()

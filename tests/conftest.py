@@ -1,4 +1,5 @@
 import json
+import os
 import signal
 import socket
 import threading
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import pytest
 import waitress
+from backends import BACKENDS, Backend, ScaleServices
 from feedserver import FeedServer
 from waitress import wasyncore
+from workers import WorkerProcess
 
 from storyapp import tasks
 from storyapp.cli import WAITRESS
@@ -20,6 +23,71 @@ from storyapp.ingest import parse_datetime
 from storyapp.models import utcnow
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "articles.jsonl"
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--backends",
+        default=None,
+        help="comma-separated engines for the tests marked `backends`: sqlite (SQLite data "
+        "and queue) and scale (PostgreSQL data, Redis queue, on 127.0.0.1 or as "
+        "STORYAPP_TEST_POSTGRES_URL and STORYAPP_TEST_REDIS_URL say). Default: both, and "
+        "scale is skipped, with the reason, when its services do not answer. Named here (or "
+        "in STORYAPP_TEST_BACKENDS, as CI does), a backend that is not there fails.",
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "backends(*names): runs once per backend that --backends selects (of `names`, if any)",
+    )
+
+
+def selected_backends(config) -> tuple[list[str], bool]:
+    option = config.getoption("--backends") or os.environ.get("STORYAPP_TEST_BACKENDS")
+    if not option:
+        return list(BACKENDS), False
+    names = [name.strip() for name in option.split(",") if name.strip()]
+    unknown = set(names) - set(BACKENDS)
+    if unknown or not names:
+        raise pytest.UsageError(f"--backends takes {', '.join(BACKENDS)}; got {option!r}")
+    return names, True
+
+
+def pytest_generate_tests(metafunc):
+    # Tests marked `backends` run once per selected backend; the rest run on SQLite.
+    marker = metafunc.definition.get_closest_marker("backends")
+    if "backend" in metafunc.fixturenames and marker is not None:
+        names, _ = selected_backends(metafunc.config)
+        names = [n for n in names if not marker.args or n in marker.args]
+        metafunc.parametrize("backend", names, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def scale_services(request):
+    _, explicit = selected_backends(request.config)
+    services = ScaleServices()
+    problem = services.start()
+    if problem is not None:
+        if explicit:
+            pytest.fail(f"the scale backend was asked for, but {problem}")
+        pytest.skip(f"scale backend skipped: {problem} (--backends=scale makes this a failure)")
+    yield services
+    services.stop()
+
+
+@pytest.fixture
+def backend(request, tmp_path) -> Backend:
+    """Where the data and the queue live: SQLite files in tmp_path, or a PostgreSQL schema and
+    a Redis queue name of this test's own, dropped and deleted afterwards."""
+    name = getattr(request, "param", "sqlite")
+    if name == "sqlite":
+        yield Backend.sqlite(tmp_path)
+        return
+    services = request.getfixturevalue("scale_services")
+    with services.for_test() as scale:
+        yield scale
 
 
 def free_port() -> int:
@@ -69,8 +137,8 @@ def make_settings(tmp_path: Path, ollama_url: str, **env) -> Settings:
 
 
 @pytest.fixture
-def settings(tmp_path, ollama):
-    return make_settings(tmp_path, ollama.url)
+def settings(tmp_path, ollama, backend):
+    return make_settings(tmp_path, ollama.url, **backend.env)
 
 
 @pytest.fixture(autouse=True)
@@ -123,6 +191,36 @@ def running_consumer(workers: int = 4):
 def consumer(configured):
     with running_consumer() as running:
         yield running
+
+
+@pytest.fixture
+def workers(tmp_path, backend):
+    """Starts `storyapp worker` processes; whatever is still running at the end is stopped."""
+    started: list[WorkerProcess] = []
+
+    def start(ollama_url: str, *args: str, **env: str) -> WorkerProcess:
+        n = len(started) + 1
+        started.append(WorkerProcess(tmp_path, ollama_url, n, {**backend.env, **env}, *args))
+        return started[-1]
+
+    yield start
+    for worker in started:
+        worker.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def sample_job(tmp_path, backend):
+    """Ingests the sample and requests a job: returns the job's id."""
+
+    def start(server):
+        from storyapp.api import create_app
+
+        app = create_app(make_settings(tmp_path, server.url, **backend.env))
+        client = app.test_client()
+        assert client.post("/articles", json=shifted_sample()).status_code == 201
+        return client.post("/stories/generate").get_json()["job_id"]
+
+    return start
 
 
 def wait_for_job(client, job_id: str, timeout: float = 60.0) -> dict:

@@ -290,9 +290,13 @@ def test_different_requests_are_new_jobs(client):
     assert len(ids) == 3
 
 
+@pytest.mark.backends
 def test_unknown_job_is_404(client):
     assert_error(client.get("/jobs/0123456789abcdef0123456789abcdef"), 404, "not_found")
     assert_error(client.post("/jobs/nope/cancel"), 404, "not_found")
+    # PostgreSQL refuses a NUL in a query's text: it must not get that far.
+    assert_error(client.get("/jobs/a%00b"), 404, "not_found")
+    assert_error(client.post("/jobs/a%00b/cancel"), 404, "not_found")
 
 
 def test_list_jobs_newest_first_with_filters(client):

@@ -27,6 +27,7 @@ def server(app):
     thread.join(timeout=5)
 
 
+@pytest.mark.backends
 def test_fifty_simultaneous_requests_make_one_job(server):
     def post(_):
         return requests.post(

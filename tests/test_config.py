@@ -16,6 +16,14 @@ def test_defaults_follow_the_contract(tmp_path, monkeypatch):
     assert (s.model, s.llm_concurrency, s.llm_timeout, s.workers) == ("llama3.1:8b", 4, 120.0, 8)
     assert s.schedule == "0 * * * *" and s.api_token is None
     assert s.retention_days == 30
+    assert s.queue_name == "storyapp" and s.llm_concurrency_scope == "process"
+
+
+def test_llm_slots_shared_through_redis_need_a_redis_queue():
+    redis = {"STORYAPP_QUEUE_URL": "redis://r:6379/0", "STORYAPP_LLM_CONCURRENCY_SCOPE": "Redis"}
+    assert Settings.from_env(redis).llm_concurrency_scope == "redis"
+    with pytest.raises(ConfigError, match="needs a redis:// STORYAPP_QUEUE_URL"):
+        Settings.from_env({"STORYAPP_LLM_CONCURRENCY_SCOPE": "redis"})
 
 
 def test_several_hosts_and_bare_host_port():
@@ -32,6 +40,7 @@ def test_several_hosts_and_bare_host_port():
         ({"OLLAMA_HOST": "http://a:1,"}, "OLLAMA_HOST has an empty entry"),
         ({"STORYAPP_RETENTION_DAYS": "0"}, "STORYAPP_RETENTION_DAYS must be between 1 and"),
         ({"STORYAPP_RETENTION_DAYS": "2.5"}, "STORYAPP_RETENTION_DAYS must be a number"),
+        ({"STORYAPP_LLM_CONCURRENCY_SCOPE": "host"}, "must be process or redis"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):

@@ -1,5 +1,5 @@
-"""The whole path: the API, the SQLite queue, a real consumer with thread workers, and an HTTP
-server that speaks Ollama's API (or none at all)."""
+"""The whole path: the API, the queue, a real consumer with thread workers, and an HTTP server
+that speaks Ollama's API (or none at all); on each backend (SQLite, or PostgreSQL and Redis)."""
 
 import os
 import subprocess
@@ -22,6 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from storyapp.api import create_app
 from storyapp.fake_ollama import FakeOllama
 from storyapp.models import JobCluster, LLMCall
+
+pytestmark = pytest.mark.backends
 
 
 def test_sample_becomes_stories_through_the_queue(client, consumer, ollama):
@@ -52,10 +54,10 @@ def test_sample_becomes_stories_through_the_queue(client, consumer, ollama):
     assert ollama.chat_count == counts["llm"]  # nothing changed: no new LLM call
 
 
-def test_with_the_llm_down_every_story_falls_back(tmp_path, monkeypatch):
+def test_with_the_llm_down_every_story_falls_back(tmp_path, monkeypatch, backend):
     monkeypatch.setattr("storyapp.synthesis.BACKOFF_S", (0.01, 0.01))
 
-    app = create_app(make_settings(tmp_path, f"http://127.0.0.1:{free_port()}"))
+    app = create_app(make_settings(tmp_path, f"http://127.0.0.1:{free_port()}", **backend.env))
     with running_consumer():
         job = ingest_and_generate(app.test_client())
     counts = job["counts"]
@@ -68,7 +70,7 @@ def test_with_the_llm_down_every_story_falls_back(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def served(tmp_path, ollama):
+def served(tmp_path, ollama, backend):
     """`storyapp serve` and `storyapp worker` as the README starts them, in subprocesses."""
     port = free_port()
     env = {
@@ -77,6 +79,7 @@ def served(tmp_path, ollama):
         "OLLAMA_HOST": ollama.url,
         "STORYAPP_SCHEDULE": "off",
         "STORYAPP_WORKERS": "4",
+        **backend.env,
     }
     storyapp = [sys.executable, "-m", "storyapp.cli"]
     procs = [
@@ -131,11 +134,15 @@ def test_serve_and_worker_processes_turn_the_sample_into_stories(served, ollama)
     assert calls == {"ok": ollama.chat_count, "timeout": 0, "error": 0, "invalid": 0}
 
 
-def test_llm_requests_in_flight_stay_within_the_per_host_bound(tmp_path):
+def test_llm_requests_in_flight_stay_within_the_per_host_bound(tmp_path, backend):
     # Eight worker threads, a server with room for 32, and a bound of 3: the bound holds.
     with FakeOllama(latency=0.05, slots=32) as server:
         settings = make_settings(
-            tmp_path, server.url, STORYAPP_LLM_CONCURRENCY="3", STORYAPP_WORKERS="8"
+            tmp_path,
+            server.url,
+            STORYAPP_LLM_CONCURRENCY="3",
+            STORYAPP_WORKERS="8",
+            **backend.env,
         )
         app = create_app(settings)
         with running_consumer(workers=8):

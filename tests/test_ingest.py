@@ -316,6 +316,10 @@ def test_validate_rejects_text_that_cannot_be_stored():
             ingest.validate(record(**{field: "bad \ud800 text"}))
     with pytest.raises(ValueError, match="url is not valid Unicode"):
         ingest.validate(record(url="https://news.example/\ud800"))
+    # NUL ("\u0000" in JSON): SQLite would store it, PostgreSQL cannot.
+    for field in ("url", "title", "summary", "content", "source"):
+        with pytest.raises(ValueError, match=f"{field} contains a NUL"):
+            ingest.validate(record(**{field: f"https://news.example/\x00{field}"}))
 
 
 # --- content_hash -----------------------------------------------------------------------------
@@ -338,6 +342,7 @@ def test_content_hash_is_stable_and_tracks_the_text():
 # --- store ------------------------------------------------------------------------------------
 
 
+@pytest.mark.backends
 def test_store_creates_articles(configured):
     result = ingest.store([article(1, "Storm floods harbour"), article(2, "Vote count ends")])
     assert result.to_dict() == {"created": 2, "duplicates": 0}
@@ -349,6 +354,7 @@ def test_store_creates_articles(configured):
     assert utcnow() - timedelta(hours=2) < stored.published_at < utcnow()
 
 
+@pytest.mark.backends
 def test_store_counts_duplicates_within_the_batch(configured):
     result = ingest.store([article(1, "First"), article(1, "Same URL again"), article(2, "B")])
     assert (result.created, result.duplicates, result.rejected) == (2, 1, [])
@@ -356,6 +362,7 @@ def test_store_counts_duplicates_within_the_batch(configured):
     assert Article.get(Article.url == "https://news.example/1").title == "First"
 
 
+@pytest.mark.backends
 def test_store_counts_duplicates_against_the_database(configured):
     ingest.store([article(1, "First"), article(2, "Second")])
     result = ingest.store([article(2, "Second, again"), article(3, "Third"), article(1, "First")])
@@ -364,6 +371,7 @@ def test_store_counts_duplicates_against_the_database(configured):
     assert Article.get(Article.url == "https://news.example/2").title == "Second"
 
 
+@pytest.mark.backends
 def test_store_reports_invalid_records_by_index(configured):
     records = [
         {"title": "no url"},
@@ -371,13 +379,15 @@ def test_store_reports_invalid_records_by_index(configured):
         "not an object",
         article(2, "Bad date", published_at="soon"),
         article(3, "Also fine"),
+        article(4, "Stored by SQLite, not by PostgreSQL", summary="NUL \x00"),
     ]
     result = ingest.store(records)
     assert result.created == 2
     assert result.duplicates == 0
-    assert [r["index"] for r in result.rejected] == [0, 2, 3]
+    assert [r["index"] for r in result.rejected] == [0, 2, 3, 5]
     assert "url" in result.rejected[0]["error"]
     assert "published_at" in result.rejected[2]["error"]
+    assert "NUL" in result.rejected[3]["error"]
     assert result.to_dict()["rejected"] == result.rejected
     assert sorted(a.url for a in Article.select()) == [
         "https://news.example/1",
@@ -399,6 +409,7 @@ def test_store_empty_batch_raises(configured):
         ingest.store([])
 
 
+@pytest.mark.backends
 def test_store_a_large_batch_in_chunks(configured):
     result = ingest.store([article(n, f"Article number {n}") for n in range(1200)])
     assert result.to_dict() == {"created": 1200, "duplicates": 0}

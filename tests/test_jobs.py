@@ -1,10 +1,12 @@
 import threading
+import time
 from datetime import timedelta
 
 import pytest
 from conftest import article
 
 from storyapp import clustering, ingest, jobs, tasks
+from storyapp.db import transaction
 from storyapp.models import (
     Article,
     Job,
@@ -16,6 +18,9 @@ from storyapp.models import (
     SynthesisCache,
     utcnow,
 )
+
+# Exactly once, on every engine: these are the rules that concurrent writers must not break.
+pytestmark = pytest.mark.backends
 
 QUAKE = [
     article(1, "Earthquake of magnitude 6.1 strikes Eldham coast", "Homes damaged in Eldham."),
@@ -165,11 +170,13 @@ def test_a_cluster_that_cannot_be_settled_fails_the_job_with_a_reason(news, olla
     assert "1 of 3 clusters failed" in job.error and "disk I/O" in job.error
 
 
-def test_server_down_gives_fallback_stories_and_a_successful_job(tmp_path, news, monkeypatch):
+def test_server_down_gives_fallback_stories_and_a_successful_job(
+    tmp_path, news, monkeypatch, backend
+):
     from conftest import free_port, make_settings
 
     monkeypatch.setattr("storyapp.synthesis.BACKOFF_S", (0.0, 0.0))
-    tasks.configure(make_settings(tmp_path, f"http://127.0.0.1:{free_port()}"))
+    tasks.configure(make_settings(tmp_path, f"http://127.0.0.1:{free_port()}", **backend.env))
     job = run_inline()
     assert (job.status, job.fallback, job.single, job.llm) == ("succeeded", 2, 1, 0)
     calls = list(LLMCall.select())
@@ -319,3 +326,46 @@ def test_which_story_a_cluster_continues(configured):
     assert save([bakery, fire[2], fire[3], fire[4]]) == fire_story
     assert Story.get_by_id(fire_story).version == 2
     assert Story.get_by_id(bakery_story).version == 1
+
+
+def test_two_clusters_settled_at_once_do_not_both_continue_one_story(configured):
+    ingest.store(QUAKE + [article(7, "Eldham quake: aftershock felt", "Another tremor.")])
+    ids = [a.id for a in Article.select(Article.id).order_by(Article.id)]
+    story = {"title": "A story", "summary": "s", "key_points": []}
+    window = (utcnow() - timedelta(hours=24), utcnow())
+    with transaction():
+        old = jobs.save_story(jobs.ClusterPlan("old", ids, [], window), story, "llm", None)
+    # Each half of the old story's articles is a cluster of its own now, and each shares half
+    # of the old story: each alone would continue it. Settled at once, only one may.
+    first = jobs.ClusterPlan("first", ids[:2], [], window)
+    second = jobs.ClusterPlan("second", ids[2:], [], window)
+    second_started, saved = threading.Event(), {}
+
+    def settle_first():
+        with transaction():
+            saved["first"] = jobs.save_story(first, story, "llm", None)
+            second_started.wait(5)
+            time.sleep(0.3)  # the second is now in save_story, reading the old story
+
+    def settle_second():
+        second_started.set()
+        with transaction():
+            saved["second"] = jobs.save_story(second, story, "llm", None)
+
+    threads = [threading.Thread(target=settle_first), threading.Thread(target=settle_second)]
+    threads[0].start()
+    while not saved:
+        time.sleep(0.01)
+    threads[1].start()
+    for t in threads:
+        t.join()
+    assert saved["first"].id == old.id and saved["second"].id != old.id
+    links = StoryArticle.select(StoryArticle.story, StoryArticle.article).order_by(
+        StoryArticle.article
+    )
+    assert [(link.story_id, link.article_id) for link in links] == [
+        (old.id, ids[0]),
+        (old.id, ids[1]),
+        (saved["second"].id, ids[2]),
+        (saved["second"].id, ids[3]),
+    ]

@@ -1,7 +1,15 @@
+import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from peewee import SqliteDatabase
+import pytest
+from peewee import PostgresqlDatabase, SqliteDatabase
+from playhouse.pool import PooledPostgresqlDatabase
 
+from storyapp import db as storyapp_db
+from storyapp.config import ConfigError
 from storyapp.db import open_database
 from storyapp.migrations import MIGRATIONS, migrate
 from storyapp.models import (
@@ -15,35 +23,68 @@ from storyapp.models import (
 )
 
 
-def test_a_new_database_gets_every_table_once(tmp_path):
-    db = open_database(f"sqlite:///{tmp_path}/new/app.db")
-    assert migrate(db) == [m.__name__ for m in MIGRATIONS]
-    assert set(db.get_tables()) >= {m._meta.table_name for m in TABLES}
-    assert migrate(db) == []  # safe to run twice
-    db.close()
+@pytest.fixture
+def database(backend):
+    db = open_database(backend.database_url)
+    yield db
+    db.close_all() if isinstance(db, PooledPostgresqlDatabase) else db.close()
 
 
-def test_pending_migrations_run_once_in_order(tmp_path):
-    db = open_database(f"sqlite:///{tmp_path}/app.db")
-    migrate(db)
+@pytest.mark.backends
+def test_a_new_database_gets_every_table_once(database):
+    assert migrate(database) == [m.__name__ for m in MIGRATIONS]
+    assert set(database.get_tables()) >= {m._meta.table_name for m in TABLES}
+    assert migrate(database) == []  # safe to run twice
+
+
+@pytest.mark.backends
+def test_pending_migrations_run_once_in_order(database):
+    migrate(database)
     ran = []
 
-    def m901_add_column(database):
-        database.execute_sql("ALTER TABLE story ADD COLUMN mood TEXT")
+    def m901_add_column(db):
+        db.execute_sql("ALTER TABLE story ADD COLUMN mood TEXT")
         ran.append("m901")
 
-    def m902_index(database):
-        database.execute_sql("CREATE INDEX story_mood ON story (mood)")
+    def m902_index(db):
+        db.execute_sql("CREATE INDEX story_mood ON story (mood)")
         ran.append("m902")
 
     upgraded = [*MIGRATIONS, m901_add_column, m902_index]
-    assert migrate(db, upgraded) == ["m901_add_column", "m902_index"]
-    assert migrate(db, upgraded) == []
+    assert migrate(database, upgraded) == ["m901_add_column", "m902_index"]
+    assert migrate(database, upgraded) == []
     assert ran == ["m901", "m902"]
-    assert "mood" in {c.name for c in db.get_columns("story")}
-    with db.bind_ctx([Migration]):
+    assert "mood" in {c.name for c in database.get_columns("story")}
+    with database.bind_ctx([Migration]):
         assert Migration.select().count() == len(MIGRATIONS) + 2
-    db.close()
+
+
+MIGRATE_AT = """
+import json, sys, time
+from storyapp.db import open_database
+from storyapp.migrations import migrate
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+print(json.dumps(migrate(open_database(sys.argv[1]))))
+"""
+
+
+@pytest.mark.backends
+def test_processes_starting_at_once_migrate_once(backend):
+    # Four processes open a new database and migrate it at the same moment.
+    at = str(time.time() + 2.0)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATE_AT, backend.database_url, at],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err for _, err in results]
+    applied = sorted((json.loads(out) for out, _ in results), key=len)
+    assert applied == [[], [], [], [m.__name__ for m in MIGRATIONS]]
 
 
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
@@ -117,3 +158,33 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
         }
         assert Feed.select().count() == 0
     db.close()
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+pool"])
+def test_postgresql_urls_get_a_pool_without_a_cap(scheme):
+    db = open_database(f"{scheme}://someone@db.example:5433/stories?sslmode=require")
+    assert isinstance(db, PooledPostgresqlDatabase)
+    assert (db._max_connections, db._stale_timeout) == (0, 300)
+    assert db.connect_params == {
+        "user": "someone",
+        "host": "db.example",
+        "port": 5433,
+        "sslmode": "require",
+    }
+    assert db.database == "stories"
+
+
+def test_the_url_can_size_the_pool():
+    db = open_database("postgresql://db.example/stories?max_connections=40&timeout=10")
+    assert (db._max_connections, db._wait_timeout, db._stale_timeout) == (40, 10, 300)
+
+
+def test_an_unknown_database_url_is_a_config_error():
+    with pytest.raises(ConfigError, match="STORYAPP_DATABASE_URL must be sqlite"):
+        open_database("mysql://db.example/stories")
+
+
+@pytest.mark.backends
+def test_the_app_binds_the_configured_engine(configured, backend):
+    engine = PostgresqlDatabase if backend.name == "scale" else SqliteDatabase
+    assert isinstance(storyapp_db.database.obj, engine)

@@ -1,98 +1,22 @@
 """A worker killed mid-job, or stopped by a signal: nothing lost, nothing written twice, nothing
 left running. The workers are real `storyapp worker` processes; the kill is a real SIGKILL."""
 
-import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 
 import pytest
-from conftest import make_settings, shifted_sample
+from workers import assert_finished_once, job_of, wait_until
 
 from storyapp import jobs, recovery, tasks
-from storyapp.api import create_app
 from storyapp.fake_ollama import FakeOllama
-from storyapp.models import Job, JobCluster, Story, Worker, utcnow
+from storyapp.models import Job, JobCluster, Worker, utcnow
 
 
-def wait_until(condition, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-class WorkerProcess:
-    def __init__(self, tmp_path, ollama_url: str, n: int):
-        self.log = tmp_path / f"worker-{n}.log"
-        env = {
-            **os.environ,
-            "STORYAPP_DATA_DIR": str(tmp_path / "data"),
-            "OLLAMA_HOST": ollama_url,
-            "STORYAPP_SCHEDULE": "off",
-            "STORYAPP_WORKERS": "4",
-            "STORYAPP_LLM_CONCURRENCY": "4",
-        }
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "storyapp.cli", "worker"],
-                env=env,
-                cwd=tmp_path,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_until(lambda: "Huey consumer started" in self.log.read_text(), 30, "worker start")
-
-    def stop(self, sig=signal.SIGTERM, timeout: float = 90) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout=timeout)
-
-
-@pytest.fixture
-def workers(tmp_path):
-    """Starts `storyapp worker` processes; whatever is still running at the end is stopped."""
-    started: list[WorkerProcess] = []
-
-    def start(ollama_url: str) -> WorkerProcess:
-        started.append(WorkerProcess(tmp_path, ollama_url, len(started) + 1))
-        return started[-1]
-
-    yield start
-    for worker in started:
-        worker.stop(signal.SIGKILL)
-
-
-@pytest.fixture
-def sample_job(tmp_path):
-    """The sample ingested and a job requested, with no worker running yet."""
-
-    def start(server):
-        app = create_app(make_settings(tmp_path, server.url))
-        client = app.test_client()
-        assert client.post("/articles", json=shifted_sample()).status_code == 201
-        return client.post("/stories/generate").get_json()["job_id"]
-
-    return start
-
-
-def job_of(job_id: str) -> Job:
-    return Job.get_by_id(job_id)
-
-
-def assert_finished_once(job_id: str) -> None:
-    job = job_of(job_id)
-    assert job.status == "succeeded", job.error
-    assert job.done == job.total
-    assert job.llm + job.single == job.total  # every cluster counted once, none twice
-    clusters = list(JobCluster.select().where(JobCluster.job == job_id))
-    assert all(c.status == "done" and c.story_id for c in clusters)
-    assert Story.select().count() == job.total  # no story written twice
-
-
+@pytest.mark.backends
 def test_a_killed_worker_loses_nothing(sample_job, workers):
     with FakeOllama(latency=0.4, slots=8) as server:
         job_id = sample_job(server)
@@ -184,6 +108,35 @@ def test_leases_of_a_dead_worker_are_handed_back(planned):
     assert Worker.select().count() == 0
 
 
+@pytest.mark.backends
+def test_consumers_reclaiming_at_once_hand_back_each_cluster_once(planned, monkeypatch):
+    _, pending = planned
+    dead = recovery.register()
+    for cluster_id in pending:
+        assert jobs._lease(cluster_id, dead, 600)
+    Worker.update(heartbeat_at=utcnow() - timedelta(minutes=5)).execute()
+    stalled = recovery._stalled_clusters
+
+    def slow_stalled(now):
+        time.sleep(0.3)  # the first one's transaction stays open while the second starts
+        return stalled(now)
+
+    monkeypatch.setattr(recovery, "_stalled_clusters", slow_stalled)
+    start, handed_back = threading.Barrier(2), []
+
+    def consumer():
+        start.wait()
+        handed_back.extend(recovery.reclaim()[0])
+        tasks.close()
+
+    threads = [threading.Thread(target=consumer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(handed_back) == sorted(pending)
+
+
 def test_a_worker_whose_process_is_gone_is_dead_at_once(configured):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
@@ -218,11 +171,24 @@ def test_a_job_whose_planning_task_was_lost_is_planned_again(configured):
     assert tasks.huey.pending_count() == 1  # planning queued again
 
 
+@pytest.mark.backends
 def test_a_stalled_job_gets_its_pending_clusters_queued_again(planned):
     job_id, pending = planned
     assert recovery.reclaim() == ([], [])
     later = utcnow() + timedelta(seconds=recovery.STALLED_AFTER_S + 1)
     assert recovery.reclaim(later) == (sorted(pending), [])
+    # Once per quiet spell, however many consumers look and however often.
+    assert recovery.reclaim(later + timedelta(seconds=recovery.HEARTBEAT_S)) == ([], [])
+    much_later = later + timedelta(seconds=recovery.STALLED_AFTER_S + 1)
+    assert recovery.reclaim(much_later) == (sorted(pending), [])
+
+
+@pytest.mark.backends
+def test_a_job_stalled_after_some_clusters_were_written_is_found(planned, ollama):
+    job_id, (first, second) = planned
+    assert jobs.run_cluster(first, tasks.llm()) == "llm"
+    later = utcnow() + timedelta(seconds=recovery.STALLED_AFTER_S + 1)
+    assert recovery.reclaim(later) == ([second], [])
 
 
 def test_a_running_job_with_no_worker_alive_is_failed_not_left_running(planned):

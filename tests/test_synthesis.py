@@ -150,6 +150,8 @@ def test_fallback_story_is_central_and_valid():
         ({"title": "t", "summary": "s", "key_points": [" "]}, "empty"),
         ({"title": "t" * 201, "summary": "s", "key_points": ["a"]}, "too long"),
         ({"title": "t", "summary": "s", "key_points": ["a"] * 9}, "too many"),
+        ({"title": "t\x00", "summary": "s", "key_points": ["a"]}, "NUL"),
+        ({"title": "t", "summary": "s", "key_points": ["\ud800"]}, "surrogate"),
     ],
 )
 def test_validate_story_refuses(reply, problem):

@@ -1,9 +1,10 @@
+import sys
 import time
 from dataclasses import replace
 from datetime import datetime
 
 import pytest
-from conftest import article, make_settings, running_consumer
+from conftest import article, make_settings, running_consumer, wait_for_job
 from feedserver import item, rss
 from huey.consumer import Scheduler
 from huey.signals import SIGNAL_COMPLETE, SIGNAL_ERROR
@@ -57,11 +58,25 @@ def test_an_unconfigured_queue_refuses_to_take_work():
 
 
 def test_queue_urls(tmp_path):
-    sqlite = tasks.queue_storage(f"sqlite:///{tmp_path}/q/queue.db")
-    assert sqlite.filename == str(tmp_path / "q" / "queue.db")
+    sqlite = tasks.queue_storage(f"sqlite:///{tmp_path}/q/queue.db", "stories")
+    assert (sqlite.filename, sqlite.name) == (str(tmp_path / "q" / "queue.db"), "stories")
     sqlite.close()
+    redis = tasks.queue_storage("redis://127.0.0.1:6379/3", "stories")
+    assert redis.queue_key == "huey.redis.stories" and redis.blocking
+    assert redis.pool.connection_kwargs["db"] == 3
     with pytest.raises(ConfigError, match="STORYAPP_QUEUE_URL"):
         tasks.queue_storage("amqp://localhost")
+
+
+def test_scale_urls_without_their_packages_say_what_to_install(monkeypatch):
+    from storyapp.db import open_database
+
+    monkeypatch.setitem(sys.modules, "redis", None)  # import redis now fails
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(ConfigError, match=r"pip install 'storyapp\[scale\]'"):
+        tasks.queue_storage("redis://127.0.0.1:6379/0")
+    with pytest.raises(ConfigError, match=r"pip install 'storyapp\[scale\]'"):
+        open_database("postgresql://127.0.0.1/stories")
 
 
 def test_a_cluster_that_keeps_failing_is_counted_and_ends_the_job(configured, monkeypatch):
@@ -165,3 +180,19 @@ def test_two_schedulers_run_a_slot_once_through_a_real_consumer(hourly, feed_ser
 
 def ended_jobs() -> list[Job]:
     return list(Job.select().where(Job.status.not_in(Job.ACTIVE)))
+
+
+@pytest.mark.backends("scale")
+def test_worker_threads_hand_their_pooled_connections_back(client, consumer):
+    from storyapp.db import database
+
+    client.post("/articles", json=[article(1, "Quake hits Eldham"), article(2, "Eldham quake")])
+    job = wait_for_job(client, client.post("/stories/generate").get_json()["job_id"])
+    assert job["status"] == "succeeded" and job["total"] == 1
+    # Every task gave its connection back to the pool when it ended: a broken one (a server
+    # restart) is replaced on next use instead of failing every later task of that thread.
+    deadline = time.monotonic() + 5
+    while database.obj._in_use and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert database.obj._in_use == {}
+    assert database.obj._connections  # and they wait there to be used again

@@ -1,0 +1,78 @@
+"""The per-host bound on LLM requests, held across processes through Redis."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+from backends import REDIS_URL
+from test_llm import MESSAGES
+
+from storyapp.fake_ollama import FakeOllama
+from storyapp.llm import OllamaLLM
+from storyapp.slots import RedisSlots
+from storyapp.synthesis import STORY_SCHEMA
+
+pytestmark = pytest.mark.backends("scale")
+
+
+@pytest.fixture
+def shared(backend):
+    """Makes RedisSlots in this test's own namespace, as each consumer process would."""
+    client = redis.Redis.from_url(REDIS_URL)
+
+    def make(hosts, limit, lease_s=60.0):
+        return RedisSlots(
+            client,
+            f"storyapp.llm-slots.{backend.env['STORYAPP_QUEUE_NAME']}",
+            tuple(hosts),
+            limit,
+            lease_s,
+        )
+
+    yield make
+    client.close()
+
+
+def test_the_bound_holds_across_clients_that_share_nothing_else(shared):
+    # Two clients, as in two consumer processes, called from twelve threads; a bound of 3.
+    with FakeOllama(latency=0.1, slots=32) as server:
+        clients = [
+            OllamaLLM(
+                (server.url,),
+                "llama3.1:8b",
+                timeout=5,
+                concurrency=3,
+                slots=shared([server.url], 3),
+            )
+            for _ in range(2)
+        ]
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            calls = [pool.submit(c.generate, MESSAGES, STORY_SCHEMA) for c in clients * 12]
+            hosts = [call.result().host for call in calls]
+        for c in clients:
+            c.close()
+    assert hosts == [server.url] * 24
+    assert server.chat_count == 24 and server.peak_in_flight == 3
+
+
+def test_each_request_takes_the_host_with_the_fewest_in_flight(shared):
+    slots = shared(["http://a:11434", "http://b:11434"], 2)
+    taken = [slots.take() for _ in range(4)]
+    hosts = sorted(t.__enter__() for t in taken)
+    assert hosts == ["http://a:11434", "http://a:11434", "http://b:11434", "http://b:11434"]
+    for t in taken:
+        t.__exit__(None, None, None)
+    with slots.take() as host:  # all given back: room again
+        assert host == "http://a:11434"
+
+
+def test_a_slot_held_by_a_process_that_died_frees_itself(shared):
+    dead = shared(["http://a:11434"], 1, lease_s=0.5)
+    held = dead.take()
+    held.__enter__()  # and never given back: the process was killed
+    waiting = shared(["http://a:11434"], 1)
+    started = time.monotonic()
+    with waiting.take():
+        waited = time.monotonic() - started
+    assert 0.3 < waited < 3
