@@ -9,8 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-import waitress
-from conftest import article, free_port, running_consumer, shifted_sample
+from conftest import article, free_port, running_consumer, serving, shifted_sample
 
 ENDED = ("succeeded", "failed", "cancelled")
 
@@ -18,13 +17,8 @@ ENDED = ("succeeded", "failed", "cancelled")
 @pytest.fixture
 def server(app):
     """The app behind waitress on a free port, as `storyapp serve` runs it."""
-    port = free_port()
-    wsgi = waitress.create_server(app, host="127.0.0.1", port=port, threads=8)
-    thread = threading.Thread(target=wsgi.run, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    wsgi.close()
-    thread.join(timeout=5)
+    with serving(app) as url:
+        yield url
 
 
 @pytest.mark.backends
