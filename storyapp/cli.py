@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import click
+from peewee import InterfaceError, OperationalError, PeeweeException
 from tqdm import tqdm
 
 from storyapp import db, feeds, ingest, tasks
@@ -155,7 +156,12 @@ def finite(ctx, param, value):
 def generate(hours, wait, force):
     """Queue a generation job and print its id."""
     load_settings()
-    job, created = tasks.start_job(hours, force)
+    try:
+        job, created = tasks.start_job(hours, force)
+    except PeeweeException:
+        raise  # the database's: one line in main()
+    except Exception as exc:  # the queue cannot take it (Redis down); the job ended failed
+        raise UserError(f"cannot queue the job: {exc}") from None
     click.echo(job["id"] if created else f"{job['id']} (an equal job is already {job['status']})")
     if wait:
         final = watch_job(job["id"])
@@ -344,6 +350,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except (ConfigError, ingest.InputError) as exc:
         click.echo(f"storyapp: error: {exc}", err=True)
+        sys.exit(1)
+    except (OperationalError, InterfaceError) as exc:  # unreachable, refused, locked
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        click.echo(f"storyapp: error: database: {first_line}", err=True)
         sys.exit(1)
     except click.Abort:
         click.echo("storyapp: aborted", err=True)

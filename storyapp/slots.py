@@ -3,8 +3,8 @@
 `ProcessSlots` (the default) bounds the worker threads of one process, with a semaphore per
 host. `RedisSlots` bounds every process that shares a Redis, on any machine: a request holds a
 lease in a sorted set per host (token -> expiry), taken in one Lua script, so two processes
-cannot both take the last slot; a process killed mid-request holds its lease only until it
-expires.
+cannot both take the last slot, and requests wait in one line, served in the order they came;
+a process killed mid-request holds its lease only until it expires.
 """
 
 import logging
@@ -44,53 +44,86 @@ class ProcessSlots:
                 self._in_flight[host] -= 1
 
 
-# KEYS: each host's leases, a sorted set of token -> expiry in ms. ARGV: limit, lease ms, token.
-# Takes a slot on the host with the fewest leases, if one has room; returns its 1-based index,
-# or 0. Expiry is on Redis's clock, so the machines' clocks need not agree.
+# KEYS[1]: the line of waiting requests (token -> arrival, ms); KEYS[2]: when each last asked
+# (token -> ms); KEYS[3..]: each host's leases (token -> expiry, ms). ARGV: limit per host,
+# lease ms, token, ms after which a waiter that stopped asking (its process died) leaves the
+# line. Puts the caller in line; if it is among the first as many as there are free slots,
+# takes one on the host with the fewest leases and returns that host's 1-based index, else 0.
+# First come, first served: a thread that just gave a slot back cannot take it again ahead of
+# one that has been waiting. Times are Redis's, so the machines' clocks need not agree.
 TAKE = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local best, fewest = 0, tonumber(ARGV[1])
-for i, key in ipairs(KEYS) do
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  local held = redis.call('ZCARD', key)
+local limit, lease, token, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - ttl)) do
+  redis.call('ZREM', KEYS[1], gone)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
+redis.call('ZADD', KEYS[1], 'NX', now, token)
+redis.call('ZADD', KEYS[2], now, token)
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+local free, best, fewest = 0, 0, limit
+for i = 3, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+  local held = redis.call('ZCARD', KEYS[i])
+  free = free + math.max(limit - held, 0)
   if held < fewest then
     best, fewest = i, held
   end
 end
-if best > 0 then
-  redis.call('ZADD', KEYS[best], now + tonumber(ARGV[2]), ARGV[3])
-  redis.call('PEXPIRE', KEYS[best], tonumber(ARGV[2]))
+if best == 0 or redis.call('ZRANK', KEYS[1], token) >= free then
+  return 0
 end
-return best
+redis.call('ZREM', KEYS[1], token)
+redis.call('ZREM', KEYS[2], token)
+redis.call('ZADD', KEYS[best], now + lease, token)
+redis.call('PEXPIRE', KEYS[best], lease)
+return best - 2
 """
 
 
 class RedisSlots:
     # A waiting request asks again after this long, doubling up to the second figure: an LLM
-    # call takes seconds, so a slot freed is taken within a few percent of one.
-    POLL_S = (0.01, 0.2)
+    # call takes seconds, so a freed slot stands idle a few percent of one at most.
+    POLL_S = (0.01, 0.1)
 
-    def __init__(self, client, namespace: str, hosts: tuple[str, ...], limit: int, lease_s: float):
+    def __init__(
+        self,
+        client,
+        namespace: str,
+        hosts: tuple[str, ...],
+        limit: int,
+        lease_s: float,
+        waiter_ttl_s: float = 2.0,
+    ):
         self.hosts = hosts
         self.limit = limit
         self.lease_ms = int(lease_s * 1000)
+        self.waiter_ttl_ms = int(waiter_ttl_s * 1000)
         self._client = client
-        # One hash tag for all of them: a Lua script's keys must live on one Redis Cluster node.
-        self._keys = [f"{{{namespace}}}.{host}" for host in hosts]
+        # One hash tag for all: a Lua script's keys must live on one Redis Cluster node.
+        line = [f"{{{namespace}}}.waiting", f"{{{namespace}}}.asked"]
+        self._keys = line + [f"{{{namespace}}}.{host}" for host in hosts]
         self._take = client.register_script(TAKE)
+
+    def try_take(self, token: str) -> str | None:
+        """One try, which also keeps `token`'s place in line: the host taken, or None."""
+        args = [self.limit, self.lease_ms, token, self.waiter_ttl_ms]
+        index = self._take(keys=self._keys, args=args)
+        return self.hosts[index - 1] if index else None
 
     @contextmanager
     def take(self) -> Iterator[str]:
         token = uuid.uuid4().hex
         delay = self.POLL_S[0]
-        while not (index := self._take(keys=self._keys, args=[self.limit, self.lease_ms, token])):
+        while (host := self.try_take(token)) is None:
             time.sleep(delay)
             delay = min(delay * 2, self.POLL_S[1])
         try:
-            yield self.hosts[index - 1]
+            yield host
         finally:
             try:
-                self._client.zrem(self._keys[index - 1], token)
+                self._client.zrem(self._keys[2 + self.hosts.index(host)], token)
             except Exception as exc:  # the reply is in hand; the lease expires by itself
-                log.warning("could not give back an LLM slot on %s: %s", self.hosts[index - 1], exc)
+                log.warning("could not give back an LLM slot on %s: %s", host, exc)

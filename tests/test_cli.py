@@ -32,6 +32,8 @@ OTHER_SETTINGS = (
     "STORYAPP_LLM_TIMEOUT",
     "STORYAPP_WORKERS",
     "STORYAPP_API_TOKEN",
+    "STORYAPP_QUEUE_NAME",
+    "STORYAPP_LLM_CONCURRENCY_SCOPE",
 )
 
 
@@ -101,6 +103,23 @@ def test_bad_config_is_one_line(run, monkeypatch):
         code, out, err = run(*command)
         assert_one_line_error(code, err, "STORYAPP_LLM_CONCURRENCY")
         assert out == ""
+
+
+def test_an_unreachable_database_is_one_line(run, monkeypatch):
+    port = free_port()
+    monkeypatch.setenv("STORYAPP_DATABASE_URL", f"postgresql://u:secret@127.0.0.1:{port}/x")
+    for command in (["init"], ["generate"]):
+        code, out, err = run(*command)
+        assert_one_line_error(code, err, "database: connection failed")
+        assert "secret" not in err and out == ""
+
+
+def test_an_unreachable_queue_is_one_line(run, monkeypatch):
+    monkeypatch.setenv("STORYAPP_QUEUE_URL", f"redis://127.0.0.1:{free_port()}/0")
+    code, out, err = run("generate")
+    assert_one_line_error(code, err, "cannot queue the job: ")
+    assert Job.get().status == "failed"  # and the job it could not queue says why
+    assert "could not queue" in Job.get().error
 
 
 def test_bad_schedule_is_one_line(run, monkeypatch):

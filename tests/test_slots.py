@@ -1,5 +1,6 @@
 """The per-host bound on LLM requests, held across processes through Redis."""
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,14 +22,9 @@ def shared(backend):
     """Makes RedisSlots in this test's own namespace, as each consumer process would."""
     client = redis.Redis.from_url(REDIS_URL)
 
-    def make(hosts, limit, lease_s=60.0):
-        return RedisSlots(
-            client,
-            f"storyapp.llm-slots.{backend.env['STORYAPP_QUEUE_NAME']}",
-            tuple(hosts),
-            limit,
-            lease_s,
-        )
+    def make(hosts, limit, lease_s=60.0, waiter_ttl_s=2.0):
+        namespace = f"storyapp.llm-slots.{backend.env['STORYAPP_QUEUE_NAME']}"
+        return RedisSlots(client, namespace, tuple(hosts), limit, lease_s, waiter_ttl_s)
 
     yield make
     client.close()
@@ -76,3 +72,39 @@ def test_a_slot_held_by_a_process_that_died_frees_itself(shared):
     with waiting.take():
         waited = time.monotonic() - started
     assert 0.3 < waited < 3
+
+
+def test_waiting_requests_are_served_in_the_order_they_came(shared):
+    holder, early, late = (shared(["http://a:11434"], 1) for _ in range(3))
+    order = []
+
+    def wait_for_a_slot(slots, name):
+        with slots.take():
+            order.append(name)
+            time.sleep(0.05)
+
+    threads = [
+        threading.Thread(target=wait_for_a_slot, args=(early, "early")),
+        threading.Thread(target=wait_for_a_slot, args=(late, "late")),
+    ]
+    with holder.take():
+        for t in threads:
+            t.start()
+            time.sleep(0.1)  # in line, in this order
+    with holder.take():  # given back and at once asked for again: the line goes first
+        order.append("holder again")
+    for t in threads:
+        t.join()
+    assert order == ["early", "late", "holder again"]
+
+
+def test_a_waiter_that_stopped_asking_leaves_the_line(shared):
+    holder = shared(["http://a:11434"], 1)
+    gone = shared(["http://a:11434"], 1, waiter_ttl_s=0.3)
+    with holder.take():
+        assert gone.try_take("a request of a process that died") is None  # in line, first
+        time.sleep(0.01)  # (arrivals in the same millisecond are in the order of their tokens)
+    started = time.monotonic()
+    with shared(["http://a:11434"], 1, waiter_ttl_s=0.3).take():
+        waited = time.monotonic() - started
+    assert 0.15 < waited < 3
