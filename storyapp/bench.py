@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -75,7 +75,7 @@ def report(options: Options, out=sys.stdout) -> None:
         with Stack(options.latency, options.jitter, slots, workers=max(8, slots)) as stack:
             stack.ingest(corpus)
             measure_api = slots == 8 or (api is None and slots == options.slots[-1])
-            with stack.api_probe() if measure_api else _nothing() as probe:
+            with stack.api_probe() if measure_api else nullcontext() as probe:
                 run = stack.generate()
             if probe is not None:
                 api = probe
@@ -175,16 +175,19 @@ def follow_ups(corpus: list[dict], fraction: float) -> list[dict]:
     ]
 
 
+def bench_env(data_dir: Path, ollama_url: str, slots: int, workers: int) -> dict[str, str]:
+    """The settings of one run, as the environment the worker process is started with."""
+    return {
+        "STORYAPP_DATA_DIR": str(data_dir),
+        "OLLAMA_HOST": ollama_url,
+        "STORYAPP_LLM_CONCURRENCY": str(slots),
+        "STORYAPP_WORKERS": str(workers),
+        "STORYAPP_SCHEDULE": "off",
+    }
+
+
 def settings_for(data_dir: Path, ollama_url: str, slots: int, workers: int) -> Settings:
-    return Settings.from_env(
-        {
-            "STORYAPP_DATA_DIR": str(data_dir),
-            "OLLAMA_HOST": ollama_url,
-            "STORYAPP_LLM_CONCURRENCY": str(slots),
-            "STORYAPP_WORKERS": str(workers),
-            "STORYAPP_SCHEDULE": "off",
-        }
-    )
+    return Settings.from_env(bench_env(data_dir, ollama_url, slots, workers))
 
 
 class Stack:
@@ -200,17 +203,11 @@ class Stack:
         from storyapp.api import create_app
 
         self.server.start()
-        self.settings = settings_for(self.dir, self.server.url, self.slots, self.workers)
+        run_env = bench_env(self.dir, self.server.url, self.slots, self.workers)
+        self.settings = Settings.from_env(run_env)
         self.app = create_app(self.settings)
         self.client = self.app.test_client()
-        env = {
-            **os.environ,
-            "STORYAPP_DATA_DIR": str(self.dir),
-            "OLLAMA_HOST": self.server.url,
-            "STORYAPP_LLM_CONCURRENCY": str(self.slots),
-            "STORYAPP_WORKERS": str(self.workers),
-            "STORYAPP_SCHEDULE": "off",
-        }
+        env = {**os.environ, **run_env}
         self.log = open(self.dir / "worker.log", "w+")  # noqa: SIM115 (closed in __exit__)
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "storyapp.cli", "worker"],
@@ -285,11 +282,6 @@ class Stack:
         finally:
             stop.set()
             thread.join()
-
-
-@contextmanager
-def _nothing():
-    yield None
 
 
 def percentile(samples: list[float], p: float) -> float:

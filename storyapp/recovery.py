@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from peewee import fn
 
+from storyapp import synthesis
 from storyapp.db import lock, transaction
 from storyapp.models import Job, JobCluster, Worker, utcnow
 
@@ -69,9 +70,8 @@ def retire(worker_id: str) -> list[int]:
 
 def lease_seconds(llm_timeout: float) -> float:
     """Longest a cluster can take: every attempt synthesis may make, each up to the timeout."""
-    from storyapp.synthesis import BACKOFF_S, INVALID_ATTEMPTS, TRANSPORT_ATTEMPTS
-
-    return llm_timeout * (TRANSPORT_ATTEMPTS + INVALID_ATTEMPTS) + sum(BACKOFF_S) + 30.0
+    attempts = synthesis.TRANSPORT_ATTEMPTS + synthesis.INVALID_ATTEMPTS
+    return llm_timeout * attempts + sum(synthesis.BACKOFF_S) + 30.0
 
 
 def dead_workers(now: datetime) -> list[str]:
