@@ -1,6 +1,5 @@
 """Many clients at once, and the web process restarted mid-job, against a real WSGI server."""
 
-import os
 import subprocess
 import sys
 import threading
@@ -10,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 from conftest import article, free_port, running_consumer, serving, shifted_sample
+from workers import storyapp_env
 
 ENDED = ("succeeded", "failed", "cancelled")
 
@@ -84,14 +84,7 @@ def test_writers_and_readers_during_a_job_never_see_a_locked_database(server, ol
 def test_restarting_the_web_process_does_not_touch_a_running_job(tmp_path, ollama):
     ollama.latency = 0.3
     port = free_port()
-    env = {
-        **os.environ,
-        "STORYAPP_DATA_DIR": str(tmp_path / "data"),
-        "OLLAMA_HOST": ollama.url,
-        "STORYAPP_SCHEDULE": "off",
-        "STORYAPP_WORKERS": "2",
-        "STORYAPP_LLM_CONCURRENCY": "2",
-    }
+    env = storyapp_env(tmp_path, ollama.url, STORYAPP_WORKERS="2", STORYAPP_LLM_CONCURRENCY="2")
     base = f"http://127.0.0.1:{port}"
 
     def start(*command):

@@ -1,7 +1,6 @@
 """The whole path: the API, the queue, a real consumer with thread workers, and an HTTP server
 that speaks Ollama's API (or none at all); on each backend (SQLite, or PostgreSQL and Redis)."""
 
-import os
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from conftest import (
     wait_for_job,
 )
 from prometheus_client.parser import text_string_to_metric_families
+from workers import storyapp_env
 
 from storyapp.api import create_app
 from storyapp.fake_ollama import FakeOllama
@@ -73,14 +73,7 @@ def test_with_the_llm_down_every_story_falls_back(tmp_path, monkeypatch, backend
 def served(tmp_path, ollama, backend):
     """`storyapp serve` and `storyapp worker` as the README starts them, in subprocesses."""
     port = free_port()
-    env = {
-        **os.environ,
-        "STORYAPP_DATA_DIR": str(tmp_path / "data"),
-        "OLLAMA_HOST": ollama.url,
-        "STORYAPP_SCHEDULE": "off",
-        "STORYAPP_WORKERS": "4",
-        **backend.env,
-    }
+    env = storyapp_env(tmp_path, ollama.url, **backend.env)
     storyapp = [sys.executable, "-m", "storyapp.cli"]
     procs = [
         subprocess.Popen(

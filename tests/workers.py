@@ -17,18 +17,23 @@ def wait_until(condition, timeout: float = 60.0, what: str = "condition"):
         time.sleep(0.05)
 
 
+def storyapp_env(tmp_path, ollama_url: str, **extra: str) -> dict[str, str]:
+    """The environment a `storyapp` subprocess of a test runs with: its data in tmp_path."""
+    return {
+        **os.environ,
+        "STORYAPP_DATA_DIR": str(tmp_path / "data"),
+        "OLLAMA_HOST": ollama_url,
+        "STORYAPP_SCHEDULE": "off",
+        "STORYAPP_WORKERS": "4",
+        "STORYAPP_LLM_CONCURRENCY": "4",
+        **extra,
+    }
+
+
 class WorkerProcess:
     def __init__(self, tmp_path, ollama_url: str, n: int, env: dict[str, str], *args: str):
         self.log = tmp_path / f"worker-{n}.log"
-        env = {
-            **os.environ,
-            "STORYAPP_DATA_DIR": str(tmp_path / "data"),
-            "OLLAMA_HOST": ollama_url,
-            "STORYAPP_SCHEDULE": "off",
-            "STORYAPP_WORKERS": "4",
-            "STORYAPP_LLM_CONCURRENCY": "4",
-            **env,
-        }
+        env = storyapp_env(tmp_path, ollama_url, **env)
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "storyapp.cli", "worker", *args],
