@@ -86,13 +86,14 @@ def report(options: Options, out=sys.stdout) -> None:
                 f"{run.seconds / floor:.2f} | {target:.1f} |"
             )
             if slots == 8 or (warm is None and slots == options.slots[-1]):
+                rerun_slots = slots
                 warm = stack.generate()
                 added = follow_ups(corpus, 0.05)
                 stack.ingest(added)
                 incremental = (stack.generate(), len(added))
     say()
     if warm is not None:
-        say("## Re-runs (8 slots)")
+        say(f"## Re-runs ({rerun_slots} slots)")
         say()
         say("| run | time (s) | LLM calls | counts |")
         say("|---|---|---|---|")
