@@ -10,10 +10,18 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from peewee import Case, IntegrityError, fn
+from peewee import EXCLUDED, Case, IntegrityError, fn
 
 from storyapp import clustering, synthesis
-from storyapp.db import in_chunks, lock, transaction
+from storyapp.db import (
+    Statement,
+    in_chunks,
+    inserting,
+    lock,
+    row_slots,
+    slot,
+    transaction,
+)
 from storyapp.llm import LLM
 from storyapp.models import (
     Article,
@@ -223,15 +231,13 @@ def run_cluster(
     """Writes the story of one pending cluster; returns its outcome, or None if the cluster was
     not pending (settled already, or its job cancelled: then it is skipped) or another live
     worker holds it (a task queued twice by recovery)."""
-    jc = (
-        JobCluster.select(JobCluster, Job.id, Job.status, Job.window_start, Job.window_end)
-        .join(Job)
-        .where(JobCluster.id == cluster_id)
-        .first()
-    )
-    if jc is None or jc.status != "pending":
+    found = _CLUSTER.rows(id=cluster_id)
+    if not found:
         return None
-    if jc.job.status != "running":
+    status, job_id, key, article_ids, job_status, window_start, window_end = found[0]
+    if status != "pending":
+        return None
+    if job_status != "running":
         with transaction():
             JobCluster.update(status="skipped", finished_at=utcnow()).where(
                 JobCluster.id == cluster_id, JobCluster.status == "pending"
@@ -239,12 +245,9 @@ def run_cluster(
         return None
     if not _lease(cluster_id, worker, lease_s):
         return None
-    texts = list(load_texts(jc.article_ids).values())
+    texts = list(load_texts(article_ids).values())
     plan = ClusterPlan(
-        jc.cluster_key,
-        jc.article_ids,
-        [t.content_hash for t in texts],
-        (jc.job.window_start, jc.job.window_end),
+        key, article_ids, [t.content_hash for t in texts], (window_start, window_end)
     )
     result = synthesis.synthesize(texts, llm)
     model = llm.model if llm is not None else None
@@ -252,43 +255,28 @@ def run_cluster(
     with transaction() as txn:
         # Written first, kept only if this worker is the one that settles the cluster: a task
         # delivered twice rolls its story back.
-        story = save_story(plan, result.story, outcome, model if outcome == "llm" else None)
-        settled = (
-            JobCluster.update(
-                status="done",
-                outcome=outcome,
-                story=story,
-                finished_at=utcnow(),
-                error=result.error,
-            )
-            .where(JobCluster.id == cluster_id, JobCluster.status == "pending")
-            .execute()
+        story_id = save_story(plan, result.story, outcome, model if outcome == "llm" else None)
+        settled = _SETTLE.rowcount(
+            id=cluster_id, outcome=outcome, story=story_id, now=utcnow(), error=result.error
         )
         if not settled:
             txn.rollback()
         else:
             if outcome == "llm":
-                key = synthesis.cache_key(model, plan.content_hashes)
-                entry = {"key": key, "model": model, "story": result.story}
-                SynthesisCache.insert(entry).on_conflict(
-                    conflict_target=[SynthesisCache.key],
-                    update={SynthesisCache.story: result.story, SynthesisCache.model: model},
-                ).execute()
-            counter = OUTCOME_COUNTERS[outcome]
-            Job.update({Job.done: Job.done + 1, counter: counter + 1}).where(
-                Job.id == jc.job_id
-            ).execute()
-            _finish_if_complete(jc.job_id)
-        _log_calls(jc, model, result.calls)  # the calls were made either way
+                entry_key = synthesis.cache_key(model, plan.content_hashes)
+                _REMEMBER.execute(key=entry_key, model=model, story=result.story)
+            _COUNT[outcome].execute(job=job_id)
+            _finish_if_complete(job_id)
+        _log_calls(job_id, key, model, result.calls)  # the calls were made either way
     if not settled:
         return None
     if result.error:
         log.warning(
             "job %s cluster %s: fallback story (%s)",
-            jc.job_id,
+            job_id,
             cluster_id,
             result.error,
-            extra={"job": jc.job_id, "cluster": cluster_id, "outcome": outcome},
+            extra={"job": job_id, "cluster": cluster_id, "outcome": outcome},
         )
     return outcome
 
@@ -296,20 +284,81 @@ def run_cluster(
 def _lease(cluster_id: int, worker: str | None, lease_s: float) -> bool:
     now = utcnow()
     with transaction():
-        free = (
-            JobCluster.lease_holder.is_null()
-            | (JobCluster.lease_holder == worker)
-            | (JobCluster.lease_until < now)
+        until = now + timedelta(seconds=lease_s)
+        return bool(_LEASE.rowcount(id=cluster_id, worker=worker, now=now, until=until))
+
+
+# The statements run once per cluster, their SQL built once (db.Statement).
+_CLUSTER = Statement(
+    lambda: (
+        JobCluster.select(
+            JobCluster.status,
+            JobCluster.job,
+            JobCluster.cluster_key,
+            JobCluster.article_ids,
+            Job.status,
+            Job.window_start,
+            Job.window_end,
         )
-        return bool(
-            JobCluster.update(
-                lease_holder=worker,
-                leased_at=now,
-                lease_until=now + timedelta(seconds=lease_s),
-            )
-            .where(JobCluster.id == cluster_id, JobCluster.status == "pending", free)
-            .execute()
+        .join(Job)
+        .where(JobCluster.id == slot("id"))
+    )
+)
+_LEASE = Statement(
+    lambda: JobCluster.update(
+        lease_holder=slot("worker"), leased_at=slot("now"), lease_until=slot("until")
+    ).where(
+        JobCluster.id == slot("id"),
+        JobCluster.status == "pending",
+        JobCluster.lease_holder.is_null()
+        | (JobCluster.lease_holder == slot("worker"))
+        | (JobCluster.lease_until < slot("now")),
+    )
+)
+_SETTLE = Statement(
+    lambda: JobCluster.update(
+        status="done",
+        outcome=slot("outcome"),
+        story=slot("story"),
+        finished_at=slot("now"),
+        error=slot("error"),
+    ).where(JobCluster.id == slot("id"), JobCluster.status == "pending")
+)
+_REMEMBER = Statement(
+    lambda: SynthesisCache.insert(row_slots(SynthesisCache, "key", "model", "story")).on_conflict(
+        conflict_target=[SynthesisCache.key],
+        update={SynthesisCache.story: EXCLUDED.story, SynthesisCache.model: EXCLUDED.model},
+    )
+)
+_COUNT = {
+    outcome: Statement(
+        lambda counter=counter: Job.update({Job.done: Job.done + 1, counter: counter + 1}).where(
+            Job.id == slot("job")
         )
+    )
+    for outcome, counter in OUTCOME_COUNTERS.items()
+}
+_FINISH = Statement(
+    lambda: Job.update(
+        status=Case(None, [(Job.failed > 0, "failed")], "succeeded"),
+        finished_at=slot("now"),
+        active_key=None,
+    ).where(Job.id == slot("job"), Job.status == "running", Job.done >= Job.total)
+)
+_LOG_CALL = inserting(
+    LLMCall,
+    "job",
+    "cluster_key",
+    "model",
+    "host",
+    "attempt",
+    "outcome",
+    "status_code",
+    "error",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+)
 
 
 def fail_cluster(cluster_id: int, reason: str) -> str | None:
@@ -340,16 +389,7 @@ def finish_if_complete(job_id: str) -> bool:
 def _finish_if_complete(job_id: str) -> bool:
     """Ends a running job whose clusters are all settled, inside the caller's transaction. The
     conditional update is true for exactly one caller, however many finish at once."""
-    ended = (
-        Job.update(
-            status=Case(None, [(Job.failed > 0, "failed")], "succeeded"),
-            finished_at=utcnow(),
-            active_key=None,
-        )
-        .where(Job.id == job_id, Job.status == "running", Job.done >= Job.total)
-        .execute()
-    )
-    if not ended:
+    if not _FINISH.rowcount(job=job_id, now=utcnow()):
         return False
     job = Job.get_by_id(job_id)
     problems = []
@@ -409,14 +449,14 @@ def load_texts(article_ids: list[int]) -> dict[int, synthesis.ArticleText]:
     return texts
 
 
-def _log_calls(jc: JobCluster, model: str | None, calls: list[synthesis.CallRecord]) -> None:
-    if not calls:
-        return
-    LLMCall.insert_many(
+def _log_calls(
+    job_id: str, cluster_key: str, model: str | None, calls: list[synthesis.CallRecord]
+) -> None:
+    _LOG_CALL.insert_many(
         [
             {
-                "job": jc.job_id,
-                "cluster_key": jc.cluster_key,
+                "job": job_id,
+                "cluster_key": cluster_key,
                 "model": model,
                 "host": call.host,
                 "attempt": call.attempt,
@@ -429,17 +469,17 @@ def _log_calls(jc: JobCluster, model: str | None, calls: list[synthesis.CallReco
             }
             for call in calls
         ]
-    ).execute()
+    )
 
 
-def save_story(plan: ClusterPlan, story: dict, generator: str, model: str | None) -> Story:
+def save_story(plan: ClusterPlan, story: dict, generator: str, model: str | None) -> int:
     """Creates the cluster's story, or updates the existing story it continues: the one with the
-    same key, else the one sharing most of its articles (same id, `updated_at` moves). Either
-    way the story gets a new version, and the versions before it are kept. Runs in the
-    caller's transaction, which it makes the only one matching stories until it ends: two
-    clusters settled at once must not both pick the same old story to continue."""
+    same key, else the one sharing most of its articles (same id, `updated_at` moves); returns
+    its id. Either way the story gets a new version, and the versions before it are kept. Runs
+    in the caller's transaction, which it makes the only one matching stories until it ends:
+    two clusters settled at once must not both pick the same old story to continue."""
     lock("storyapp.stories")
-    target = Story.get_or_none(Story.cluster_key == plan.key) or _continued_story(plan)
+    target = next(iter(_SAME_KEY.rows(key=plan.key)), None) or _continued_story(plan)
     now = utcnow()
     fields = {
         "cluster_key": plan.key,
@@ -450,31 +490,45 @@ def save_story(plan: ClusterPlan, story: dict, generator: str, model: str | None
         "model": model,
         "article_count": len(plan.article_ids),
         "updated_at": now,
-        "version": 1 if target is None else target.version + 1,
+        "version": 1 if target is None else target[1] + 1,
     }
     if target is None:
-        target = Story.create(**fields, created_at=now)
+        story_id = _NEW_STORY.insert(**fields, created_at=now)
     else:
-        Story.update(**fields).where(Story.id == target.id).execute()
-        StoryArticle.delete().where(StoryArticle.story == target.id).execute()
-    StoryArticle.insert_many(
-        [{"story": target.id, "article": aid} for aid in plan.article_ids]
-    ).execute()
-    StoryVersion.create(
-        story=target.id,
+        story_id = target[0]
+        _UPDATE_STORY.execute(**fields, id=story_id)
+        _UNLINK_STORY.execute(story=story_id)
+    _LINK_STORY.insert_many([{"story": story_id, "article": aid} for aid in plan.article_ids])
+    _NEW_VERSION.execute(
+        story=story_id,
         article_ids=plan.article_ids,
         created_at=now,
         **{name: fields[name] for name in VERSIONED_FIELDS},
     )
-    return target
+    return story_id
 
 
-def _continued_story(plan: ClusterPlan) -> Story | None:
-    """The story this cluster continues, if any: of the stories sharing articles with it, the
-    one sharing the most, provided the cluster holds at least SAME_STORY_SHARE of that story's
-    articles in the window. Articles out of the window count for neither side, and new ones do
-    not dilute the share: a story keeps its id while its first reports age out over days, and
-    while one report grows into twenty."""
+_STORY_FIELDS = ("cluster_key", "updated_at", *VERSIONED_FIELDS)
+_SAME_KEY = Statement(
+    lambda: Story.select(Story.id, Story.version).where(Story.cluster_key == slot("key"))
+)
+_NEW_STORY = inserting(Story, *_STORY_FIELDS, "created_at")
+_UPDATE_STORY = Statement(
+    lambda: Story.update(
+        {Story._meta.fields[name]: slot(name, Story._meta.fields[name]) for name in _STORY_FIELDS}
+    ).where(Story.id == slot("id"))
+)
+_UNLINK_STORY = Statement(lambda: StoryArticle.delete().where(StoryArticle.story == slot("story")))
+_LINK_STORY = inserting(StoryArticle, "story", "article")
+_NEW_VERSION = inserting(StoryVersion, "story", "article_ids", "created_at", *VERSIONED_FIELDS)
+
+
+def _continued_story(plan: ClusterPlan) -> tuple[int, int] | None:
+    """The story this cluster continues, if any, as (id, version): of the stories sharing
+    articles with it, the one sharing the most, provided the cluster holds at least
+    SAME_STORY_SHARE of that story's articles in the window. Articles out of the window count
+    for neither side, and new ones do not dilute the share: a story keeps its id while its
+    first reports age out over days, and while one report grows into twenty."""
     shared: dict[int, int] = {}
     for chunk in in_chunks(plan.article_ids):
         for story_id, count in (
@@ -505,4 +559,4 @@ def _continued_story(plan: ClusterPlan) -> Story | None:
     if not eligible:
         return None
     _, _, story_id = max(eligible)  # most articles shared, then the larger share, then newer
-    return Story.get_by_id(story_id)
+    return Story.select(Story.id, Story.version).where(Story.id == story_id).tuples().get()

@@ -35,3 +35,5 @@ def setup_logging(level: int = logging.INFO) -> None:
     # Huey logs two lines per task at INFO, 760 for a day's news; storyapp logs per job.
     logging.getLogger("huey").setLevel(logging.WARNING)
     logging.getLogger("huey.consumer").setLevel(logging.INFO)
+    # httpx logs every LLM request at INFO; the llmcall table keeps each one, with more in it.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -317,7 +317,7 @@ def test_which_story_a_cluster_continues(configured):
         hashes = [Article.get_by_id(i).content_hash for i in article_ids]
         plan = jobs.ClusterPlan(clustering.cluster_key(hashes), article_ids, hashes, window)
         story = {"title": "T", "summary": "S", "key_points": ["K"]}
-        return jobs.save_story(plan, story, "fallback", None).id
+        return jobs.save_story(plan, story, "fallback", None)
 
     fire_story, bakery_story = save(fire[:4]), save([bakery])
     # One of the fire story's four articles among three others: another event.
@@ -359,13 +359,13 @@ def test_two_clusters_settled_at_once_do_not_both_continue_one_story(configured)
     threads[1].start()
     for t in threads:
         t.join()
-    assert saved["first"].id == old.id and saved["second"].id != old.id
+    assert saved["first"] == old and saved["second"] != old
     links = StoryArticle.select(StoryArticle.story, StoryArticle.article).order_by(
         StoryArticle.article
     )
     assert [(link.story_id, link.article_id) for link in links] == [
-        (old.id, ids[0]),
-        (old.id, ids[1]),
-        (saved["second"].id, ids[2]),
-        (saved["second"].id, ids[3]),
+        (old, ids[0]),
+        (old, ids[1]),
+        (saved["second"], ids[2]),
+        (saved["second"], ids[3]),
     ]
