@@ -148,27 +148,26 @@ def lock(name: str, db: Database | None = None) -> None:
 
 class Slot:
     """A value a `Statement` is given each time it runs, by name, converted as `field` converts
-    it (a JSON field's list to text). A value not given is the field's default, made anew for
-    each run."""
+    it (a JSON field's list to text). A slot that `row_slots` added for a field's default
+    makes that default anew for each run when no value is given."""
 
-    def __init__(self, name: str, field: Field | None = None):
+    def __init__(self, name: str, field: Field | None = None, use_default: bool = False):
         self.name = name
         self.field = field
+        self.use_default = use_default
 
     def bind(self, values: dict):
-        if self.field is None:
-            return values[self.name]
-        if self.name in values:
+        if self.name in values or not self.use_default:
             value = values[self.name]
         else:
             default = self.field.default
             value = default() if callable(default) else default
-        return self.field.db_value(value)
+        return value if self.field is None else self.field.db_value(value)
 
 
-def slot(name: str, field: Field | None = None) -> Value:
+def slot(name: str, field: Field | None = None, use_default: bool = False) -> Value:
     # Not converted while the SQL is built: it is a placeholder until the statement runs.
-    return Value(Slot(name, field), converter=False)
+    return Value(Slot(name, field, use_default), converter=False)
 
 
 class Statement:
@@ -194,17 +193,20 @@ class Statement:
     def _params(self, params: list, values: dict) -> list:
         return [p.bind(values) if isinstance(p, Slot) else p for p in params]
 
-    def execute(self, **values):
+    def _run(self, values: dict):
         db, _, sql, params = self._compile()
-        return db.execute_sql(sql, self._params(params, values))
+        return db, db.execute_sql(sql, self._params(params, values))
+
+    def execute(self, **values):
+        return self._run(values)[1]
 
     def rowcount(self, **values) -> int:
         return self.execute(**values).rowcount
 
     def insert(self, **values) -> int:
-        """Runs an INSERT and returns the new row's id."""
-        cursor = self.execute(**values)
-        return cursor.fetchone()[0] if self._compiled[0].returning_clause else cursor.lastrowid
+        """Runs an INSERT into a table with an integer id and returns the new row's id."""
+        db, cursor = self._run(values)
+        return cursor.fetchone()[0] if db.returning_clause else cursor.lastrowid
 
     def insert_many(self, rows: list[dict]) -> None:
         # One execute per row: a handful of rows, each far cheaper than building the SQL.
@@ -214,7 +216,8 @@ class Statement:
     def rows(self, **values) -> list[tuple]:
         """A SELECT's rows, each column converted as its field would."""
         db, query, sql, params = self._compile()
-        convert = [getattr(c, "python_value", None) for c in query.selected_columns]
+        # Fields convert what they read (SQLite's datetimes are text); anything else is as read.
+        convert = [c.python_value if isinstance(c, Field) else None for c in query.selected_columns]
         return [
             tuple(v if f is None or v is None else f(v) for f, v in zip(convert, row, strict=True))
             for row in db.execute_sql(sql, self._params(params, values)).fetchall()
@@ -226,7 +229,11 @@ def row_slots(model, *names: str) -> dict:
     with a default. Peewee fills in defaults when it builds the query, so a Statement would
     otherwise give every row the `created_at` of the first."""
     fields = model._meta.sorted_fields
-    return {f: slot(f.name, f) for f in fields if f.name in names or f.default is not None}
+    return {
+        f: slot(f.name, f, use_default=f.name not in names)
+        for f in fields
+        if f.name in names or f.default is not None
+    }
 
 
 def inserting(model, *names: str) -> Statement:

@@ -75,12 +75,12 @@ def request_job(hours: float, force: bool) -> tuple[Job, bool]:
     raise RuntimeError(f"could not create or find a job for {key}")
 
 
-def claim_slot(slot: datetime) -> bool:
+def claim_slot(minute: datetime) -> bool:
     """True for the first run of a schedule slot, False for any later one, in any process: the
     slot's row is unique."""
     try:
         with transaction():
-            ScheduledRun.create(slot=slot)
+            ScheduledRun.create(slot=minute)
     except IntegrityError:
         return False
     return True

@@ -4,6 +4,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from peewee import fn
 
 from storyapp import db
 from storyapp.db import Statement, inserting, slot, transaction
@@ -81,3 +82,24 @@ def test_a_default_is_made_for_each_row_not_once_when_the_sql_is_built(configure
         log_call.insert(**values)
     first, second = LLMCall.select(LLMCall.created_at).order_by(LLMCall.id)
     assert second.created_at - first.created_at >= timedelta(milliseconds=10)
+
+
+def test_a_value_left_out_is_an_error_not_a_default(configured):
+    retitle = Statement(
+        lambda: Story.update(key_points=slot("key_points", Story.key_points)).where(
+            Story.id == slot("id")
+        )
+    )
+    with pytest.raises(KeyError, match="key_points"):
+        retitle.execute(id=1)
+
+
+def test_rows_of_a_function_are_its_values(configured):
+    Job.create(time_window_hours=24)
+    Job.create(time_window_hours=12)
+    count = Statement(
+        lambda: Job.select(fn.COUNT(Job.id), fn.MAX(Job.time_window_hours)).where(
+            Job.status == slot("status")
+        )
+    )
+    assert count.rows(status="queued") == [(2, 24)]
