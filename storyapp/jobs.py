@@ -209,10 +209,12 @@ def cluster_window(start, end) -> list[ClusterPlan]:
 
 
 def _stories_by_key(keys: list[str]) -> dict[str, Story]:
+    # A merged story is not listed: its cluster coming back is written, not reused, which
+    # lists it again (save_story).
     return {
         s.cluster_key: s
         for c in in_chunks(keys)
-        for s in Story.select().where(Story.cluster_key.in_(c))
+        for s in Story.select().where(Story.cluster_key.in_(c), Story.merged_into.is_null())
     }
 
 
@@ -479,7 +481,9 @@ def save_story(plan: ClusterPlan, story: dict, generator: str, model: str | None
     in the caller's transaction, which it makes the only one matching stories until it ends:
     two clusters settled at once must not both pick the same old story to continue."""
     lock("storyapp.stories")
-    target = next(iter(_SAME_KEY.rows(key=plan.key)), None) or _continued_story(plan)
+    target, absorbed = next(iter(_SAME_KEY.rows(key=plan.key)), None), []
+    if target is None:
+        target, absorbed = _continued_stories(plan)
     now = utcnow()
     fields = {
         "cluster_key": plan.key,
@@ -505,6 +509,8 @@ def save_story(plan: ClusterPlan, story: dict, generator: str, model: str | None
         created_at=now,
         **{name: fields[name] for name in VERSIONED_FIELDS},
     )
+    if absorbed:
+        Story.update(merged_into=story_id).where(Story.id.in_(absorbed)).execute()
     return story_id
 
 
@@ -516,6 +522,7 @@ _NEW_STORY = inserting(Story, *_STORY_FIELDS, "created_at")
 _UPDATE_STORY = Statement(
     lambda: Story.update(
         {Story._meta.fields[name]: slot(name, Story._meta.fields[name]) for name in _STORY_FIELDS}
+        | {Story.merged_into: None}  # written again: listed again
     ).where(Story.id == slot("id"))
 )
 _UNLINK_STORY = Statement(lambda: StoryArticle.delete().where(StoryArticle.story == slot("story")))
@@ -523,23 +530,26 @@ _LINK_STORY = inserting(StoryArticle, "story", "article")
 _NEW_VERSION = inserting(StoryVersion, "story", "article_ids", "created_at", *VERSIONED_FIELDS)
 
 
-def _continued_story(plan: ClusterPlan) -> tuple[int, int] | None:
-    """The story this cluster continues, if any, as (id, version): of the stories sharing
-    articles with it, the one sharing the most, provided the cluster holds at least
-    SAME_STORY_SHARE of that story's articles in the window. Articles out of the window count
-    for neither side, and new ones do not dilute the share: a story keeps its id while its
-    first reports age out over days, and while one report grows into twenty."""
+def _continued_stories(plan: ClusterPlan) -> tuple[tuple[int, int] | None, list[int]]:
+    """The story this cluster continues, if any, as (id, version), and the other stories it
+    takes in. Of the listed stories sharing articles with the cluster, those it holds at least
+    SAME_STORY_SHARE of (counting their articles in the window) are its event; it continues
+    the one sharing the most and takes in the rest: two stories first written apart, now one
+    event, are told once. Articles out of the window count for neither side, and new ones do
+    not dilute the share: a story keeps its id while its first reports age out over days, and
+    while one report grows into twenty."""
     shared: dict[int, int] = {}
     for chunk in in_chunks(plan.article_ids):
         for story_id, count in (
             StoryArticle.select(StoryArticle.story, fn.COUNT(StoryArticle.id))
-            .where(StoryArticle.article.in_(chunk))
+            .join(Story)
+            .where(StoryArticle.article.in_(chunk), Story.merged_into.is_null())
             .group_by(StoryArticle.story)
             .tuples()
         ):
             shared[story_id] = shared.get(story_id, 0) + count
     if not shared:
-        return None
+        return None, []
     start, end = plan.window
     visible: dict[int, int] = {}
     for chunk in in_chunks(list(shared)):
@@ -555,8 +565,10 @@ def _continued_story(plan: ClusterPlan) -> tuple[int, int] | None:
         (count, count / max(visible.get(story_id, 0), count), story_id)
         for story_id, count in shared.items()
     ]
-    eligible = [c for c in candidates if c[1] >= SAME_STORY_SHARE]
+    eligible = sorted(c for c in candidates if c[1] >= SAME_STORY_SHARE)
     if not eligible:
-        return None
-    _, _, story_id = max(eligible)  # most articles shared, then the larger share, then newer
-    return Story.select(Story.id, Story.version).where(Story.id == story_id).tuples().get()
+        return None, []
+    # Most articles shared, then the larger share, then the newer story.
+    *absorbed, (_, _, story_id) = eligible
+    target = Story.select(Story.id, Story.version).where(Story.id == story_id).tuples().get()
+    return target, [a[2] for a in absorbed]

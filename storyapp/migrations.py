@@ -134,10 +134,23 @@ def m003_worker_leases(db: Database) -> None:
     db.create_tables([Worker])
 
 
+def m004_merged_stories(db: Database) -> None:
+    """Story.merged_into: the story that took in this one's event (jobs.save_story)."""
+
+    class Story(Model):
+        class Meta:
+            database = db
+
+    migrator = schema.SchemaMigrator.from_database(db)
+    merged_into = ForeignKeyField(Story, field=Story.id, null=True, on_delete="SET NULL")
+    schema.migrate(migrator.add_column("story", "merged_into_id", merged_into))
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     m001_initial,
     m002_feeds_and_story_versions,
     m003_worker_leases,
+    m004_merged_stories,
 ]
 
 

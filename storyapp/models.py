@@ -107,10 +107,18 @@ class Story(BaseModel):
     # The number of the latest StoryVersion; the default is in the schema too, so m002 could
     # add the column to a table with rows in it.
     version = IntegerField(default=1, constraints=[SQL("DEFAULT 1")])
+    # Set when a cluster that continued another story took in this one's event too: the story
+    # is then listed no more (it would tell the same event twice), but stays readable.
+    merged_into = ForeignKeyField("self", null=True, backref="merged", on_delete="SET NULL")
 
     @classmethod
     def newest(cls):
-        return cls.select().order_by(cls.updated_at.desc(), cls.id.desc())
+        """The stories to list: newest first, none merged into another."""
+        return (
+            cls.select()
+            .where(cls.merged_into.is_null())
+            .order_by(cls.updated_at.desc(), cls.id.desc())
+        )
 
     @staticmethod
     def articles_of(stories: list["Story"]) -> dict[int, list[Article]]:
@@ -144,6 +152,7 @@ class Story(BaseModel):
             "created_at": isoformat(self.created_at),
             "updated_at": isoformat(self.updated_at),
             "version": self.version,
+            "merged_into": self.merged_into_id,
         }
 
 

@@ -306,19 +306,21 @@ def test_a_story_whose_articles_all_left_the_window_stays_readable(news, ollama,
     assert quake.id in [s["id"] for s in client.get("/stories?hours=24").get_json()["stories"]]
 
 
+def save(article_ids: list[int]) -> int:
+    """Writes a story for a cluster of these articles, as a job settling it would."""
+    hashes = [Article.get_by_id(i).content_hash for i in article_ids]
+    window = (utcnow() - timedelta(hours=24), utcnow())
+    plan = jobs.ClusterPlan(clustering.cluster_key(hashes), article_ids, hashes, window)
+    story = {"title": "T", "summary": "S", "key_points": ["K"]}
+    with transaction():
+        return jobs.save_story(plan, story, "fallback", None)
+
+
 def test_which_story_a_cluster_continues(configured):
     ingest.store(FIRE + BAKERY + QUAKE)
     ids = {a.url: a.id for a in Article.select()}
     fire = [ids[a["url"]] for a in FIRE]
     bakery, quake = ids[BAKERY[0]["url"]], [ids[a["url"]] for a in QUAKE]
-    window = (utcnow() - timedelta(hours=24), utcnow())
-
-    def save(article_ids: list[int]) -> int:
-        hashes = [Article.get_by_id(i).content_hash for i in article_ids]
-        plan = jobs.ClusterPlan(clustering.cluster_key(hashes), article_ids, hashes, window)
-        story = {"title": "T", "summary": "S", "key_points": ["K"]}
-        return jobs.save_story(plan, story, "fallback", None)
-
     fire_story, bakery_story = save(fire[:4]), save([bakery])
     # One of the fire story's four articles among three others: another event.
     assert save([fire[0], *quake]) not in (fire_story, bakery_story)
@@ -326,6 +328,25 @@ def test_which_story_a_cluster_continues(configured):
     assert save([bakery, fire[2], fire[3], fire[4]]) == fire_story
     assert Story.get_by_id(fire_story).version == 2
     assert Story.get_by_id(bakery_story).version == 1
+
+
+def test_two_stories_of_one_event_are_told_once(client):
+    ingest.store(FIRE)
+    fire = [a.id for a in Article.select(Article.id).order_by(Article.id)]
+    first, second = save(fire[:2]), save(fire[2:4])
+    # The event's articles come together in one cluster: it continues one story, and the other
+    # is merged into it, no longer listed but still readable.
+    assert save(fire) == second
+    assert Story.get_by_id(first).merged_into_id == second
+    listed = client.get("/stories?hours=24").get_json()
+    assert ([s["id"] for s in listed["stories"]], listed["total"]) == ([second], 1)
+    assert client.get(f"/stories/{first}").get_json()["merged_into"] == second
+    assert client.get(f"/stories/{second}").get_json()["merged_into"] is None
+    # A merged story is no candidate to continue: a cluster of its articles alone writes it
+    # again (its key), and it is listed again.
+    assert save(fire[:2]) == first
+    assert Story.get_by_id(first).merged_into_id is None
+    assert len(client.get("/stories?hours=24").get_json()["stories"]) == 2
 
 
 def test_two_clusters_settled_at_once_do_not_both_continue_one_story(configured):

@@ -130,7 +130,11 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
         " VALUES ('j1', 'k7', '[1, 2]', 'done', 7);"
     )
 
-    assert migrate(db) == ["m002_feeds_and_story_versions", "m003_worker_leases"]
+    assert migrate(db) == [
+        "m002_feeds_and_story_versions",
+        "m003_worker_leases",
+        "m004_merged_stories",
+    ]
     assert migrate(db) == []
 
     fresh = open_database(f"sqlite:///{tmp_path}/fresh.db")
