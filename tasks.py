@@ -1,8 +1,10 @@
 """Huey's entry point: `huey_consumer tasks.huey -k thread -w 8` (or `storyapp worker`)."""
 
 from storyapp.config import Settings
-from storyapp.tasks import configure, huey
+from storyapp.tasks import configure, huey, supervise_consumer
 
 configure(Settings.from_env())
+# What `storyapp worker` runs beside the consumer: the heartbeat, and recovery of lost work.
+supervise_consumer()
 
 __all__ = ["huey"]

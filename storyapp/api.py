@@ -362,4 +362,6 @@ def health():
     report["llm"] = tasks.llm().check()
     if not (report["llm"]["reachable"] and report["llm"]["model_available"]):
         report["status"] = "degraded"
+    # Told, not judged: a web process may run before its workers do, and jobs wait for them.
+    report["workers"] = {"alive": metrics.alive_workers().count()}
     return report

@@ -251,12 +251,11 @@ def worker(workers, scheduler):
         graceful_signal="TERM",
         shutdown_timeout=60,
     )
-    supervisor = tasks.Supervisor()
-    supervisor.start()
+    tasks.supervise_consumer()
     try:
         consumer.run()
     finally:
-        supervisor.stop()
+        tasks.stop_supervisor()  # after a stop at once, worker threads never reach their end
 
 
 @cli.command()

@@ -25,7 +25,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from storyapp.models import Job, JobCluster, LLMCall, utcnow
+from storyapp.models import Job, JobCluster, LLMCall, Worker, isoformat, utcnow
+from storyapp.recovery import DEAD_AFTER_S
 
 PROMETHEUS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 WINDOW = timedelta(hours=24)
@@ -41,7 +42,8 @@ TIMED_OUTCOMES = ("ok", "invalid", "timeout")
 def collect(queued_tasks: int | None = None, now: datetime | None = None) -> dict:
     """Every figure, as plain data. `queued_tasks` comes from the queue, which this module does
     not know (None: unknown)."""
-    since = (now or utcnow()) - WINDOW
+    now = now or utcnow()
+    since = now - WINDOW
     calls = _llm_calls(since)
     return {
         "window_hours": WINDOW.total_seconds() / 3600,
@@ -50,7 +52,8 @@ def collect(queued_tasks: int | None = None, now: datetime | None = None) -> dic
         "generation": _generation(since, calls["per_story_s"]),
         "clusters": _clusters(since),
         "llm": calls["llm"],
-        "web_process": _process(),
+        "workers": _workers(now),
+        "web_process": process_figures(),
     }
 
 
@@ -206,8 +209,32 @@ def _llm_calls(since: datetime) -> dict:
     }
 
 
-# The web process's own CPU and memory (the consumer's are not here: a process can only read its
-# own). Read by prometheus_client's collector, the same one /metrics exposes.
+def alive_workers(now: datetime | None = None):
+    """The consumers whose heartbeat is recent."""
+    since = (now or utcnow()) - timedelta(seconds=DEAD_AFTER_S)
+    return Worker.select().where(Worker.heartbeat_at >= since).order_by(Worker.started_at)
+
+
+def _workers(now: datetime) -> dict:
+    """The live consumers, with the figures each sent with its heartbeat: a process can read
+    only its own CPU and memory, so each worker writes its own."""
+    processes = [
+        {
+            "id": w.id,
+            "host": w.host,
+            "pid": w.pid,
+            "started_at": isoformat(w.started_at),
+            "heartbeat_at": isoformat(w.heartbeat_at),
+            "cpu_s": w.cpu_s,
+            "resident_memory_bytes": w.resident_memory_bytes,
+        }
+        for w in alive_workers(now)
+    ]
+    return {"alive": len(processes), "processes": processes}
+
+
+# This process's own CPU and memory, read by prometheus_client's collector (the same one
+# /metrics exposes for the web process); the workers send theirs with their heartbeats.
 _PROCESS_FIGURES = {
     "process_cpu_seconds_total": "cpu_s",
     "process_resident_memory_bytes": "resident_memory_bytes",
@@ -215,7 +242,7 @@ _PROCESS_FIGURES = {
 }
 
 
-def _process() -> dict:
+def process_figures() -> dict:
     found = {}
     for family in ProcessCollector(registry=None).collect():
         for sample in family.samples:
@@ -339,6 +366,26 @@ class _Figures:
             ],
             ["model", "host", "quantile"],
         )
+        workers = s["workers"]
+        yield _gauge(
+            "storyapp_workers_alive",
+            f"Worker processes with a heartbeat in the last {DEAD_AFTER_S:g} s.",
+            [((), workers["alive"])],
+        )
+        for name, key, doc in (
+            ("storyapp_worker_cpu_seconds", "cpu_s", "CPU time"),
+            ("storyapp_worker_resident_memory_bytes", "resident_memory_bytes", "Resident memory"),
+        ):
+            yield _gauge(
+                name,
+                f"{doc} of each live worker process, as of its last heartbeat.",
+                [
+                    ((w["id"], w["host"]), w[key])
+                    for w in workers["processes"]
+                    if w[key] is not None
+                ],
+                ["worker", "host"],
+            )
         yield from ProcessCollector(registry=None).collect()
 
 

@@ -12,9 +12,11 @@ from collections.abc import Callable
 
 from peewee import (
     SQL,
+    BigIntegerField,
     CharField,
     Database,
     DateTimeField,
+    FloatField,
     ForeignKeyField,
     IntegerField,
     Model,
@@ -146,11 +148,21 @@ def m004_merged_stories(db: Database) -> None:
     schema.migrate(migrator.add_column("story", "merged_into_id", merged_into))
 
 
+def m005_worker_figures(db: Database) -> None:
+    """Each worker's CPU time and memory, as of its last heartbeat (recovery.heartbeat)."""
+    migrator = schema.SchemaMigrator.from_database(db)
+    schema.migrate(
+        migrator.add_column("worker", "cpu_s", FloatField(null=True)),
+        migrator.add_column("worker", "resident_memory_bytes", BigIntegerField(null=True)),
+    )
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     m001_initial,
     m002_feeds_and_story_versions,
     m003_worker_leases,
     m004_merged_stories,
+    m005_worker_figures,
 ]
 
 

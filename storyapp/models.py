@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from peewee import (
     SQL,
+    BigIntegerField,
     BooleanField,
     CharField,
     DateTimeField,
@@ -338,6 +339,10 @@ class Worker(BaseModel):
     pid = IntegerField()
     started_at = DateTimeField()
     heartbeat_at = DateTimeField()
+    # The process's own figures as of its last heartbeat (none where it cannot read them):
+    # only the process can read them, and /metrics is served by another.
+    cpu_s = FloatField(null=True)
+    resident_memory_bytes = BigIntegerField(null=True)
 
 
 class Migration(BaseModel):

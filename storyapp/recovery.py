@@ -40,13 +40,19 @@ def register() -> str:
     return worker_id
 
 
-def heartbeat(worker_id: str) -> None:
+def heartbeat(worker_id: str, figures: dict | None = None) -> None:
+    """Says the worker is alive, with its process's figures (metrics.process_figures)."""
+    figures = figures or {}
+    own = {
+        "cpu_s": figures.get("cpu_s"),
+        "resident_memory_bytes": figures.get("resident_memory_bytes"),
+    }
     with transaction():
-        updated = Worker.update(heartbeat_at=utcnow()).where(Worker.id == worker_id).execute()
+        now = utcnow()
+        updated = Worker.update(heartbeat_at=now, **own).where(Worker.id == worker_id).execute()
         if not updated:  # declared dead while stalled (a long GC pause, a suspended VM)
-            now = utcnow()
             Worker.create(
-                id=worker_id, host=HOST, pid=os.getpid(), started_at=now, heartbeat_at=now
+                id=worker_id, host=HOST, pid=os.getpid(), started_at=now, heartbeat_at=now, **own
             )
 
 

@@ -5,6 +5,7 @@ and the LLM client to the settings. The app factory, the CLI and the root `tasks
 `huey_consumer tasks.huey`) call it; until then an enqueue fails loudly instead of vanishing.
 """
 
+import atexit
 import logging
 import os
 import threading
@@ -16,7 +17,7 @@ from huey import Huey, crontab
 from huey.constants import EmptyData
 from huey.storage import BlackHoleStorage, RedisStorage, SqliteStorage
 
-from storyapp import db, feeds, jobs, recovery, retention
+from storyapp import db, feeds, jobs, metrics, recovery, retention
 from storyapp.config import REDIS_SCHEMES, ConfigError, Settings
 from storyapp.llm import OllamaLLM
 from storyapp.migrations import migrate
@@ -254,7 +255,7 @@ class Supervisor(threading.Thread):
     def run(self) -> None:
         while not self._stop_event.wait(recovery.HEARTBEAT_S):
             try:
-                recovery.heartbeat(_worker["id"])
+                recovery.heartbeat(_worker["id"], metrics.process_figures())
                 recover()
             except Exception:
                 log.exception("supervisor: heartbeat or recovery failed; trying again")
@@ -269,6 +270,45 @@ class Supervisor(threading.Thread):
             synthesize_cluster(cluster_id)
         if handed_back:
             log.warning("handed back %d unfinished clusters", len(handed_back))
+
+
+_supervision = {"supervisor": None, "threads": 0}
+_supervision_lock = threading.Lock()
+
+
+def supervise_consumer() -> None:
+    """Runs a Supervisor beside the consumer this process is about to run, whoever runs it
+    (`storyapp worker`, or `huey_consumer tasks.huey`): started by the first worker thread,
+    before it takes a task, and stopped after the last one's end, or at exit for a consumer
+    stopped at once."""
+    huey.on_startup("storyapp-supervisor")(_worker_thread_started)
+    huey.on_shutdown("storyapp-supervisor")(_worker_thread_ended)
+    atexit.register(stop_supervisor)
+
+
+def _worker_thread_started() -> None:
+    with _supervision_lock:
+        _supervision["threads"] += 1
+        if _supervision["supervisor"] is None:
+            _supervision["supervisor"] = Supervisor()
+            _supervision["supervisor"].start()
+
+
+def _worker_thread_ended() -> None:
+    with _supervision_lock:
+        _supervision["threads"] -= 1
+        last = _supervision["threads"] == 0
+    if last:
+        stop_supervisor()
+
+
+def stop_supervisor() -> None:
+    """Stops this process's Supervisor, if it runs: it hands back what the worker still holds.
+    A second caller waits for the first to finish: the process must not exit mid-way."""
+    with _supervision_lock:
+        supervisor, _supervision["supervisor"] = _supervision["supervisor"], None
+        if supervisor is not None:
+            supervisor.stop()
 
 
 def _schedule_due(moment) -> bool:

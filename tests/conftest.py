@@ -198,9 +198,10 @@ def workers(tmp_path, backend):
     """Starts `storyapp worker` processes; whatever is still running at the end is stopped."""
     started: list[WorkerProcess] = []
 
-    def start(ollama_url: str, *args: str, **env: str) -> WorkerProcess:
+    def start(ollama_url: str, *args: str, command=None, **env: str) -> WorkerProcess:
         n = len(started) + 1
-        started.append(WorkerProcess(tmp_path, ollama_url, n, {**backend.env, **env}, *args))
+        env = {**backend.env, **env}
+        started.append(WorkerProcess(tmp_path, ollama_url, n, env, *args, command=command))
         return started[-1]
 
     yield start

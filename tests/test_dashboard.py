@@ -11,7 +11,7 @@ import pytest
 from conftest import article, running_consumer, serving, shifted_sample
 from playwright.sync_api import sync_playwright
 
-from storyapp import events, ingest, jobs
+from storyapp import events, ingest, jobs, metrics, recovery
 from storyapp.api import create_app
 from storyapp.dashboard import LATEST_STORIES, percent, seconds, sources
 
@@ -169,6 +169,17 @@ def test_the_page_watches_the_oldest_active_job(client):
     jobs.request_job(48, False)  # queued behind it
     html = client.get("/").get_data(as_text=True)
     assert f'data-job-id="{running.id}"' in html and 'data-active="true"' in html
+
+
+def test_a_job_waiting_for_a_worker_that_does_not_run_says_so(client):
+    jobs.request_job(24, False)
+    html = client.get("/").get_data(as_text=True)
+    assert 'id="no-worker"' in html and "<dt>Workers alive</dt><dd>0</dd>" in html
+    worker = recovery.register()
+    recovery.heartbeat(worker, metrics.process_figures())
+    html = client.get("/").get_data(as_text=True)
+    assert 'id="no-worker"' not in html
+    assert re.search(r"<dt>Workers alive</dt><dd>1, \d+ MB</dd>", html)
 
 
 def test_filters():

@@ -5,10 +5,11 @@ from datetime import timedelta
 import pytest
 from conftest import ingest_and_generate, wait_for_job
 from prometheus_client.parser import text_string_to_metric_families
+from workers import wait_until
 
-from storyapp import metrics
+from storyapp import metrics, recovery
 from storyapp.db import transaction
-from storyapp.models import Job, LLMCall, utcnow
+from storyapp.models import Job, LLMCall, Worker, utcnow
 
 
 def scrape(client) -> dict:
@@ -157,6 +158,35 @@ def test_stats_are_the_same_figures_as_json(client, history):
         ]
     )
     assert stats["web_process"]["resident_memory_bytes"] > 0
+
+
+def test_each_live_worker_reports_its_own_cpu_and_memory(client):
+    worker = recovery.register()
+    recovery.heartbeat(worker, metrics.process_figures())
+    long_ago = utcnow() - timedelta(seconds=recovery.DEAD_AFTER_S + 1)
+    with transaction():
+        Worker.create(
+            id="gone", host="elsewhere", pid=1, started_at=long_ago, heartbeat_at=long_ago
+        )
+    stats = client.get("/stats").get_json()["workers"]
+    assert stats["alive"] == 1
+    (alive,) = stats["processes"]
+    assert alive["id"] == worker and alive["cpu_s"] > 0 and alive["resident_memory_bytes"] > 0
+    m = scrape(client)
+    assert m[("storyapp_workers_alive",)] == 1
+    labels = (("host", recovery.HOST), ("worker", worker))
+    assert m[("storyapp_worker_resident_memory_bytes", *labels)] == alive["resident_memory_bytes"]
+    assert m[("storyapp_worker_cpu_seconds", *labels)] == alive["cpu_s"]
+    assert client.get("/health").get_json()["workers"] == {"alive": 1}
+
+
+def test_a_worker_process_sends_its_figures_with_its_heartbeat(tmp_path, ollama, workers, client):
+    workers(ollama.url)
+    wait_until(
+        lambda: Worker.select().where(Worker.resident_memory_bytes > 0).count() == 1,
+        what="a heartbeat with figures",
+    )
+    assert client.get("/stats").get_json()["workers"]["alive"] == 1
 
 
 def test_an_empty_database_has_zeros_and_no_made_up_rates(client):

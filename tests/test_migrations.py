@@ -134,6 +134,7 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
         "m002_feeds_and_story_versions",
         "m003_worker_leases",
         "m004_merged_stories",
+        "m005_worker_figures",
     ]
     assert migrate(db) == []
 

@@ -9,7 +9,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from workers import assert_finished_once, job_of, wait_until
+from workers import HUEY_CONSUMER, assert_finished_once, job_of, wait_until
 
 from storyapp import jobs, recovery, tasks
 from storyapp.fake_ollama import FakeOllama
@@ -72,6 +72,19 @@ def test_sigint_stops_at_once_and_hands_the_work_back(sample_job, workers):
         second = workers(server.url)
         wait_until(lambda: job_of(job_id).status != "running", what="the job to end")
         second.stop()
+    assert_finished_once(job_id)
+
+
+@pytest.mark.backends
+def test_huey_consumer_runs_the_same_supervisor_as_storyapp_worker(sample_job, workers):
+    with FakeOllama(latency=0.05, slots=4) as server:
+        job_id = sample_job(server)
+        consumer = workers(server.url, command=[*HUEY_CONSUMER, "-w", "4"])
+        wait_until(lambda: job_of(job_id).status not in Job.ACTIVE, what="the job to end")
+        (worker,) = Worker.select()
+        assert worker.pid == consumer.proc.pid
+        assert consumer.stop() == 0
+        assert Worker.select().count() == 0  # it retired on its way out
     assert_finished_once(job_id)
 
 

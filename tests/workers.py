@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from storyapp.models import Job, JobCluster, Story
 
@@ -30,15 +31,28 @@ def storyapp_env(tmp_path, ollama_url: str, **extra: str) -> dict[str, str]:
     }
 
 
+REPO = Path(__file__).resolve().parent.parent
+# The contract's other way to run a worker, from the project's directory (its tasks.py).
+HUEY_CONSUMER = [str(Path(sys.executable).with_name("huey_consumer")), "tasks.huey", "-k", "thread"]
+
+
 class WorkerProcess:
-    def __init__(self, tmp_path, ollama_url: str, n: int, env: dict[str, str], *args: str):
+    def __init__(
+        self,
+        tmp_path,
+        ollama_url: str,
+        n: int,
+        env: dict[str, str],
+        *args: str,
+        command: list[str] | None = None,
+    ):
         self.log = tmp_path / f"worker-{n}.log"
         env = storyapp_env(tmp_path, ollama_url, **env)
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "storyapp.cli", "worker", *args],
+                command or [sys.executable, "-m", "storyapp.cli", "worker", *args],
                 env=env,
-                cwd=tmp_path,
+                cwd=REPO if command else tmp_path,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
