@@ -44,7 +44,7 @@ class Settings:
             queue_url=queue_url,
             # Keys the queue: deployments (or test runs) sharing one Redis keep to their own.
             queue_name=(env.get("STORYAPP_QUEUE_NAME") or "storyapp").strip(),
-            ollama_hosts=tuple(_with_scheme(h) for h in hosts),
+            ollama_hosts=tuple(_ollama_host(h) for h in hosts),
             model=env.get("STORYAPP_MODEL") or "llama3.1:8b",
             llm_concurrency=_number(env, "STORYAPP_LLM_CONCURRENCY", 4, int, 1, 256),
             llm_concurrency_scope=_scope(env.get("STORYAPP_LLM_CONCURRENCY_SCOPE"), queue_url),
@@ -68,9 +68,17 @@ def _scope(raw: str | None, queue_url: str) -> str:
     return scope
 
 
-def _with_scheme(host: str) -> str:
+def _ollama_host(host: str) -> str:
     # Ollama's own tools accept "localhost:11434"; so do we.
-    return host if "://" in host else f"http://{host}"
+    url = host if "://" in host else f"http://{host}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises for a port that is no port)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"OLLAMA_HOST entries must be like http://host:11434, got {host!r}")
+    return url
 
 
 def _number(env, name, default, kind, low, high):

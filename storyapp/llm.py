@@ -7,14 +7,24 @@ choice (synthesis.py): each attempt is logged on its own.
 """
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Protocol
 
 import httpx
-import ollama
 
 from storyapp.slots import ProcessSlots, Slots
+
+# The ollama package makes a default client from OLLAMA_HOST as it is imported, and a list of
+# hosts ("http://a:11434,http://b:11434", which storyapp spreads its calls over) made that
+# raise, so every command failed before it started. storyapp never uses that client.
+_hosts = os.environ.pop("OLLAMA_HOST", None)
+try:
+    import ollama
+finally:
+    if _hosts is not None:
+        os.environ["OLLAMA_HOST"] = _hosts
 
 
 @dataclass

@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,6 +34,16 @@ def test_several_hosts_and_bare_host_port():
     assert s.ollama_hosts == ("http://a:11434", "http://b:11434")
 
 
+def test_a_list_of_hosts_does_not_break_the_command(tmp_path):
+    # The ollama package reads OLLAMA_HOST when imported, before storyapp's settings do.
+    env = {**os.environ, "OLLAMA_HOST": "http://a:11434,http://b:11434"}
+    env["STORYAPP_DATA_DIR"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "storyapp.cli", "init"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+
 @pytest.mark.parametrize(
     "env, message",
     [
@@ -38,6 +51,9 @@ def test_several_hosts_and_bare_host_port():
         ({"STORYAPP_WORKERS": "0"}, "STORYAPP_WORKERS must be between"),
         ({"STORYAPP_LLM_TIMEOUT": "-1"}, "STORYAPP_LLM_TIMEOUT must be between"),
         ({"OLLAMA_HOST": "http://a:1,"}, "OLLAMA_HOST has an empty entry"),
+        ({"OLLAMA_HOST": "http://[::1"}, "OLLAMA_HOST entries must be like http://host:11434"),
+        ({"OLLAMA_HOST": "http://a:99999"}, "OLLAMA_HOST entries must be like"),
+        ({"OLLAMA_HOST": "ftp://a"}, "OLLAMA_HOST entries must be like"),
         ({"STORYAPP_RETENTION_DAYS": "0"}, "STORYAPP_RETENTION_DAYS must be between 1 and"),
         ({"STORYAPP_RETENTION_DAYS": "2.5"}, "STORYAPP_RETENTION_DAYS must be a number"),
         ({"STORYAPP_LLM_CONCURRENCY_SCOPE": "host"}, "must be process or redis"),
