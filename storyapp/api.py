@@ -8,13 +8,14 @@ import re
 from datetime import datetime, timedelta
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
-from peewee import fn
+from peewee import InterfaceError, OperationalError, fn
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter
 
 from storyapp import dashboard, events, feeds, ingest, jobs, metrics, recovery, tasks
 from storyapp.config import Settings
 from storyapp.db import database
-from storyapp.models import Article, Feed, Job, Story, StoryVersion, utcnow
+from storyapp.models import MAX_ID, Article, Feed, Job, Story, StoryVersion, utcnow
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -37,19 +38,27 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["STORYAPP"] = settings
     app.json.sort_keys = False
     app.extensions["storyapp.streams"] = events.StreamSlots(events.MAX_STREAMS)
+    app.url_map.converters["id"] = IdConverter
     app.register_blueprint(bp)
     app.register_blueprint(dashboard.bp)
-    app.before_request(_open_connection)
+    # No connection is opened before a request: the first query opens it, so /health can
+    # still answer (503) when the database cannot be reached.
     app.before_request(_check_token)
     app.teardown_request(_close_connection)
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(OperationalError, _database_unavailable)
+    app.register_error_handler(InterfaceError, _database_unavailable)
     app.register_error_handler(Exception, _unexpected_error)
     return app
 
 
-def _open_connection():
-    database.connect(reuse_if_open=True)
+class IdConverter(IntegerConverter):
+    """A row id in a path: one too large for any engine is a 404, not an overflow in the
+    driver (a 500 on SQLite)."""
+
+    def __init__(self, url_map, *args, **kwargs):
+        super().__init__(url_map, max=MAX_ID)
 
 
 def _close_connection(exc):
@@ -91,6 +100,15 @@ def _http_error(error: HTTPException):
     # Keep the exception's own headers (a 405's Allow), not its HTML content type.
     headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
     return jsonify({"error": {"code": code, "message": message}}), error.code, headers
+
+
+def _database_unavailable(error: Exception):
+    # Unreachable, refused, gone, or locked for longer than the busy timeout: not the
+    # client's fault, and worth trying again.
+    log.warning("database unavailable on %s %s: %s", request.method, request.path, error)
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    body = {"error": {"code": "database_unavailable", "message": f"the database: {reason}"}}
+    return jsonify(body), 503, {"Retry-After": "5"}
 
 
 def _unexpected_error(error: Exception):
@@ -281,12 +299,12 @@ def get_story_or_404(story_id: int) -> Story:
     return story
 
 
-@bp.get("/stories/<int:story_id>")
+@bp.get("/stories/<id:story_id>")
 def get_story(story_id):
     return get_story_or_404(story_id).to_dict()
 
 
-@bp.get("/stories/<int:story_id>/versions")
+@bp.get("/stories/<id:story_id>/versions")
 def list_story_versions(story_id):
     story = get_story_or_404(story_id)
     limit, offset = page()
@@ -322,7 +340,7 @@ def list_feeds():
     return {"feeds": [feed.to_dict() for feed in Feed.select().order_by(Feed.id)]}
 
 
-@bp.delete("/feeds/<int:feed_id>")
+@bp.delete("/feeds/<id:feed_id>")
 def delete_feed(feed_id):
     if not feeds.remove(feed_id):
         raise ApiError(404, "not_found", f"no feed with id {feed_id}")

@@ -15,7 +15,7 @@ from storyapp import db, feeds, ingest, tasks
 from storyapp.config import ConfigError, Settings
 from storyapp.logs import setup_logging
 from storyapp.migrations import migrate
-from storyapp.models import Feed, Job, isoformat
+from storyapp.models import MAX_ID, Feed, Job, isoformat
 
 # An export imported once over HTTP may be much bigger than a feed, and someone is watching.
 IMPORT_TIMEOUT_S = 120
@@ -110,7 +110,7 @@ def feeds_list():
 
 
 @feeds_group.command("remove")
-@click.argument("feed_id", metavar="ID", type=int)
+@click.argument("feed_id", metavar="ID", type=click.IntRange(1, MAX_ID))
 def feeds_remove(feed_id):
     """Stop fetching a feed; its articles stay."""
     load_settings()
@@ -269,8 +269,12 @@ def serve(host, port):
 
     setup_logging()
     app = create_app(Settings.from_env())
+    try:
+        server = waitress.create_server(app, host=host, port=port, **WAITRESS)
+    except (OSError, ValueError) as exc:  # the port is taken, the host is no address
+        raise UserError(f"cannot serve on {host}:{port}: {exc}") from None
     click.echo(f"storyapp API on http://{host}:{port}/", err=True)
-    waitress.serve(app, host=host, port=port, **WAITRESS)
+    server.run()
 
 
 @cli.command()
@@ -353,6 +357,9 @@ def main(argv: list[str] | None = None) -> None:
     except (OperationalError, InterfaceError) as exc:  # unreachable, refused, locked
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         click.echo(f"storyapp: error: database: {first_line}", err=True)
+        sys.exit(1)
+    except OSError as exc:  # the data directory cannot be made, a file cannot be read
+        click.echo(f"storyapp: error: {exc}", err=True)
         sys.exit(1)
     except click.Abort:
         click.echo("storyapp: aborted", err=True)

@@ -180,9 +180,17 @@ def http_url(url) -> str:
     url = url.strip()
     if len(url) > MAX_URL:
         raise ValueError(f"url is longer than {MAX_URL} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in url):
+        raise ValueError("url must not contain control characters")
     parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ValueError("url must be an absolute http or https URL")
+    if any(c.isspace() for c in parts.netloc):
+        raise ValueError("url has a space in its host")
+    try:
+        parts.port  # noqa: B018 (raises for a port that is no port)
+    except ValueError:
+        raise ValueError("url has a port that is not a number from 0 to 65535") from None
     return url
 
 

@@ -20,6 +20,9 @@ from peewee import (
 
 from storyapp.db import database
 
+# The largest id any engine stores (a signed 64-bit integer): a larger one names nothing.
+MAX_ID = 2**63 - 1
+
 
 def utcnow() -> datetime:
     # Stored naive, always UTC: SQLite and PostgreSQL compare them the same way.

@@ -1,5 +1,6 @@
 import json
 import re
+import shutil
 
 import pytest
 from conftest import article, free_port, make_settings, wait_for_job
@@ -502,6 +503,30 @@ def test_health_without_ollama_is_degraded(tmp_path):
     assert body["database"]["ok"] is True
     assert body["llm"]["reachable"] is False
     assert body["llm"]["model_available"] is False
+
+
+def test_health_and_every_request_say_503_when_the_database_is_gone(tmp_path, ollama):
+    app = create_app(make_settings(tmp_path, ollama.url))
+    client = app.test_client()
+    assert client.get("/health").status_code == 200
+    shutil.rmtree(tmp_path / "data")  # the SQLite file and its directory: it cannot be opened
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert response.get_json()["database"]["ok"] is False
+    for request in (client.get("/stories"), client.post("/articles", json=[article(1, "T")])):
+        assert_error(request, 503, "database_unavailable")
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("get", "/stories/9223372036854775808"),
+        ("get", "/stories/99999999999999999999999/versions"),
+        ("delete", "/feeds/99999999999999999999999"),
+    ],
+)
+def test_an_id_too_large_for_any_engine_is_unknown(client, method, path):
+    assert_error(getattr(client, method)(path), 404)
 
 
 # --- end to end, through a real consumer --------------------------------------------------------

@@ -1,7 +1,9 @@
 import functools
+import gc
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -283,6 +285,29 @@ def test_feeds_add_refuses_what_is_not_an_http_url(run, url):
 def test_feeds_remove_needs_a_number(run):
     code, _, err = run("feeds", "remove", "one")
     assert_one_line_error(code, err, "'one' is not a valid integer")
+
+
+def test_feeds_remove_of_an_id_no_engine_stores_is_one_line(run):
+    code, _, err = run("feeds", "remove", "99999999999999999999999")
+    assert_one_line_error(code, err, "99999999999999999999999")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_serve_on_a_port_in_use_is_one_line(run):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        code, _, err = run("serve", "--port", port)
+    assert_one_line_error(code, err, f"cannot serve on 127.0.0.1:{port}")
+    gc.collect()  # waitress leaves the socket of its failed bind to the collector
+
+
+def test_a_data_directory_that_is_a_file_is_one_line(run, env, monkeypatch):
+    (env / "not-a-dir").write_text("")
+    monkeypatch.setenv("STORYAPP_DATA_DIR", str(env / "not-a-dir"))
+    code, _, err = run("init")
+    assert_one_line_error(code, err, "not-a-dir")
 
 
 def test_feeds_refresh_reports_each_feed(run, feed_server):

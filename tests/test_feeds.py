@@ -139,7 +139,9 @@ def test_a_feed_is_registered_once(configured):
     assert feeds.refresh_all() == []
 
 
-@pytest.mark.parametrize("url", [None, "", "javascript:alert(1)", "file:///etc/passwd", 42])
+@pytest.mark.parametrize(
+    "url", [None, "", "javascript:alert(1)", "file:///etc/passwd", 42, "http://a.example/\x00"]
+)
 def test_a_feed_must_be_an_http_url(configured, url):
     with pytest.raises(ValueError, match="url"):
         feeds.add(url)

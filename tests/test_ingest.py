@@ -235,7 +235,24 @@ def test_validate_rejects_non_http_urls(url):
         ingest.validate(record(url=url))
 
 
-@pytest.mark.parametrize("url", ["http://news.example/a", "HTTPS://News.Example/a?q=1#x"])
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("http://news.example/a\x00b", "control characters"),
+        ("http://news.example/\nx", "control characters"),
+        ("http://news ex.com/a", "space in its host"),
+        ("http://news.example:99999/a", "port"),
+        ("http://news.example:8o/a", "port"),
+    ],
+)
+def test_validate_rejects_urls_that_name_no_place(url, reason):
+    with pytest.raises(ValueError, match=reason):
+        ingest.validate(record(url=url))
+
+
+@pytest.mark.parametrize(
+    "url", ["http://news.example/a", "HTTPS://News.Example/a?q=1#x", "http://[::1]:8080/a b"]
+)
 def test_validate_accepts_http_and_https(url):
     assert ingest.validate(record(url=url))["url"] == url
 
@@ -317,9 +334,11 @@ def test_validate_rejects_text_that_cannot_be_stored():
     with pytest.raises(ValueError, match="url is not valid Unicode"):
         ingest.validate(record(url="https://news.example/\ud800"))
     # NUL ("\u0000" in JSON): SQLite would store it, PostgreSQL cannot.
-    for field in ("url", "title", "summary", "content", "source"):
+    for field in ("title", "summary", "content", "source"):
         with pytest.raises(ValueError, match=f"{field} contains a NUL"):
             ingest.validate(record(**{field: f"https://news.example/\x00{field}"}))
+    with pytest.raises(ValueError, match="url must not contain control characters"):
+        ingest.validate(record(url="https://news.example/\x00"))
 
 
 # --- content_hash -----------------------------------------------------------------------------
