@@ -241,9 +241,7 @@ def run_cluster(
         return None
     if job_status != "running":
         with transaction():
-            JobCluster.update(status="skipped", finished_at=utcnow()).where(
-                JobCluster.id == cluster_id, JobCluster.status == "pending"
-            ).execute()
+            _SKIP.execute(id=cluster_id, now=utcnow())
         return None
     if not _lease(cluster_id, worker, lease_s):
         return None
@@ -255,20 +253,21 @@ def run_cluster(
     model = llm.model if llm is not None else None
     outcome = result.generator
     with transaction() as txn:
-        # Written first, kept only if this worker is the one that settles the cluster: a task
-        # delivered twice rolls its story back.
+        # Written first, kept only if this worker settles the cluster and its job still runs:
+        # a task delivered twice, or a cluster that ends after its job was cancelled, rolls
+        # its story back, so an ended job's counts are final.
         story_id = save_story(plan, result.story, outcome, model if outcome == "llm" else None)
         settled = _SETTLE.rowcount(
             id=cluster_id, outcome=outcome, story=story_id, now=utcnow(), error=result.error
-        )
-        if not settled:
-            txn.rollback()
-        else:
-            if outcome == "llm":
-                entry_key = synthesis.cache_key(model, plan.content_hashes)
-                _REMEMBER.execute(key=entry_key, model=model, story=result.story)
-            _COUNT[outcome].execute(job=job_id)
+        ) and _COUNT[outcome].rowcount(job=job_id)
+        if settled:
             _finish_if_complete(job_id)
+        else:
+            txn.rollback()
+            _SKIP.execute(id=cluster_id, now=utcnow())  # of an ended job: as if never started
+        if outcome == "llm":  # the reply serves the next run either way
+            entry_key = synthesis.cache_key(model, plan.content_hashes)
+            _REMEMBER.execute(key=entry_key, model=model, story=result.story)
         _log_calls(job_id, key, model, result.calls)  # the calls were made either way
     if not settled:
         return None
@@ -326,6 +325,11 @@ _SETTLE = Statement(
         error=slot("error"),
     ).where(JobCluster.id == slot("id"), JobCluster.status == "pending")
 )
+_SKIP = Statement(
+    lambda: JobCluster.update(status="skipped", finished_at=slot("now")).where(
+        JobCluster.id == slot("id"), JobCluster.status == "pending"
+    )
+)
 _REMEMBER = Statement(
     lambda: SynthesisCache.insert(row_slots(SynthesisCache, "key", "model", "story")).on_conflict(
         conflict_target=[SynthesisCache.key],
@@ -335,7 +339,7 @@ _REMEMBER = Statement(
 _COUNT = {
     outcome: Statement(
         lambda counter=counter: Job.update({Job.done: Job.done + 1, counter: counter + 1}).where(
-            Job.id == slot("job")
+            Job.id == slot("job"), Job.status == "running"
         )
     )
     for outcome, counter in OUTCOME_COUNTERS.items()

@@ -160,6 +160,30 @@ def test_a_cancelled_job_skips_what_has_not_started(news, ollama):
     assert Job.get_by_id(job.id).status == "cancelled"
 
 
+def test_a_cluster_ending_after_its_job_was_cancelled_leaves_the_job_as_it_ended(news, ollama):
+    job, _ = jobs.request_job(24, False)
+    first, second = jobs.plan_job(job.id, tasks.settings().model)
+    jobs.run_cluster(first, tasks.llm())
+    llm, stories = tasks.llm(), Story.select().count()
+
+    class CancelledMeanwhile:
+        model = llm.model
+
+        def generate(self, messages, schema):
+            jobs.cancel_job(job.id)  # while the LLM writes
+            return llm.generate(messages, schema)
+
+    cancelled = Job.get_by_id(job.id).to_dict()
+    assert jobs.run_cluster(second, CancelledMeanwhile()) is None
+    ended = Job.get_by_id(job.id).to_dict()
+    assert ended["status"] == "cancelled"
+    assert (ended["done"], ended["counts"]) == (cancelled["done"], cancelled["counts"])
+    assert JobCluster.get_by_id(second).status == "skipped"
+    assert Story.select().count() == stories  # its story was rolled back
+    # What the LLM wrote is kept for the next run, and its call is logged.
+    assert SynthesisCache.select().count() == 2 and LLMCall.select().count() == 2
+
+
 def test_a_cluster_that_cannot_be_settled_fails_the_job_with_a_reason(news, ollama):
     job, _ = jobs.request_job(24, False)
     first, second = jobs.plan_job(job.id, tasks.settings().model)
