@@ -157,10 +157,10 @@ def query_int(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(422, "invalid_value", f"{name} must be a whole number") from None
+    # Plain digits only: int() would also take "1_0", " 1" and other scripts' digits.
+    if not re.fullmatch(r"-?[0-9]+", raw):
+        raise ApiError(422, "invalid_value", f"{name} must be a whole number")
+    value = int(raw)
     if not low <= value <= high:
         raise ApiError(422, "invalid_value", f"{name} must be from {low} to {high}")
     return value

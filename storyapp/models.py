@@ -68,6 +68,7 @@ class Article(BaseModel):
             "url": self.url,
             "title": self.title,
             "summary": self.summary,
+            "content": self.content,
             "source": self.source,
             "published_at": isoformat(self.published_at),
         }

@@ -156,6 +156,7 @@ def test_get_articles_defaults_to_24_hours_newest_first(client, three_articles):
     first = body["articles"][0]
     assert first["url"] == "https://news.example/1"
     assert first["source"] == "Test Wire"
+    assert set(first) == {"id", "url", "title", "summary", "content", "source", "published_at"}
     assert first["published_at"].endswith("Z")
 
 
@@ -182,6 +183,9 @@ def test_get_articles_hours_limit_offset(client, three_articles):
         "hours=721",
         "hours=-3",
         "hours=abc",
+        "hours=1_0",
+        "hours=%201",
+        "hours=\uff11\uff12",
     ],
 )
 def test_get_articles_bad_query_is_422(client, query):
