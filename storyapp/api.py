@@ -8,7 +8,7 @@ import re
 from datetime import datetime, timedelta
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
-from peewee import InterfaceError, OperationalError, fn
+from peewee import InterfaceError, OperationalError, SqliteDatabase, fn
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
@@ -102,13 +102,24 @@ def _http_error(error: HTTPException):
     return jsonify({"error": {"code": code, "message": message}}), error.code, headers
 
 
+# What SQLite says when the file cannot be reached or written, rather than of the SQL (its
+# OperationalError covers both); PostgreSQL's OperationalError is the connection's alone.
+SQLITE_UNAVAILABLE = ("unable to open", "locked", "disk i/o", "readonly")
+
+
 def _database_unavailable(error: Exception):
     # Unreachable, refused, gone, or locked for longer than the busy timeout: not the
     # client's fault, and worth trying again.
-    log.warning("database unavailable on %s %s: %s", request.method, request.path, error)
-    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    body = {"error": {"code": "database_unavailable", "message": f"the database: {reason}"}}
-    return jsonify(body), 503, {"Retry-After": "5"}
+    unreachable = any(words in str(error).lower() for words in SQLITE_UNAVAILABLE)
+    if isinstance(database.obj, SqliteDatabase) and not unreachable:
+        return _unexpected_error(error)
+    log.warning("database unavailable on %s %s", request.method, request.path, exc_info=error)
+    message = "the database cannot be reached; try again shortly"
+    return (
+        jsonify({"error": {"code": "database_unavailable", "message": message}}),
+        503,
+        {"Retry-After": "5"},
+    )
 
 
 def _unexpected_error(error: Exception):
@@ -157,9 +168,10 @@ def query_int(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    # Plain digits only: int() would also take "1_0", " 1" and other scripts' digits.
-    if not re.fullmatch(r"-?[0-9]+", raw):
-        raise ApiError(422, "invalid_value", f"{name} must be a whole number")
+    # Plain digits only: int() would also take "1_0", " 1" and other scripts' digits; and
+    # few, so int() does not refuse it (it does past 4300 digits).
+    if not re.fullmatch(r"-?[0-9]{1,18}", raw):
+        raise ApiError(422, "invalid_value", f"{name} must be a whole number from {low} to {high}")
     value = int(raw)
     if not low <= value <= high:
         raise ApiError(422, "invalid_value", f"{name} must be from {low} to {high}")

@@ -252,10 +252,8 @@ def worker(workers, scheduler):
         shutdown_timeout=60,
     )
     tasks.supervise_consumer()
-    try:
-        consumer.run()
-    finally:
-        tasks.stop_supervisor()  # after a stop at once, worker threads never reach their end
+    tasks.start_supervisor()  # here, so that a worker that cannot register does not start
+    consumer.run()
 
 
 @cli.command()

@@ -133,7 +133,7 @@ def plan_job(job_id: str, model: str, worker: str | None = None) -> list[int]:
     singles = load_texts([p.article_ids[0] for p in plans if len(p.article_ids) == 1])
 
     pending_rows, counts = [], dict.fromkeys(OUTCOME_COUNTERS, 0)
-    with transaction():
+    with transaction() as txn:
         for plan in plans:
             row = {"job": job_id, "cluster_key": plan.key, "article_ids": plan.article_ids}
             if plan.key in reusable:
@@ -153,13 +153,20 @@ def plan_job(job_id: str, model: str, worker: str | None = None) -> list[int]:
             )
         for row in pending_rows:
             JobCluster.create(**row)
-        Job.update(
-            window_start=window_start,
-            window_end=window_end,
-            total=len(plans),
-            done=len(plans) - len(pending_rows),
-            **counts,
-        ).where(Job.id == job_id).execute()
+        planned = (
+            Job.update(
+                window_start=window_start,
+                window_end=window_end,
+                total=len(plans),
+                done=len(plans) - len(pending_rows),
+                **counts,
+            )
+            .where(Job.id == job_id, Job.status == "running")
+            .execute()
+        )
+        if not planned:  # cancelled while it was planned: its counts stay as they ended
+            txn.rollback()
+            return []
     articles = sum(len(p.article_ids) for p in plans)
     log.info(
         "job %s planned: %d articles, %d clusters, %d for the LLM, counts %s",
@@ -514,7 +521,10 @@ def save_story(plan: ClusterPlan, story: dict, generator: str, model: str | None
         **{name: fields[name] for name in VERSIONED_FIELDS},
     )
     if absorbed:
-        Story.update(merged_into=story_id).where(Story.id.in_(absorbed)).execute()
+        # And the stories merged into those before: each points at the one that is listed.
+        Story.update(merged_into=story_id).where(
+            Story.id.in_(absorbed) | Story.merged_into.in_(absorbed)
+        ).execute()
     return story_id
 
 
@@ -538,10 +548,10 @@ def _continued_stories(plan: ClusterPlan) -> tuple[tuple[int, int] | None, list[
     """The story this cluster continues, if any, as (id, version), and the other stories it
     takes in. Of the listed stories sharing articles with the cluster, those it holds at least
     SAME_STORY_SHARE of (counting their articles in the window) are its event; it continues
-    the one sharing the most and takes in the rest: two stories first written apart, now one
-    event, are told once. Articles out of the window count for neither side, and new ones do
-    not dilute the share: a story keeps its id while its first reports age out over days, and
-    while one report grows into twenty."""
+    the one sharing the most and takes in the others it holds more than that share of: two
+    stories first written apart, now one event, are told once. Articles out of the window
+    count for neither side, and new ones do not dilute the share: a story keeps its id while
+    its first reports age out over days, and while one report grows into twenty."""
     shared: dict[int, int] = {}
     for chunk in in_chunks(plan.article_ids):
         for story_id, count in (
@@ -573,6 +583,8 @@ def _continued_stories(plan: ClusterPlan) -> tuple[tuple[int, int] | None, list[
     if not eligible:
         return None, []
     # Most articles shared, then the larger share, then the newer story.
-    *absorbed, (_, _, story_id) = eligible
+    *others, (_, _, story_id) = eligible
     target = Story.select(Story.id, Story.version).where(Story.id == story_id).tuples().get()
-    return target, [a[2] for a in absorbed]
+    # Taken in only when the cluster holds most of it: at exactly half, another cluster of the
+    # same run may hold the other half and be the one to continue it.
+    return target, [other for _, share, other in others if share > SAME_STORY_SHARE]

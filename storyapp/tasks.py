@@ -273,33 +273,28 @@ class Supervisor(threading.Thread):
 
 
 _supervision = {"supervisor": None, "threads": 0}
-_supervision_lock = threading.Lock()
+_supervision_lock = threading.RLock()
 
 
 def supervise_consumer() -> None:
     """Runs a Supervisor beside the consumer this process is about to run, whoever runs it
     (`storyapp worker`, or `huey_consumer tasks.huey`): started by the first worker thread,
-    before it takes a task, and stopped after the last one's end, or at exit for a consumer
-    stopped at once."""
+    before it takes a task (or earlier by `start_supervisor`), stopped after the last one's
+    end, or at exit for a consumer stopped at once."""
     huey.on_startup("storyapp-supervisor")(_worker_thread_started)
     huey.on_shutdown("storyapp-supervisor")(_worker_thread_ended)
     atexit.register(stop_supervisor)
 
 
-def _worker_thread_started() -> None:
+def start_supervisor() -> None:
+    """Starts this process's Supervisor unless it runs. Raises if it cannot register the
+    worker (the database is down): then nothing is left half-started, and the next worker
+    thread tries again."""
     with _supervision_lock:
-        _supervision["threads"] += 1
         if _supervision["supervisor"] is None:
-            _supervision["supervisor"] = Supervisor()
-            _supervision["supervisor"].start()
-
-
-def _worker_thread_ended() -> None:
-    with _supervision_lock:
-        _supervision["threads"] -= 1
-        last = _supervision["threads"] == 0
-    if last:
-        stop_supervisor()
+            supervisor = Supervisor()
+            supervisor.start()
+            _supervision["supervisor"] = supervisor
 
 
 def stop_supervisor() -> None:
@@ -309,6 +304,19 @@ def stop_supervisor() -> None:
         supervisor, _supervision["supervisor"] = _supervision["supervisor"], None
         if supervisor is not None:
             supervisor.stop()
+
+
+def _worker_thread_started() -> None:
+    with _supervision_lock:
+        _supervision["threads"] += 1
+        start_supervisor()
+
+
+def _worker_thread_ended() -> None:
+    with _supervision_lock:  # held throughout: a thread starting meanwhile finds it stopped
+        _supervision["threads"] -= 1
+        if _supervision["threads"] == 0:
+            stop_supervisor()
 
 
 def _schedule_due(moment) -> bool:

@@ -184,6 +184,7 @@ def test_get_articles_hours_limit_offset(client, three_articles):
         "hours=-3",
         "hours=abc",
         "hours=1_0",
+        "limit=" + "1" * 5000,
         "hours=%201",
         "hours=\uff11\uff12",
     ],
@@ -519,6 +520,13 @@ def test_health_and_every_request_say_503_when_the_database_is_gone(tmp_path, ol
     assert response.get_json()["database"]["ok"] is False
     for request in (client.get("/stories"), client.post("/articles", json=[article(1, "T")])):
         assert_error(request, 503, "database_unavailable")
+
+
+def test_a_mistake_in_sql_is_no_outage(tmp_path, ollama):
+    # SQLite's OperationalError covers both an unreachable file and a wrong query.
+    app = create_app(make_settings(tmp_path, ollama.url))
+    app.add_url_rule("/wrong", view_func=lambda: database.execute_sql("SELECT nope FROM story"))
+    assert_error(app.test_client().get("/wrong"), 500, "internal_error")
 
 
 @pytest.mark.parametrize(

@@ -160,6 +160,23 @@ def test_a_cancelled_job_skips_what_has_not_started(news, ollama):
     assert Job.get_by_id(job.id).status == "cancelled"
 
 
+def test_a_job_cancelled_while_it_is_planned_keeps_the_counts_it_ended_with(news, monkeypatch):
+    job, _ = jobs.request_job(24, False)
+    cluster_window = jobs.cluster_window
+
+    cancelled = {}
+
+    def cancelled_meanwhile(start, end):
+        assert jobs.cancel_job(job.id)
+        cancelled.update(Job.get_by_id(job.id).to_dict())
+        return cluster_window(start, end)
+
+    monkeypatch.setattr(jobs, "cluster_window", cancelled_meanwhile)
+    assert jobs.plan_job(job.id, tasks.settings().model) == []
+    assert Job.get_by_id(job.id).to_dict() == cancelled
+    assert JobCluster.select().count() == Story.select().count() == 0
+
+
 def test_a_cluster_ending_after_its_job_was_cancelled_leaves_the_job_as_it_ended(news, ollama):
     job, _ = jobs.request_job(24, False)
     first, second = jobs.plan_job(job.id, tasks.settings().model)
@@ -371,6 +388,28 @@ def test_two_stories_of_one_event_are_told_once(client):
     assert save(fire[:2]) == first
     assert Story.get_by_id(first).merged_into_id is None
     assert len(client.get("/stories?hours=24").get_json()["stories"]) == 2
+
+
+def test_a_story_half_in_a_cluster_is_not_taken_in(configured):
+    ingest.store(FIRE + QUAKE)
+    ids = {a.url: a.id for a in Article.select()}
+    fire, quake = [ids[a["url"]] for a in FIRE], [ids[a["url"]] for a in QUAKE]
+    s, t = save(fire[:2]), save(fire[2:5])
+    # Another cluster of the same run may hold S's other half and continue it: S stays listed.
+    assert save([fire[0], *fire[2:5]]) == t
+    assert Story.get_by_id(s).merged_into_id is None
+    assert save([fire[1], quake[0]]) == s
+
+
+def test_a_story_merged_into_one_that_is_taken_in_points_at_the_listed_one(configured):
+    ingest.store(FIRE)
+    fire = [a.id for a in Article.select(Article.id).order_by(Article.id)]
+    a, b = save(fire[:1]), save(fire[1:2])
+    ab = save(fire[:2])  # continues b, takes in a
+    c = save(fire[2:4])
+    assert save(fire[:4]) == c  # continues c, takes in b
+    assert ab == b
+    assert {Story.get_by_id(i).merged_into_id for i in (a, b)} == {c}
 
 
 def test_two_clusters_settled_at_once_do_not_both_continue_one_story(configured):

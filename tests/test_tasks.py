@@ -8,11 +8,12 @@ from conftest import article, make_settings, running_consumer, wait_for_job
 from feedserver import item, rss
 from huey.consumer import Scheduler
 from huey.signals import SIGNAL_COMPLETE, SIGNAL_ERROR
+from peewee import OperationalError
 
-from storyapp import feeds, ingest, jobs, tasks
+from storyapp import feeds, ingest, jobs, recovery, tasks
 from storyapp.config import ConfigError
 from storyapp.db import database
-from storyapp.models import Article, Feed, Job, JobCluster, ScheduledRun, Story
+from storyapp.models import Article, Feed, Job, JobCluster, ScheduledRun, Story, Worker
 
 
 def test_schedule_follows_the_crontab(configured):
@@ -196,3 +197,22 @@ def test_worker_threads_hand_their_pooled_connections_back(client, consumer):
         time.sleep(0.02)
     assert database.obj._in_use == {}
     assert database.obj._connections  # and they wait there to be used again
+
+
+def test_a_supervisor_that_cannot_register_is_left_for_the_next_thread(configured, monkeypatch):
+    register = recovery.register
+
+    def database_down():
+        raise OperationalError("unable to open database file")
+
+    monkeypatch.setattr(recovery, "register", database_down)
+    with pytest.raises(OperationalError):
+        tasks._worker_thread_started()  # Huey logs it; the thread runs on
+    monkeypatch.setattr(recovery, "register", register)
+    tasks._worker_thread_started()  # the next thread starts it
+    assert Worker.select().count() == 1
+    tasks._worker_thread_ended()
+    assert Worker.select().count() == 1  # one thread still runs
+    tasks._worker_thread_ended()
+    assert Worker.select().count() == 0  # the last one stopped it: the worker retired
+    tasks.stop_supervisor()  # and again, at exit: nothing left to do
