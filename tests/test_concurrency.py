@@ -113,11 +113,13 @@ def test_restarting_the_web_process_does_not_touch_a_running_job(tmp_path, ollam
         job_url = base + requests.post(f"{base}/stories/generate", timeout=10).json()["status_url"]
         while requests.get(job_url, timeout=10).json()["done"] < 5:
             time.sleep(0.1)
+        ollama.latency = 5.0  # the job outlasts the restart, however slow the machine
         web.terminate()
         web.wait(timeout=20)
         web = start("serve", "--port", str(port))
         until_up()
         seen = [requests.get(job_url, timeout=10).json()]
+        ollama.latency = 0.05
         deadline = time.monotonic() + 90
         while seen[-1]["status"] not in ENDED:
             assert time.monotonic() < deadline, seen[-1]
