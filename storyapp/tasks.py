@@ -66,11 +66,21 @@ _llm_lock = threading.RLock()
 def configure(settings: Settings) -> None:
     """Binds the queue, the database (migrated) and the schedule to `settings`."""
     schedule = parse_schedule(settings.schedule)
-    huey.storage = queue_storage(settings.queue_url, settings.queue_name)
+    previous, huey.storage = huey.storage, queue_storage(settings.queue_url, settings.queue_name)
+    close_queue(previous)
     migrate(db.bind(settings.database_url))
     with _llm_lock:
         close_llm()
         _state.update(settings=settings, schedule=schedule)
+
+
+def close_queue(storage) -> None:
+    """Closes a queue storage's connections: a storage replaced by configure() otherwise left
+    its sockets for the garbage collector."""
+    if isinstance(storage, RedisStorage):
+        storage.pool.disconnect()
+    elif isinstance(storage, SqliteStorage):
+        storage.close()
 
 
 def close_llm() -> None:
