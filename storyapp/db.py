@@ -178,7 +178,7 @@ class Statement:
 
     def __init__(self, build: Callable):
         self._build = build
-        self._compiled: tuple | None = None  # (database, query, sql, params)
+        self._compiled: tuple | None = None  # (database, sql, params, converters)
 
     def _compile(self) -> tuple:
         db = database.obj
@@ -187,14 +187,18 @@ class Statement:
             if isinstance(query, Insert) and db.returning_clause:
                 query = query.returning(query.model._meta.primary_key)
             sql, params = db.get_sql_context().sql(query).query()
-            self._compiled = (db, query, sql, params)
+            # What a SELECT's columns read back through: fields convert (SQLite's datetimes
+            # are text); anything else is as read.
+            columns = getattr(query, "selected_columns", None) or []
+            converters = [c.python_value if isinstance(c, Field) else None for c in columns]
+            self._compiled = (db, sql, params, converters)
         return self._compiled
 
     def _params(self, params: list, values: dict) -> list:
         return [p.bind(values) if isinstance(p, Slot) else p for p in params]
 
     def _run(self, values: dict):
-        db, _, sql, params = self._compile()
+        db, sql, params, _ = self._compile()
         return db, db.execute_sql(sql, self._params(params, values))
 
     def execute(self, **values):
@@ -215,13 +219,16 @@ class Statement:
 
     def rows(self, **values) -> list[tuple]:
         """A SELECT's rows, each column converted as its field would."""
-        db, query, sql, params = self._compile()
-        # Fields convert what they read (SQLite's datetimes are text); anything else is as read.
-        convert = [c.python_value if isinstance(c, Field) else None for c in query.selected_columns]
+        db, sql, params, convert = self._compile()
         return [
             tuple(v if f is None or v is None else f(v) for f, v in zip(convert, row, strict=True))
             for row in db.execute_sql(sql, self._params(params, values)).fetchall()
         ]
+
+
+def field_slots(model, *names: str) -> dict:
+    """The named fields of `model`, each with a slot of its name: the values of an UPDATE."""
+    return {model._meta.fields[name]: slot(name, model._meta.fields[name]) for name in names}
 
 
 def row_slots(model, *names: str) -> dict:

@@ -15,6 +15,7 @@ from peewee import EXCLUDED, Case, IntegrityError, fn
 from storyapp import clustering, synthesis
 from storyapp.db import (
     Statement,
+    field_slots,
     in_chunks,
     inserting,
     lock,
@@ -535,8 +536,7 @@ _SAME_KEY = Statement(
 _NEW_STORY = inserting(Story, *_STORY_FIELDS, "created_at")
 _UPDATE_STORY = Statement(
     lambda: Story.update(
-        {Story._meta.fields[name]: slot(name, Story._meta.fields[name]) for name in _STORY_FIELDS}
-        | {Story.merged_into: None}  # written again: listed again
+        field_slots(Story, *_STORY_FIELDS) | {Story.merged_into: None}  # written: listed again
     ).where(Story.id == slot("id"))
 )
 _UNLINK_STORY = Statement(lambda: StoryArticle.delete().where(StoryArticle.story == slot("story")))
