@@ -12,10 +12,9 @@ import click
 from storyapp import ingest, tasks
 from storyapp.cli import describe_job, watch_job
 from storyapp.config import Settings
+from storyapp.corpus import SAMPLE
 from storyapp.db import transaction
 from storyapp.models import Article, Story, utcnow
-
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "articles.jsonl"
 
 
 def load_sample(path: Path = SAMPLE) -> tuple[ingest.IngestResult, int]:
