@@ -296,7 +296,7 @@ def measure_planning(size: int) -> dict:
     now = utcnow()
     corpus = synthetic_corpus(size // 3 + 1, now=now)[:size]
     docs = [
-        clustering.Doc(f"{r['title']}\n{r['summary']}", ingest.parse_datetime(r["published_at"]))
+        clustering.Doc(r["title"], ingest.parse_datetime(r["published_at"]), r["summary"])
         for r in corpus
     ]
     started = time.perf_counter()

@@ -59,6 +59,8 @@ VERSIONED_FIELDS = (
 # A cluster continues a story when it holds at least this share of the story's articles that
 # are still in the window.
 SAME_STORY_SHARE = 0.5
+# Characters of an article's content read for clustering: enough for its lead (clustering.Doc).
+LEAD_CHARS = 1500
 
 
 def request_job(hours: float, force: bool) -> tuple[Job, bool]:
@@ -128,7 +130,7 @@ def plan_job(job_id: str, model: str, worker: str | None = None) -> list[int]:
     job = Job.get_by_id(job_id)
     window_end = job.created_at
     window_start = window_end - timedelta(hours=job.time_window_hours)
-    plans = cluster_window(window_start, window_end)
+    plans = cluster_window(window_start, window_end, job.force)
     reusable = {} if job.force else _stories_by_key([p.key for p in plans])
     cache = {} if job.force else _cache_entries(plans, model)
     singles = load_texts([p.article_ids[0] for p in plans if len(p.article_ids) == 1])
@@ -193,27 +195,59 @@ def plan_job(job_id: str, model: str, worker: str | None = None) -> list[int]:
     ]
 
 
-def cluster_window(start, end) -> list[ClusterPlan]:
+def cluster_window(start, end, force: bool = False) -> list[ClusterPlan]:
+    """The window's articles in clusters. The listed stories' articles in the window are the
+    seeds (clustering.cluster): a run takes new articles into the stories they belong to and
+    leaves the other stories as they are. `force` clusters the window afresh."""
     rows = list(
         Article.in_window(start, end)
         .select(
-            Article.id, Article.title, Article.summary, Article.published_at, Article.content_hash
+            Article.id,
+            Article.title,
+            Article.summary,
+            fn.SUBSTR(Article.content, 1, LEAD_CHARS),
+            Article.published_at,
+            Article.content_hash,
         )
         .order_by(Article.published_at, Article.id)
         .tuples()
     )
     docs = [
-        clustering.Doc(f"{title}\n{summary}", published) for _, title, summary, published, _ in rows
+        clustering.Doc(title, published, summary, lead or "")
+        for _, title, summary, lead, published, _ in rows
     ]
+    seeds = [] if force else _story_seeds(start, end, {row[0]: i for i, row in enumerate(rows)})
     plans = []
-    for group in clustering.cluster(docs):
-        hashes = [rows[i][4] for i in group]
+    for group in clustering.cluster(docs, seeds=seeds):
+        hashes = [rows[i][5] for i in group]
         plans.append(
             ClusterPlan(
                 clustering.cluster_key(hashes), [rows[i][0] for i in group], hashes, (start, end)
             )
         )
     return plans
+
+
+def _story_seeds(start, end, position: dict[int, int]) -> list[list[int]]:
+    """Each listed story's articles in the window, as positions; an article two stories hold
+    goes with the one updated last."""
+    seeds: dict[int, list[int]] = {}
+    taken: set[int] = set()
+    query = (
+        StoryArticle.select(StoryArticle.story, StoryArticle.article)
+        .join(Story)
+        .switch(StoryArticle)
+        .join(Article)
+        .where(Story.merged_into.is_null(), Article.published_at.between(start, end))
+        .order_by(Story.updated_at.desc(), Story.id.desc())
+        .tuples()
+    )
+    for story_id, article_id in query:
+        at = position.get(article_id)
+        if at is not None and at not in taken:
+            taken.add(at)
+            seeds.setdefault(story_id, []).append(at)
+    return list(seeds.values())
 
 
 def _stories_by_key(keys: list[str]) -> dict[str, Story]:

@@ -166,10 +166,10 @@ def test_a_job_cancelled_while_it_is_planned_keeps_the_counts_it_ended_with(news
 
     cancelled = {}
 
-    def cancelled_meanwhile(start, end):
+    def cancelled_meanwhile(start, end, force):
         assert jobs.cancel_job(job.id)
         cancelled.update(Job.get_by_id(job.id).to_dict())
-        return cluster_window(start, end)
+        return cluster_window(start, end, force)
 
     monkeypatch.setattr(jobs, "cluster_window", cancelled_meanwhile)
     assert jobs.plan_job(job.id, tasks.settings().model) == []
