@@ -88,9 +88,12 @@ def report(options: Options, out=sys.stdout) -> None:
             if slots == 8 or (warm is None and slots == options.slots[-1]):
                 rerun_slots = slots
                 warm = stack.generate()
+                fresh = new_events(corpus, 0.05)
+                stack.ingest(fresh)
+                incremental = [(stack.generate(), fresh, "of new events")]
                 added = follow_ups(corpus, 0.05)
                 stack.ingest(added)
-                incremental = (stack.generate(), len(added))
+                incremental.append((stack.generate(), added, "to existing events"))
     say()
     if warm is not None:
         say(f"## Re-runs ({rerun_slots} slots)")
@@ -98,11 +101,12 @@ def report(options: Options, out=sys.stdout) -> None:
         say("| run | time (s) | LLM calls | counts |")
         say("|---|---|---|---|")
         say(f"| warm, nothing changed | {warm.seconds:.2f} | {warm.calls} | {warm.job['counts']} |")
-        run, added = incremental
-        say(
-            f"| incremental, {added} articles added (5%) | {run.seconds:.2f} | {run.calls} | "
-            f"{run.job['counts']} |"
-        )
+        for run, added, what in incremental:
+            events = len({r["event"] for r in added})
+            say(
+                f"| incremental, {len(added)} articles {what} added (5%, {events} events) | "
+                f"{run.seconds:.2f} | {run.calls} | {run.job['counts']} |"
+            )
         say()
     with Stack(0.0, 0.0, 16, workers=16) as stack:
         stack.ingest(corpus)
@@ -154,6 +158,23 @@ def sequential_baseline(corpus: list[dict], server: FakeOllama) -> tuple[float, 
         llm.close()
         tasks.close()
     return seconds, server.chat_count
+
+
+def new_events(corpus: list[dict], fraction: float) -> list[dict]:
+    """Articles of events the corpus does not have, about `fraction` of its size, published
+    now (as a later fetch brings them)."""
+    per_event = len(corpus) / len({r["event"] for r in corpus})
+    count = max(1, round(len(corpus) * fraction / per_event))
+    now = utcnow()
+    return [
+        {
+            **record,
+            "url": record["url"] + "/new",
+            "event": "new " + record["event"],
+            "published_at": now.isoformat() + "Z",
+        }
+        for record in synthetic_corpus(count, now=now, seed=8)
+    ]
 
 
 def follow_ups(corpus: list[dict], fraction: float) -> list[dict]:

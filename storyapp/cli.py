@@ -312,8 +312,28 @@ def demo():
     help="Article counts for the planning figures (comma-separated).",
 )
 @click.option("--no-baseline", is_flag=True, help="Skip the one-call-after-another run.")
-def bench(events, latency, jitter, slots, sizes, no_baseline):
-    """Measure generation end to end against a local fake Ollama (see BENCHMARKS.md)."""
+@click.option(
+    "--clustering",
+    is_flag=True,
+    help="Score the clustering instead: B-cubed precision, recall and F1 on each labeled JSONL "
+    "FILE (`text` or `title`/`summary`/`content`, `event`, optional `published_at`) and on the "
+    "built-in corpora.",
+)
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def bench(events, latency, jitter, slots, sizes, no_baseline, clustering, files):
+    """Measure generation end to end against a local fake Ollama, or with --clustering how well
+    articles are grouped into events (see BENCHMARKS.md)."""
+    if clustering:
+        from storyapp.clusterbench import LabeledFileError
+        from storyapp.clusterbench import report as clustering_report
+
+        try:
+            clustering_report(files, sys.stdout)
+        except LabeledFileError as exc:
+            raise UserError(str(exc)) from None
+        return
+    if files:
+        raise UserError("labeled files go with --clustering: storyapp bench --clustering FILE ...")
     from storyapp.bench import Options, report
 
     report(

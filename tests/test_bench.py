@@ -3,7 +3,7 @@ are what BENCHMARKS.md is for)."""
 
 import io
 
-from storyapp.bench import Options, follow_ups, report
+from storyapp.bench import Options, follow_ups, new_events, report
 from storyapp.corpus import synthetic_corpus
 from storyapp.models import utcnow
 
@@ -17,6 +17,9 @@ def test_corpus_is_seeded_and_has_the_events_asked_for():
     added = follow_ups(corpus, 0.1)
     assert len(added) == round(len(corpus) * 0.1)
     assert {r["event"] for r in added} <= {r["event"] for r in corpus}
+    fresh = new_events(corpus, 0.1)
+    assert not {r["event"] for r in fresh} & {r["event"] for r in corpus}
+    assert not {r["url"] for r in fresh} & {r["url"] for r in corpus}
 
 
 def test_bench_report_on_a_tiny_corpus():
@@ -34,8 +37,13 @@ def test_bench_report_on_a_tiny_corpus():
     assert rows["first version: one call after another"][3].strip() == "16"
     assert rows["storyapp"][3].strip() == "16"  # one LLM call per event
     assert rows["warm, nothing changed"][3].strip() == "0"
-    name, incremental = next((n, r) for n, r in rows.items() if n.startswith("incremental"))
-    added = int(name.split()[1])  # "incremental, 3 articles added (5%)"
-    assert int(incremental[3]) == added  # each article joins another event: one call each
+    # "incremental, 3 articles of new events added (5%, 1 events)": one call per new event,
+    # and none for the stories that were there.
+    name, fresh = next((n, r) for n, r in rows.items() if "new events" in n)
+    assert int(fresh[3]) == int(name.split("%, ")[1].split()[0])
+    # "incremental, 3 articles to existing events added (5%, 3 events)": each article joins
+    # another event, one call each.
+    name, follow = next((n, r) for n, r in rows.items() if "existing events" in n)
+    assert int(follow[3]) == int(name.split()[1])
     assert "clusters/s" in text and "GET /jobs/<id>" in text
     assert rows["300"][2].strip() != ""  # planning figures for 300 articles
