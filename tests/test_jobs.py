@@ -6,6 +6,7 @@ import pytest
 from conftest import article
 
 from storyapp import clustering, ingest, jobs, tasks
+from storyapp.corpus import same_kind_day
 from storyapp.db import transaction
 from storyapp.models import (
     Article,
@@ -114,6 +115,21 @@ def test_an_added_article_updates_its_story_only(news, ollama):
     assert updated.updated_at > quake.updated_at
     assert Story.get_by_id(rates.id).updated_at == rates.updated_at
     assert Story.select().count() == 3
+
+
+def test_news_of_new_events_rewrites_no_other_story(configured, ollama):
+    now = utcnow() - timedelta(minutes=5)
+    ingest.store(same_kind_day(20, 10, now=now, seed=3, hours=20))
+    first = run_inline()
+    stories = {s.id: s.updated_at for s in Story.select()}
+    new = [{**r, "url": r["url"] + "/new"} for r in same_kind_day(3, 10, now=now, seed=4, hours=20)]
+    ingest.store(new)
+    job = run_inline()
+    assert job.llm == 3  # the three new events, each of several articles
+    assert job.reused == first.total and job.total == first.total + 3
+    assert {s.id: s.updated_at for s in Story.select().where(Story.id.in_(list(stories)))} == (
+        stories
+    )
 
 
 def test_each_cluster_is_settled_once_and_the_job_ends_once(news, ollama):
