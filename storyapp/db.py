@@ -6,12 +6,11 @@ import hashlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from peewee import Database, DatabaseProxy, Field, Insert, PostgresqlDatabase, SqliteDatabase, Value
+from peewee import Database, DatabaseProxy, PostgresqlDatabase, SqliteDatabase
 from playhouse.db_url import connect
 from playhouse.pool import PooledDatabase
 
@@ -144,108 +143,6 @@ def lock(name: str, db: Database | None = None) -> None:
     if isinstance(db, PostgresqlDatabase):
         key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
         db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (key,))
-
-
-class Slot:
-    """A value a `Statement` is given each time it runs, by name, converted as `field` converts
-    it (a JSON field's list to text). A slot that `row_slots` added for a field's default
-    makes that default anew for each run when no value is given."""
-
-    def __init__(self, name: str, field: Field | None = None, use_default: bool = False):
-        self.name = name
-        self.field = field
-        self.use_default = use_default
-
-    def bind(self, values: dict):
-        if self.name in values or not self.use_default:
-            value = values[self.name]
-        else:
-            default = self.field.default
-            value = default() if callable(default) else default
-        return value if self.field is None else self.field.db_value(value)
-
-
-def slot(name: str, field: Field | None = None, use_default: bool = False) -> Value:
-    # Not converted while the SQL is built: it is a placeholder until the statement runs.
-    return Value(Slot(name, field, use_default), converter=False)
-
-
-class Statement:
-    """A peewee query whose SQL is built once per database, then run with new values in its
-    `slot()`s. Peewee builds the SQL again on every execute, and for the statements run once
-    per cluster that building cost more than running them: 1.1 of 2.6 ms per cluster with a
-    zero-latency LLM server, against 0.13 ms in SQLite itself."""
-
-    def __init__(self, build: Callable):
-        self._build = build
-        self._compiled: tuple | None = None  # (database, sql, params, converters)
-
-    def _compile(self) -> tuple:
-        db = database.obj
-        if self._compiled is None or self._compiled[0] is not db:
-            query = self._build()
-            if isinstance(query, Insert) and db.returning_clause:
-                query = query.returning(query.model._meta.primary_key)
-            sql, params = db.get_sql_context().sql(query).query()
-            # What a SELECT's columns read back through: fields convert (SQLite's datetimes
-            # are text); anything else is as read.
-            columns = getattr(query, "selected_columns", None) or []
-            converters = [c.python_value if isinstance(c, Field) else None for c in columns]
-            self._compiled = (db, sql, params, converters)
-        return self._compiled
-
-    def _params(self, params: list, values: dict) -> list:
-        return [p.bind(values) if isinstance(p, Slot) else p for p in params]
-
-    def _run(self, values: dict):
-        db, sql, params, _ = self._compile()
-        return db, db.execute_sql(sql, self._params(params, values))
-
-    def execute(self, **values):
-        return self._run(values)[1]
-
-    def rowcount(self, **values) -> int:
-        return self.execute(**values).rowcount
-
-    def insert(self, **values) -> int:
-        """Runs an INSERT into a table with an integer id and returns the new row's id."""
-        db, cursor = self._run(values)
-        return cursor.fetchone()[0] if db.returning_clause else cursor.lastrowid
-
-    def insert_many(self, rows: list[dict]) -> None:
-        # One execute per row: a handful of rows, each far cheaper than building the SQL.
-        for row in rows:
-            self.execute(**row)
-
-    def rows(self, **values) -> list[tuple]:
-        """A SELECT's rows, each column converted as its field would."""
-        db, sql, params, convert = self._compile()
-        return [
-            tuple(v if f is None or v is None else f(v) for f, v in zip(convert, row, strict=True))
-            for row in db.execute_sql(sql, self._params(params, values)).fetchall()
-        ]
-
-
-def field_slots(model, *names: str) -> dict:
-    """The named fields of `model`, each with a slot of its name: the values of an UPDATE."""
-    return {model._meta.fields[name]: slot(name, model._meta.fields[name]) for name in names}
-
-
-def row_slots(model, *names: str) -> dict:
-    """The values of an INSERT of one `model` row as slots: the named fields, and each field
-    with a default. Peewee fills in defaults when it builds the query, so a Statement would
-    otherwise give every row the `created_at` of the first."""
-    fields = model._meta.sorted_fields
-    return {
-        f: slot(f.name, f, use_default=f.name not in names)
-        for f in fields
-        if f.name in names or f.default is not None
-    }
-
-
-def inserting(model, *names: str) -> Statement:
-    """A Statement inserting one row of `model` (see row_slots)."""
-    return Statement(lambda: model.insert(row_slots(model, *names)))
 
 
 def in_chunks(values: list, size: int = 500):

@@ -10,19 +10,10 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from peewee import EXCLUDED, Case, IntegrityError, fn
+from peewee import IntegrityError, fn
 
 from storyapp import clustering, synthesis
-from storyapp.db import (
-    Statement,
-    field_slots,
-    in_chunks,
-    inserting,
-    lock,
-    row_slots,
-    slot,
-    transaction,
-)
+from storyapp.db import in_chunks, lock, transaction
 from storyapp.llm import LLM
 from storyapp.models import (
     Article,
@@ -36,26 +27,11 @@ from storyapp.models import (
     SynthesisCache,
     utcnow,
 )
+from storyapp.story import StoryText
 
 log = logging.getLogger(__name__)
 
-OUTCOME_COUNTERS = {
-    "llm": Job.llm,
-    "cached": Job.cached,
-    "fallback": Job.fallback,
-    "reused": Job.reused,
-    "single": Job.single,
-}
-# What a StoryVersion keeps of the story it was written as.
-VERSIONED_FIELDS = (
-    "version",
-    "title",
-    "summary",
-    "key_points",
-    "generator",
-    "model",
-    "article_count",
-)
+OUTCOMES = ("llm", "cached", "fallback", "reused", "single")
 # A cluster continues a story when it holds at least this share of the story's articles that
 # are still in the window.
 SAME_STORY_SHARE = 0.5
@@ -135,7 +111,7 @@ def plan_job(job_id: str, model: str, worker: str | None = None) -> list[int]:
     cache = {} if job.force else _cache_entries(plans, model)
     singles = load_texts([p.article_ids[0] for p in plans if len(p.article_ids) == 1])
 
-    pending_rows, counts = [], dict.fromkeys(OUTCOME_COUNTERS, 0)
+    pending_rows, counts = [], dict.fromkeys(OUTCOMES, 0)
     with transaction() as txn:
         for plan in plans:
             row = {"job": job_id, "cluster_key": plan.key, "article_ids": plan.article_ids}
@@ -146,7 +122,8 @@ def plan_job(job_id: str, model: str, worker: str | None = None) -> list[int]:
                 text = singles[plan.article_ids[0]]
                 story = save_story(plan, synthesis.lead_story(text), "single", None)
             elif (entry := cache.get(synthesis.cache_key(model, plan.content_hashes))) is not None:
-                outcome, story = "cached", save_story(plan, entry.story, "llm", entry.model)
+                written = StoryText.model_validate(entry.story)
+                outcome, story = "cached", save_story(plan, written, "llm", entry.model)
             else:
                 pending_rows.append(row)
                 continue
@@ -275,21 +252,23 @@ def run_cluster(
     """Writes the story of one pending cluster; returns its outcome, or None if the cluster was
     not pending (settled already, or its job cancelled: then it is skipped) or another live
     worker holds it (a task queued twice by recovery)."""
-    found = _CLUSTER.rows(id=cluster_id)
-    if not found:
+    cluster = (
+        JobCluster.select(JobCluster, Job).join(Job).where(JobCluster.id == cluster_id).first()
+    )
+    if cluster is None or cluster.status != "pending":
         return None
-    status, job_id, key, article_ids, job_status, window_start, window_end = found[0]
-    if status != "pending":
-        return None
-    if job_status != "running":
+    job_id = cluster.job_id
+    if cluster.job.status != "running":
         with transaction():
-            _SKIP.execute(id=cluster_id, now=utcnow())
+            JobCluster.skip(cluster_id)
         return None
-    if not _lease(cluster_id, worker, lease_s):
-        return None
-    texts = list(load_texts(article_ids).values())
+    with transaction():
+        if not JobCluster.lease(cluster_id, worker, lease_s):
+            return None
+    texts = list(load_texts(cluster.article_ids).values())
+    window = (cluster.job.window_start, cluster.job.window_end)
     plan = ClusterPlan(
-        key, article_ids, [t.content_hash for t in texts], (window_start, window_end)
+        cluster.cluster_key, cluster.article_ids, [t.content_hash for t in texts], window
     )
     result = synthesis.synthesize(texts, llm)
     model = llm.model if llm is not None else None
@@ -299,18 +278,19 @@ def run_cluster(
         # a task delivered twice, or a cluster that ends after its job was cancelled, rolls
         # its story back, so an ended job's counts are final.
         story_id = save_story(plan, result.story, outcome, model if outcome == "llm" else None)
-        settled = _SETTLE.rowcount(
-            id=cluster_id, outcome=outcome, story=story_id, now=utcnow(), error=result.error
-        ) and _COUNT[outcome].rowcount(job=job_id)
+        settled = JobCluster.settle(cluster_id, outcome, story_id, result.error) and Job.count(
+            job_id, outcome
+        )
         if settled:
             _finish_if_complete(job_id)
         else:
             txn.rollback()
-            _SKIP.execute(id=cluster_id, now=utcnow())  # of an ended job: as if never started
+            JobCluster.skip(cluster_id)  # of an ended job: as if never started
         if outcome == "llm":  # the reply serves the next run either way
-            entry_key = synthesis.cache_key(model, plan.content_hashes)
-            _REMEMBER.execute(key=entry_key, model=model, story=result.story)
-        _log_calls(job_id, key, model, result.calls)  # the calls were made either way
+            SynthesisCache.remember(
+                synthesis.cache_key(model, plan.content_hashes), model, result.story
+            )
+        _log_calls(job_id, plan.key, model, result.calls)  # the calls were made either way
     if not settled:
         return None
     if result.error:
@@ -322,91 +302,6 @@ def run_cluster(
             extra={"job": job_id, "cluster": cluster_id, "outcome": outcome},
         )
     return outcome
-
-
-def _lease(cluster_id: int, worker: str | None, lease_s: float) -> bool:
-    now = utcnow()
-    with transaction():
-        until = now + timedelta(seconds=lease_s)
-        return bool(_LEASE.rowcount(id=cluster_id, worker=worker, now=now, until=until))
-
-
-# The statements run once per cluster, their SQL built once (db.Statement).
-_CLUSTER = Statement(
-    lambda: (
-        JobCluster.select(
-            JobCluster.status,
-            JobCluster.job,
-            JobCluster.cluster_key,
-            JobCluster.article_ids,
-            Job.status,
-            Job.window_start,
-            Job.window_end,
-        )
-        .join(Job)
-        .where(JobCluster.id == slot("id"))
-    )
-)
-_LEASE = Statement(
-    lambda: JobCluster.update(
-        lease_holder=slot("worker"), leased_at=slot("now"), lease_until=slot("until")
-    ).where(
-        JobCluster.id == slot("id"),
-        JobCluster.status == "pending",
-        JobCluster.lease_holder.is_null()
-        | (JobCluster.lease_holder == slot("worker"))
-        | (JobCluster.lease_until < slot("now")),
-    )
-)
-_SETTLE = Statement(
-    lambda: JobCluster.update(
-        status="done",
-        outcome=slot("outcome"),
-        story=slot("story"),
-        finished_at=slot("now"),
-        error=slot("error"),
-    ).where(JobCluster.id == slot("id"), JobCluster.status == "pending")
-)
-_SKIP = Statement(
-    lambda: JobCluster.update(status="skipped", finished_at=slot("now")).where(
-        JobCluster.id == slot("id"), JobCluster.status == "pending"
-    )
-)
-_REMEMBER = Statement(
-    lambda: SynthesisCache.insert(row_slots(SynthesisCache, "key", "model", "story")).on_conflict(
-        conflict_target=[SynthesisCache.key],
-        update={SynthesisCache.story: EXCLUDED.story, SynthesisCache.model: EXCLUDED.model},
-    )
-)
-_COUNT = {
-    outcome: Statement(
-        lambda counter=counter: Job.update({Job.done: Job.done + 1, counter: counter + 1}).where(
-            Job.id == slot("job"), Job.status == "running"
-        )
-    )
-    for outcome, counter in OUTCOME_COUNTERS.items()
-}
-_FINISH = Statement(
-    lambda: Job.update(
-        status=Case(None, [(Job.failed > 0, "failed")], "succeeded"),
-        finished_at=slot("now"),
-        active_key=None,
-    ).where(Job.id == slot("job"), Job.status == "running", Job.done >= Job.total)
-)
-_LOG_CALL = inserting(
-    LLMCall,
-    "job",
-    "cluster_key",
-    "model",
-    "host",
-    "attempt",
-    "outcome",
-    "status_code",
-    "error",
-    "latency_ms",
-    "prompt_tokens",
-    "completion_tokens",
-)
 
 
 def fail_cluster(cluster_id: int, reason: str) -> str | None:
@@ -437,7 +332,7 @@ def finish_if_complete(job_id: str) -> bool:
 def _finish_if_complete(job_id: str) -> bool:
     """Ends a running job whose clusters are all settled, inside the caller's transaction. The
     conditional update is true for exactly one caller, however many finish at once."""
-    if not _FINISH.rowcount(job=job_id, now=utcnow()):
+    if not Job.finish_if_complete(job_id):
         return False
     job = Job.get_by_id(job_id)
     problems = []
@@ -500,7 +395,9 @@ def load_texts(article_ids: list[int]) -> dict[int, synthesis.ArticleText]:
 def _log_calls(
     job_id: str, cluster_key: str, model: str | None, calls: list[synthesis.CallRecord]
 ) -> None:
-    _LOG_CALL.insert_many(
+    if not calls:
+        return
+    LLMCall.insert_many(
         [
             {
                 "job": job_id,
@@ -517,44 +414,45 @@ def _log_calls(
             }
             for call in calls
         ]
-    )
+    ).execute()
 
 
-def save_story(plan: ClusterPlan, story: dict, generator: str, model: str | None) -> int:
+def save_story(plan: ClusterPlan, story: StoryText, generator: str, model: str | None) -> int:
     """Creates the cluster's story, or updates the existing story it continues: the one with the
     same key, else the one sharing most of its articles (same id, `updated_at` moves); returns
     its id. Either way the story gets a new version, and the versions before it are kept. Runs
     in the caller's transaction, which it makes the only one matching stories until it ends:
     two clusters settled at once must not both pick the same old story to continue."""
     lock("storyapp.stories")
-    target, absorbed = next(iter(_SAME_KEY.rows(key=plan.key)), None), []
+    target = Story.select(Story.id, Story.version).where(Story.cluster_key == plan.key).first()
+    absorbed = []
     if target is None:
         target, absorbed = _continued_stories(plan)
     now = utcnow()
     fields = {
-        "cluster_key": plan.key,
-        "title": story["title"],
-        "summary": story["summary"],
-        "key_points": story["key_points"],
+        "content": story.to_dict(),
         "generator": generator,
         "model": model,
         "article_count": len(plan.article_ids),
-        "updated_at": now,
-        "version": 1 if target is None else target[1] + 1,
+        "version": 1 if target is None else target.version + 1,
     }
     if target is None:
-        story_id = _NEW_STORY.insert(**fields, created_at=now)
+        story_id = Story.insert(
+            cluster_key=plan.key, updated_at=now, created_at=now, **fields
+        ).execute()
     else:
-        story_id = target[0]
-        _UPDATE_STORY.execute(**fields, id=story_id)
-        _UNLINK_STORY.execute(story=story_id)
-    _LINK_STORY.insert_many([{"story": story_id, "article": aid} for aid in plan.article_ids])
-    _NEW_VERSION.execute(
-        story=story_id,
-        article_ids=plan.article_ids,
-        created_at=now,
-        **{name: fields[name] for name in VERSIONED_FIELDS},
-    )
+        story_id = target.id
+        # Written: listed again, if it had been merged into another.
+        Story.update(cluster_key=plan.key, updated_at=now, merged_into=None, **fields).where(
+            Story.id == story_id
+        ).execute()
+        StoryArticle.delete().where(StoryArticle.story == story_id).execute()
+    StoryArticle.insert_many(
+        [{"story": story_id, "article": article_id} for article_id in plan.article_ids]
+    ).execute()
+    StoryVersion.insert(
+        story=story_id, article_ids=plan.article_ids, created_at=now, **fields
+    ).execute()
     if absorbed:
         # And the stories merged into those before: each points at the one that is listed.
         Story.update(merged_into=story_id).where(
@@ -563,23 +461,8 @@ def save_story(plan: ClusterPlan, story: dict, generator: str, model: str | None
     return story_id
 
 
-_STORY_FIELDS = ("cluster_key", "updated_at", *VERSIONED_FIELDS)
-_SAME_KEY = Statement(
-    lambda: Story.select(Story.id, Story.version).where(Story.cluster_key == slot("key"))
-)
-_NEW_STORY = inserting(Story, *_STORY_FIELDS, "created_at")
-_UPDATE_STORY = Statement(
-    lambda: Story.update(
-        field_slots(Story, *_STORY_FIELDS) | {Story.merged_into: None}  # written: listed again
-    ).where(Story.id == slot("id"))
-)
-_UNLINK_STORY = Statement(lambda: StoryArticle.delete().where(StoryArticle.story == slot("story")))
-_LINK_STORY = inserting(StoryArticle, "story", "article")
-_NEW_VERSION = inserting(StoryVersion, "story", "article_ids", "created_at", *VERSIONED_FIELDS)
-
-
-def _continued_stories(plan: ClusterPlan) -> tuple[tuple[int, int] | None, list[int]]:
-    """The story this cluster continues, if any, as (id, version), and the other stories it
+def _continued_stories(plan: ClusterPlan) -> tuple[Story | None, list[int]]:
+    """The story this cluster continues, if any (its id and version), and the other stories it
     takes in. Of the listed stories sharing articles with the cluster, those it holds at least
     SAME_STORY_SHARE of (counting their articles in the window) are its event; it continues
     the one sharing the most and takes in the others it holds more than that share of: two
@@ -618,7 +501,7 @@ def _continued_stories(plan: ClusterPlan) -> tuple[tuple[int, int] | None, list[
         return None, []
     # Most articles shared, then the larger share, then the newer story.
     *others, (_, _, story_id) = eligible
-    target = Story.select(Story.id, Story.version).where(Story.id == story_id).tuples().get()
+    target = Story.select(Story.id, Story.version).where(Story.id == story_id).get()
     # Taken in only when the cluster holds most of it: at exactly half, another cluster of the
     # same run may hold the other half and be the one to continue it.
     return target, [other for _, share, other in others if share > SAME_STORY_SHARE]

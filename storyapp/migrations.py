@@ -157,12 +157,61 @@ def m005_worker_figures(db: Database) -> None:
     )
 
 
+def m006_story_content(db: Database) -> None:
+    """What a story says, as one JSON column (`content`, the fields story.py declares) in story
+    and storyversion, instead of a column a field: a new field needs no migration."""
+
+    class Base(Model):
+        content = TextField()
+        title = TextField()
+        summary = TextField()
+        key_points = TextField()
+
+        class Meta:
+            database = db
+
+    class Story(Base):
+        pass
+
+    class StoryVersion(Base):
+        pass
+
+    migrator = schema.SchemaMigrator.from_database(db)
+    # NOT NULL with a default in one ALTER, as m002 did: no table rebuild; filled just below.
+    schema.migrate(
+        *(
+            migrator.add_column(
+                table,
+                "content",
+                TextField(constraints=[SQL("DEFAULT '{}'")]),
+                allow_not_null=True,
+            )
+            for table in ("story", "storyversion")
+        )
+    )
+    for model in (Story, StoryVersion):
+        rows = list(model.select(model.id, model.title, model.summary, model.key_points).tuples())
+        for row_id, title, summary, key_points in rows:
+            content = {"title": title, "summary": summary, "key_points": json.loads(key_points)}
+            model.update(content=json.dumps(content, ensure_ascii=False)).where(
+                model.id == row_id
+            ).execute()
+    schema.migrate(
+        *(
+            migrator.drop_column(table, column)
+            for table in ("story", "storyversion")
+            for column in ("title", "summary", "key_points")
+        )
+    )
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     m001_initial,
     m002_feeds_and_story_versions,
     m003_worker_leases,
     m004_merged_stories,
     m005_worker_figures,
+    m006_story_content,
 ]
 
 

@@ -3,12 +3,14 @@ runs, LLM calls, the synthesis cache."""
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from peewee import (
+    EXCLUDED,
     SQL,
     BigIntegerField,
     BooleanField,
+    Case,
     CharField,
     DateTimeField,
     FloatField,
@@ -19,6 +21,7 @@ from peewee import (
 )
 
 from storyapp.db import database
+from storyapp.story import StoryText
 
 # The largest id any engine stores (a signed 64-bit integer): a larger one names nothing.
 MAX_ID = 2**63 - 1
@@ -101,9 +104,8 @@ class Feed(BaseModel):
 class Story(BaseModel):
     # The key of the cluster this story was last written from (see clustering.cluster_key).
     cluster_key = CharField(max_length=64, unique=True)
-    title = TextField()
-    summary = TextField()
-    key_points = JSONField(default=list)
+    # What the story says: a StoryText as a dict (story.py declares its fields).
+    content = JSONField()
     generator = CharField(max_length=16)  # llm | fallback | single
     model = CharField(max_length=200, null=True)
     article_count = IntegerField()
@@ -139,14 +141,16 @@ class Story(BaseModel):
             found[article.storyarticle.story_id].append(article)
         return found
 
+    @property
+    def text(self) -> StoryText:
+        return StoryText.model_validate(self.content)
+
     def to_dict(self, articles: list[Article] | None = None) -> dict:
         if articles is None:
             articles = Story.articles_of([self])[self.id]
         return {
             "id": self.id,
-            "title": self.title,
-            "summary": self.summary,
-            "key_points": self.key_points,
+            **self.text.to_dict(),
             "article_count": self.article_count,
             "articles": [
                 {k: a[k] for k in ("id", "url", "title", "source", "published_at")}
@@ -166,9 +170,7 @@ class StoryVersion(BaseModel):
 
     story = ForeignKeyField(Story, backref="versions", on_delete="CASCADE")
     version = IntegerField()
-    title = TextField()
-    summary = TextField()
-    key_points = JSONField()
+    content = JSONField()
     generator = CharField(max_length=16)
     model = CharField(max_length=200, null=True)
     # Ids, not links: a version outlives the articles that retention deletes.
@@ -182,9 +184,7 @@ class StoryVersion(BaseModel):
     def to_dict(self) -> dict:
         return {
             "version": self.version,
-            "title": self.title,
-            "summary": self.summary,
-            "key_points": self.key_points,
+            **StoryText.model_validate(self.content).to_dict(),
             "article_count": self.article_count,
             "article_ids": self.article_ids,
             "generator": self.generator,
@@ -236,6 +236,31 @@ class Job(BaseModel):
     @staticmethod
     def key_for(hours: float, force: bool) -> str:
         return f"{float(hours)!r}:{int(force)}"
+
+    @classmethod
+    def count(cls, job_id: str, outcome: str) -> bool:
+        """Counts one settled cluster of a running job under its outcome; False if the job
+        ended meanwhile (its counts are final)."""
+        counter = getattr(cls, outcome)
+        return bool(
+            cls.update({cls.done: cls.done + 1, counter: counter + 1})
+            .where(cls.id == job_id, cls.status == "running")
+            .execute()
+        )
+
+    @classmethod
+    def finish_if_complete(cls, job_id: str) -> bool:
+        """Ends a running job whose clusters are all settled: true for exactly one caller,
+        however many settle their last clusters at once."""
+        return bool(
+            cls.update(
+                status=Case(None, [(cls.failed > 0, "failed")], "succeeded"),
+                finished_at=utcnow(),
+                active_key=None,
+            )
+            .where(cls.id == job_id, cls.status == "running", cls.done >= cls.total)
+            .execute()
+        )
 
     def to_dict(self) -> dict:
         duration = None
@@ -300,6 +325,41 @@ class JobCluster(BaseModel):
     class Meta:
         indexes = ((("job", "cluster_key"), True),)
 
+    @classmethod
+    def lease(cls, cluster_id: int, worker: str | None, seconds: float) -> bool:
+        """Takes a pending cluster for `worker` for `seconds`, unless another worker's lease
+        still runs; renews the worker's own."""
+        now = utcnow()
+        return bool(
+            cls.update(
+                lease_holder=worker, leased_at=now, lease_until=now + timedelta(seconds=seconds)
+            )
+            .where(
+                cls.id == cluster_id,
+                cls.status == "pending",
+                cls.lease_holder.is_null() | (cls.lease_holder == worker) | (cls.lease_until < now),
+            )
+            .execute()
+        )
+
+    @classmethod
+    def settle(cls, cluster_id: int, outcome: str, story_id: int, error: str | None) -> bool:
+        """Marks a pending cluster done: true for exactly one caller."""
+        return bool(
+            cls.update(
+                status="done", outcome=outcome, story=story_id, error=error, finished_at=utcnow()
+            )
+            .where(cls.id == cluster_id, cls.status == "pending")
+            .execute()
+        )
+
+    @classmethod
+    def skip(cls, cluster_id: int) -> None:
+        """A pending cluster of an ended job: as if it never started."""
+        cls.update(status="skipped", finished_at=utcnow()).where(
+            cls.id == cluster_id, cls.status == "pending"
+        ).execute()
+
 
 class ScheduledRun(BaseModel):
     """A slot of STORYAPP_SCHEDULE, claimed by the first scheduler to run it: a second
@@ -333,6 +393,13 @@ class SynthesisCache(BaseModel):
     model = CharField(max_length=200)
     story = JSONField()
     created_at = DateTimeField(default=utcnow, index=True)  # retention deletes by age
+
+    @classmethod
+    def remember(cls, key: str, model: str, story: StoryText) -> None:
+        cls.insert(key=key, model=model, story=story.to_dict()).on_conflict(
+            conflict_target=[cls.key],
+            update={cls.story: EXCLUDED.story, cls.model: EXCLUDED.model},
+        ).execute()
 
 
 class Worker(BaseModel):

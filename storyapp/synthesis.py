@@ -11,30 +11,12 @@ from datetime import datetime
 
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from storyapp import story
 from storyapp.llm import LLM, LLMError
+from storyapp.story import KEY_POINT_MAX, SUMMARY_MAX, TITLE_MAX, StoryText
 
 # Bump when the prompt or the schema changes: it is part of every cache key.
 PROMPT_VERSION = "1"
-
-TITLE_MAX = 200
-SUMMARY_MAX = 2000
-KEY_POINT_MAX = 300
-KEY_POINTS_MAX = 8
-
-STORY_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "title": {"type": "string", "maxLength": TITLE_MAX},
-        "summary": {"type": "string", "maxLength": SUMMARY_MAX},
-        "key_points": {
-            "type": "array",
-            "items": {"type": "string", "maxLength": KEY_POINT_MAX},
-            "minItems": 1,
-            "maxItems": KEY_POINTS_MAX,
-        },
-    },
-    "required": ["title", "summary", "key_points"],
-}
 
 # What one request asks of Ollama: a fixed reply length, a context that holds the prompt budget.
 LLM_OPTIONS = {"temperature": 0.2, "num_ctx": 8192, "num_predict": 700}
@@ -85,7 +67,7 @@ class CallRecord:
 
 @dataclass
 class Synthesis:
-    story: dict  # {"title", "summary", "key_points"}
+    story: StoryText
     generator: str  # llm | fallback | single
     calls: list[CallRecord] = field(default_factory=list)
     error: str | None = None  # why the LLM did not write it, when it did not
@@ -93,7 +75,7 @@ class Synthesis:
 
 def cache_key(model: str, content_hashes: Sequence[str]) -> str:
     """Everything that decides the story: model, prompt, schema, options and the articles."""
-    settings = json.dumps([PROMPT_VERSION, STORY_SCHEMA, LLM_OPTIONS], sort_keys=True)
+    settings = json.dumps([PROMPT_VERSION, story.schema(), LLM_OPTIONS], sort_keys=True)
     parts = [model, settings, *sorted(content_hashes)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
@@ -123,46 +105,12 @@ def _defang(text: str) -> str:
 
 
 def _trim(text: str, limit: int) -> str:
+    """At most `limit` characters, the ellipsis included, cut at a space where one is near."""
     if len(text) <= limit:
         return text
-    cut = text[:limit]
+    cut = text[: limit - 2]
     space = cut.rfind(" ")
     return (cut[:space] if space > limit * 0.8 else cut) + " …"
-
-
-def validate_story(data) -> dict:
-    """The reply as a story, or ValueError saying what is wrong with it."""
-    if not isinstance(data, dict):
-        raise ValueError("reply is not a JSON object")
-    missing = [k for k in ("title", "summary", "key_points") if k not in data]
-    if missing:
-        raise ValueError(f"reply misses {', '.join(missing)}")
-    title, summary, points = data["title"], data["summary"], data["key_points"]
-    if not isinstance(title, str) or not title.strip():
-        raise ValueError("title is not a non-empty string")
-    if not isinstance(summary, str) or not summary.strip():
-        raise ValueError("summary is not a non-empty string")
-    if not isinstance(points, list) or not all(isinstance(p, str) for p in points):
-        raise ValueError("key_points is not a list of strings")
-    points = [" ".join(p.split()) for p in points if p.strip()]
-    if not points:
-        raise ValueError("key_points is empty")
-    if len(title) > TITLE_MAX or len(summary) > SUMMARY_MAX:
-        raise ValueError("title or summary is too long")
-    if len(points) > KEY_POINTS_MAX or any(len(p) > KEY_POINT_MAX for p in points):
-        raise ValueError("too many or too long key points")
-    if not all(_storable(text) for text in (title, summary, *points)):
-        raise ValueError("reply holds a NUL character or a lone surrogate")
-    return {"title": " ".join(title.split()), "summary": summary.strip(), "key_points": points}
-
-
-def _storable(text: str) -> bool:
-    # Both are legal in JSON; no database stores a lone surrogate, and PostgreSQL no NUL.
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return "\x00" not in text
 
 
 def synthesize(
@@ -182,7 +130,7 @@ def synthesize(
     while transport_failures < TRANSPORT_ATTEMPTS and invalid_replies < INVALID_ATTEMPTS:
         attempt = len(calls) + 1
         try:
-            reply = llm.generate(messages, STORY_SCHEMA)
+            reply = llm.generate(messages, story.schema())
         except LLMError as exc:
             calls.append(
                 CallRecord(
@@ -208,13 +156,13 @@ def synthesize(
         )
         calls.append(record)
         try:
-            story = validate_story(reply.data)
+            written = story.parse(reply.data)
         except ValueError as exc:
             record.outcome, record.error = "invalid", str(exc)
             error = f"invalid reply: {exc}"
             invalid_replies += 1
             continue
-        return Synthesis(story, "llm", calls)
+        return Synthesis(written, "llm", calls)
     return Synthesis(extractive_story(articles), "fallback", calls, error)
 
 
@@ -223,7 +171,7 @@ def synthesize(
 SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[])")
 
 
-def extractive_story(articles: Sequence[ArticleText]) -> dict:
+def extractive_story(articles: Sequence[ArticleText]) -> StoryText:
     """Title from the most central headline; summary and key points from the most central
     sentences that do not repeat one another, in the order they were written."""
     titles = [a.title for a in articles]
@@ -235,20 +183,20 @@ def extractive_story(articles: Sequence[ArticleText]) -> dict:
     summary_ids = sorted(picks[:3])
     summary = _trim(" ".join(sentences[i] for i in summary_ids), SUMMARY_MAX)
     points = [sentences[i] for i in sorted(picks[3:])] or [sentences[i] for i in summary_ids]
-    return {"title": _trim(title, TITLE_MAX), "summary": summary, "key_points": points}
+    return StoryText(title=_trim(title, TITLE_MAX), summary=summary, key_points=points)
 
 
-def lead_story(article: ArticleText) -> dict:
+def lead_story(article: ArticleText) -> StoryText:
     """A one-article story: its own headline, its summary (or lead), its next sentences.
     No model and no vectors: news puts what matters first."""
     sentences = _sentences([article])
     summary = article.summary or " ".join(sentences[:2]) or article.title
     points = [s for s in sentences if s not in summary][:4] or [article.title]
-    return {
-        "title": _trim(article.title, TITLE_MAX),
-        "summary": _trim(summary, SUMMARY_MAX),
-        "key_points": [_trim(p, KEY_POINT_MAX) for p in points],
-    }
+    return StoryText(
+        title=_trim(article.title, TITLE_MAX),
+        summary=_trim(summary, SUMMARY_MAX),
+        key_points=[_trim(p, KEY_POINT_MAX) for p in points],
+    )
 
 
 def _sentences(articles: Sequence[ArticleText]) -> list[str]:

@@ -99,7 +99,7 @@ def test_a_steered_reply_changes_only_the_story_text(tmp_path):
     assert job["counts"]["llm"] == 2 and job["error"] is None
     story = Story.get(Story.generator == "llm")
     # Extra fields of the reply went nowhere; markup stays text for the page to escape.
-    assert story.title.startswith("<script>") and story.article_count in (2, 3)
+    assert story.text.title.startswith("<script>") and story.article_count in (2, 3)
     assert Job.get_by_id(job["id"]).force is False
     shown = story.to_dict()
     assert "status" not in shown and "force" not in shown

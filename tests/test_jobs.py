@@ -19,6 +19,7 @@ from storyapp.models import (
     SynthesisCache,
     utcnow,
 )
+from storyapp.story import StoryText
 
 # Exactly once, on every engine: these are the rules that concurrent writers must not break.
 pytestmark = pytest.mark.backends
@@ -368,7 +369,7 @@ def save(article_ids: list[int]) -> int:
     hashes = [Article.get_by_id(i).content_hash for i in article_ids]
     window = (utcnow() - timedelta(hours=24), utcnow())
     plan = jobs.ClusterPlan(clustering.cluster_key(hashes), article_ids, hashes, window)
-    story = {"title": "T", "summary": "S", "key_points": ["K"]}
+    story = StoryText(title="T", summary="S", key_points=["K"])
     with transaction():
         return jobs.save_story(plan, story, "fallback", None)
 
@@ -431,7 +432,7 @@ def test_a_story_merged_into_one_that_is_taken_in_points_at_the_listed_one(confi
 def test_two_clusters_settled_at_once_do_not_both_continue_one_story(configured):
     ingest.store(QUAKE + [article(7, "Eldham quake: aftershock felt", "Another tremor.")])
     ids = [a.id for a in Article.select(Article.id).order_by(Article.id)]
-    story = {"title": "A story", "summary": "s", "key_points": []}
+    story = StoryText(title="A story", summary="s", key_points=["k"])
     window = (utcnow() - timedelta(hours=24), utcnow())
     with transaction():
         old = jobs.save_story(jobs.ClusterPlan("old", ids, [], window), story, "llm", None)

@@ -112,8 +112,8 @@ def planned(configured):
 def test_leases_of_a_dead_worker_are_handed_back(planned):
     job_id, (first, second) = planned
     worker = recovery.register()
-    assert jobs._lease(first, worker, 600)
-    assert not jobs._lease(first, "someone-else", 600)  # a live lease keeps others out
+    assert JobCluster.lease(first, worker, 600)
+    assert not JobCluster.lease(first, "someone-else", 600)  # a live lease keeps others out
     assert recovery.reclaim() == ([], [])  # the worker is alive: nothing to do
     Worker.update(heartbeat_at=utcnow() - timedelta(minutes=5)).execute()
     assert recovery.reclaim() == ([first], [])
@@ -126,7 +126,7 @@ def test_consumers_reclaiming_at_once_hand_back_each_cluster_once(planned, monke
     _, pending = planned
     dead = recovery.register()
     for cluster_id in pending:
-        assert jobs._lease(cluster_id, dead, 600)
+        assert JobCluster.lease(cluster_id, dead, 600)
     Worker.update(heartbeat_at=utcnow() - timedelta(minutes=5)).execute()
     stalled = recovery._stalled_clusters
 

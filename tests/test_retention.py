@@ -37,9 +37,7 @@ def story_of(article_ids: list[int], updated: datetime) -> int:
     with transaction():
         story = Story.create(
             cluster_key=f"k{article_ids}",
-            title="T",
-            summary="S",
-            key_points=["K"],
+            content={"title": "T", "summary": "S", "key_points": ["K"]},
             generator="fallback",
             article_count=len(article_ids),
             created_at=updated,
@@ -49,9 +47,7 @@ def story_of(article_ids: list[int], updated: datetime) -> int:
         StoryVersion.create(
             story=story,
             version=1,
-            title="T",
-            summary="S",
-            key_points=["K"],
+            content={"title": "T", "summary": "S", "key_points": ["K"]},
             generator="fallback",
             article_ids=article_ids,
             article_count=len(article_ids),
