@@ -252,23 +252,23 @@ def run_cluster(
     """Writes the story of one pending cluster; returns its outcome, or None if the cluster was
     not pending (settled already, or its job cancelled: then it is skipped) or another live
     worker holds it (a task queued twice by recovery)."""
-    cluster = (
-        JobCluster.select(JobCluster, Job).join(Job).where(JobCluster.id == cluster_id).first()
-    )
-    if cluster is None or cluster.status != "pending":
+    cluster = JobCluster.to_write(cluster_id)
+    if cluster is None or cluster["status"] != "pending":
         return None
-    job_id = cluster.job_id
-    if cluster.job.status != "running":
+    job_id = cluster["job"]
+    if cluster["job_status"] != "running":
         with transaction():
             JobCluster.skip(cluster_id)
         return None
     with transaction():
         if not JobCluster.lease(cluster_id, worker, lease_s):
             return None
-    texts = list(load_texts(cluster.article_ids).values())
-    window = (cluster.job.window_start, cluster.job.window_end)
+    texts = list(load_texts(cluster["article_ids"]).values())
     plan = ClusterPlan(
-        cluster.cluster_key, cluster.article_ids, [t.content_hash for t in texts], window
+        cluster["cluster_key"],
+        cluster["article_ids"],
+        [t.content_hash for t in texts],
+        (cluster["window_start"], cluster["window_end"]),
     )
     result = synthesis.synthesize(texts, llm)
     model = llm.model if llm is not None else None
@@ -395,9 +395,7 @@ def load_texts(article_ids: list[int]) -> dict[int, synthesis.ArticleText]:
 def _log_calls(
     job_id: str, cluster_key: str, model: str | None, calls: list[synthesis.CallRecord]
 ) -> None:
-    if not calls:
-        return
-    LLMCall.insert_many(
+    LLMCall.log(
         [
             {
                 "job": job_id,
@@ -414,7 +412,7 @@ def _log_calls(
             }
             for call in calls
         ]
-    ).execute()
+    )
 
 
 def save_story(plan: ClusterPlan, story: StoryText, generator: str, model: str | None) -> int:
@@ -424,8 +422,7 @@ def save_story(plan: ClusterPlan, story: StoryText, generator: str, model: str |
     in the caller's transaction, which it makes the only one matching stories until it ends:
     two clusters settled at once must not both pick the same old story to continue."""
     lock("storyapp.stories")
-    target = Story.select(Story.id, Story.version).where(Story.cluster_key == plan.key).first()
-    absorbed = []
+    target, absorbed = Story.keyed(plan.key), []
     if target is None:
         target, absorbed = _continued_stories(plan)
     now = utcnow()
@@ -434,25 +431,15 @@ def save_story(plan: ClusterPlan, story: StoryText, generator: str, model: str |
         "generator": generator,
         "model": model,
         "article_count": len(plan.article_ids),
-        "version": 1 if target is None else target.version + 1,
+        "version": 1 if target is None else target[1] + 1,
     }
     if target is None:
-        story_id = Story.insert(
-            cluster_key=plan.key, updated_at=now, created_at=now, **fields
-        ).execute()
+        story_id = Story.add(plan.key, now, **fields)
     else:
-        story_id = target.id
-        # Written: listed again, if it had been merged into another.
-        Story.update(cluster_key=plan.key, updated_at=now, merged_into=None, **fields).where(
-            Story.id == story_id
-        ).execute()
-        StoryArticle.delete().where(StoryArticle.story == story_id).execute()
-    StoryArticle.insert_many(
-        [{"story": story_id, "article": article_id} for article_id in plan.article_ids]
-    ).execute()
-    StoryVersion.insert(
-        story=story_id, article_ids=plan.article_ids, created_at=now, **fields
-    ).execute()
+        story_id = target[0]
+        Story.rewrite(story_id, plan.key, now, **fields)
+    StoryArticle.link(story_id, plan.article_ids)
+    StoryVersion.record(story_id, plan.article_ids, now, **fields)
     if absorbed:
         # And the stories merged into those before: each points at the one that is listed.
         Story.update(merged_into=story_id).where(
@@ -461,8 +448,8 @@ def save_story(plan: ClusterPlan, story: StoryText, generator: str, model: str |
     return story_id
 
 
-def _continued_stories(plan: ClusterPlan) -> tuple[Story | None, list[int]]:
-    """The story this cluster continues, if any (its id and version), and the other stories it
+def _continued_stories(plan: ClusterPlan) -> tuple[tuple[int, int] | None, list[int]]:
+    """The story this cluster continues, if any, as (id, version), and the other stories it
     takes in. Of the listed stories sharing articles with the cluster, those it holds at least
     SAME_STORY_SHARE of (counting their articles in the window) are its event; it continues
     the one sharing the most and takes in the others it holds more than that share of: two
@@ -501,7 +488,7 @@ def _continued_stories(plan: ClusterPlan) -> tuple[Story | None, list[int]]:
         return None, []
     # Most articles shared, then the larger share, then the newer story.
     *others, (_, _, story_id) = eligible
-    target = Story.select(Story.id, Story.version).where(Story.id == story_id).get()
+    target = Story.select(Story.id, Story.version).where(Story.id == story_id).tuples().get()
     # Taken in only when the cluster holds most of it: at exactly half, another cluster of the
     # same run may hold the other half and be the one to continue it.
     return target, [other for _, share, other in others if share > SAME_STORY_SHARE]

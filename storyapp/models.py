@@ -20,7 +20,7 @@ from peewee import (
     TextField,
 )
 
-from storyapp.db import database
+from storyapp.db import Prepared, database, param
 from storyapp.story import StoryText
 
 # The largest id any engine stores (a signed 64-bit integer): a larger one names nothing.
@@ -141,6 +141,22 @@ class Story(BaseModel):
             found[article.storyarticle.story_id].append(article)
         return found
 
+    @classmethod
+    def keyed(cls, key: str) -> tuple[int, int] | None:
+        """The (id, version) of the story last written from the cluster with this key."""
+        row = _KEYED.row(key=key)
+        return None if row is None else (row["id"], row["version"])
+
+    @classmethod
+    def add(cls, key: str, now: datetime, **fields) -> int:
+        """A new story (fields: content, generator, model, article_count, version); its id."""
+        return _ADD_STORY.insert(cluster_key=key, created_at=now, updated_at=now, **fields)
+
+    @classmethod
+    def rewrite(cls, story_id: int, key: str, now: datetime, **fields) -> None:
+        """The story written anew from a cluster; listed again, if it had been merged."""
+        _REWRITE_STORY.execute(id=story_id, cluster_key=key, updated_at=now, **fields)
+
     @property
     def text(self) -> StoryText:
         return StoryText.model_validate(self.content)
@@ -181,6 +197,11 @@ class StoryVersion(BaseModel):
     class Meta:
         indexes = ((("story", "version"), True),)
 
+    @classmethod
+    def record(cls, story_id: int, article_ids: list[int], now: datetime, **fields) -> None:
+        """Keeps the story as it was just written (the fields of Story.add)."""
+        _RECORD.execute(story=story_id, article_ids=article_ids, created_at=now, **fields)
+
     def to_dict(self) -> dict:
         return {
             "version": self.version,
@@ -199,6 +220,13 @@ class StoryArticle(BaseModel):
 
     class Meta:
         indexes = ((("story", "article"), True),)
+
+    @classmethod
+    def link(cls, story_id: int, article_ids: list[int]) -> None:
+        """The story's articles are these, and no others."""
+        _UNLINK.execute(story=story_id)
+        for article_id in article_ids:  # a handful each: one prepared insert beats building one
+            _LINK.execute(story=story_id, article=article_id)
 
 
 def new_job_id() -> str:
@@ -241,26 +269,13 @@ class Job(BaseModel):
     def count(cls, job_id: str, outcome: str) -> bool:
         """Counts one settled cluster of a running job under its outcome; False if the job
         ended meanwhile (its counts are final)."""
-        counter = getattr(cls, outcome)
-        return bool(
-            cls.update({cls.done: cls.done + 1, counter: counter + 1})
-            .where(cls.id == job_id, cls.status == "running")
-            .execute()
-        )
+        return _COUNT[outcome].rowcount(job=job_id) == 1
 
     @classmethod
     def finish_if_complete(cls, job_id: str) -> bool:
         """Ends a running job whose clusters are all settled: true for exactly one caller,
         however many settle their last clusters at once."""
-        return bool(
-            cls.update(
-                status=Case(None, [(cls.failed > 0, "failed")], "succeeded"),
-                finished_at=utcnow(),
-                active_key=None,
-            )
-            .where(cls.id == job_id, cls.status == "running", cls.done >= cls.total)
-            .execute()
-        )
+        return _FINISH.rowcount(job=job_id, now=utcnow()) == 1
 
     def to_dict(self) -> dict:
         duration = None
@@ -326,39 +341,29 @@ class JobCluster(BaseModel):
         indexes = ((("job", "cluster_key"), True),)
 
     @classmethod
+    def to_write(cls, cluster_id: int) -> dict | None:
+        """What a worker needs to write the cluster: its status, job, key and articles, and
+        its job's status and window (job_status, window_start, window_end)."""
+        return _TO_WRITE.row(id=cluster_id)
+
+    @classmethod
     def lease(cls, cluster_id: int, worker: str | None, seconds: float) -> bool:
         """Takes a pending cluster for `worker` for `seconds`, unless another worker's lease
         still runs; renews the worker's own."""
         now = utcnow()
-        return bool(
-            cls.update(
-                lease_holder=worker, leased_at=now, lease_until=now + timedelta(seconds=seconds)
-            )
-            .where(
-                cls.id == cluster_id,
-                cls.status == "pending",
-                cls.lease_holder.is_null() | (cls.lease_holder == worker) | (cls.lease_until < now),
-            )
-            .execute()
-        )
+        until = now + timedelta(seconds=seconds)
+        return _LEASE.rowcount(id=cluster_id, worker=worker, now=now, until=until) == 1
 
     @classmethod
     def settle(cls, cluster_id: int, outcome: str, story_id: int, error: str | None) -> bool:
         """Marks a pending cluster done: true for exactly one caller."""
-        return bool(
-            cls.update(
-                status="done", outcome=outcome, story=story_id, error=error, finished_at=utcnow()
-            )
-            .where(cls.id == cluster_id, cls.status == "pending")
-            .execute()
-        )
+        values = {"outcome": outcome, "story": story_id, "error": error, "now": utcnow()}
+        return _SETTLE.rowcount(id=cluster_id, **values) == 1
 
     @classmethod
     def skip(cls, cluster_id: int) -> None:
         """A pending cluster of an ended job: as if it never started."""
-        cls.update(status="skipped", finished_at=utcnow()).where(
-            cls.id == cluster_id, cls.status == "pending"
-        ).execute()
+        _SKIP.execute(id=cluster_id, now=utcnow())
 
 
 class ScheduledRun(BaseModel):
@@ -385,6 +390,13 @@ class LLMCall(BaseModel):
     completion_tokens = IntegerField(null=True)
     created_at = DateTimeField(default=utcnow, index=True)
 
+    @classmethod
+    def log(cls, calls: list[dict]) -> None:
+        """One row a call: job, cluster_key, model and the fields of synthesis.CallRecord."""
+        now = utcnow()
+        for call in calls:
+            _LOG_CALL.execute(created_at=now, **call)
+
 
 class SynthesisCache(BaseModel):
     """A validated LLM story, keyed by everything that decides it (synthesis.cache_key)."""
@@ -396,10 +408,7 @@ class SynthesisCache(BaseModel):
 
     @classmethod
     def remember(cls, key: str, model: str, story: StoryText) -> None:
-        cls.insert(key=key, model=model, story=story.to_dict()).on_conflict(
-            conflict_target=[cls.key],
-            update={cls.story: EXCLUDED.story, cls.model: EXCLUDED.model},
-        ).execute()
+        _REMEMBER.execute(key=key, model=model, story=story.to_dict(), now=utcnow())
 
 
 class Worker(BaseModel):
@@ -420,6 +429,108 @@ class Migration(BaseModel):
     name = CharField(max_length=100, primary_key=True)
     applied_at = DateTimeField(default=utcnow)
 
+
+# The statements every cluster runs, behind the names above: prepared, because peewee building
+# their SQL anew each time cost more than running them (db.Prepared).
+_LEASE = Prepared(
+    lambda: JobCluster.update(
+        lease_holder=param("worker"), leased_at=param("now"), lease_until=param("until")
+    ).where(
+        JobCluster.id == param("id"),
+        JobCluster.status == "pending",
+        JobCluster.lease_holder.is_null()
+        | (JobCluster.lease_holder == param("worker"))
+        | (JobCluster.lease_until < param("now")),
+    )
+)
+_SETTLE = Prepared(
+    lambda: JobCluster.update(
+        status="done",
+        outcome=param("outcome"),
+        story=param("story"),
+        error=param("error"),
+        finished_at=param("now"),
+    ).where(JobCluster.id == param("id"), JobCluster.status == "pending")
+)
+_SKIP = Prepared(
+    lambda: JobCluster.update(status="skipped", finished_at=param("now")).where(
+        JobCluster.id == param("id"), JobCluster.status == "pending"
+    )
+)
+_COUNT = {
+    outcome: Prepared(
+        lambda outcome=outcome: Job.update(
+            {Job.done: Job.done + 1, getattr(Job, outcome): getattr(Job, outcome) + 1}
+        ).where(Job.id == param("job"), Job.status == "running")
+    )
+    for outcome in ("llm", "cached", "fallback", "reused", "single", "failed")
+}
+_FINISH = Prepared(
+    lambda: Job.update(
+        status=Case(None, [(Job.failed > 0, "failed")], "succeeded"),
+        finished_at=param("now"),
+        active_key=None,
+    ).where(Job.id == param("job"), Job.status == "running", Job.done >= Job.total)
+)
+_REMEMBER = Prepared(
+    lambda: SynthesisCache.insert(
+        key=param("key"),
+        model=param("model"),
+        story=param("story", SynthesisCache.story),
+        created_at=param("now"),
+    ).on_conflict(
+        conflict_target=[SynthesisCache.key],
+        update={SynthesisCache.story: EXCLUDED.story, SynthesisCache.model: EXCLUDED.model},
+    )
+)
+
+
+def _values(model, *names: str) -> dict:
+    """The named fields of `model`, each given its value by a param of its name."""
+    return {model._meta.fields[name]: param(name, model._meta.fields[name]) for name in names}
+
+
+_STORY_FIELDS = ("content", "generator", "model", "article_count", "version")
+_KEYED = Prepared(
+    lambda: Story.select(Story.id, Story.version).where(Story.cluster_key == param("key"))
+)
+_ADD_STORY = Prepared(
+    lambda: Story.insert(_values(Story, "cluster_key", "created_at", "updated_at", *_STORY_FIELDS))
+)
+_REWRITE_STORY = Prepared(
+    lambda: Story.update(
+        {
+            **_values(Story, "cluster_key", "updated_at", *_STORY_FIELDS),
+            Story.merged_into: None,
+        }
+    ).where(Story.id == param("id"))
+)
+_UNLINK = Prepared(lambda: StoryArticle.delete().where(StoryArticle.story == param("story")))
+_LINK = Prepared(lambda: StoryArticle.insert(story=param("story"), article=param("article")))
+_RECORD = Prepared(
+    lambda: StoryVersion.insert(
+        _values(StoryVersion, "story", "article_ids", "created_at", *_STORY_FIELDS)
+    )
+)
+_TO_WRITE = Prepared(
+    lambda: (
+        JobCluster.select(
+            JobCluster.status,
+            JobCluster.job,
+            JobCluster.cluster_key,
+            JobCluster.article_ids,
+            Job.status.alias("job_status"),
+            Job.window_start,
+            Job.window_end,
+        )
+        .join(Job)
+        .where(JobCluster.id == param("id"))
+    )
+)
+# Every field of a call row but its id.
+_LOG_CALL = Prepared(
+    lambda: LLMCall.insert(_values(LLMCall, *(f.name for f in LLMCall._meta.sorted_fields[1:])))
+)
 
 TABLES = [
     Article,

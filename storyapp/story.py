@@ -4,6 +4,7 @@ check of its reply, the form stored (Story.content, StoryVersion.content, the re
 and the fields of a story in the API. A new field is one line here, plus what it means.
 """
 
+import functools
 from typing import Annotated
 
 from pydantic import (
@@ -62,8 +63,9 @@ class StoryText(BaseModel):
         return self.model_dump()
 
 
+@functools.cache
 def schema() -> dict:
-    """The JSON schema sent to the LLM with every request."""
+    """The JSON schema sent to the LLM with every request (made once: pydantic takes a while)."""
     return StoryText.model_json_schema()
 
 
