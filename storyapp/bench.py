@@ -24,8 +24,8 @@ from storyapp.config import Settings
 from storyapp.corpus import synthetic_corpus
 from storyapp.db import database
 from storyapp.fake_ollama import FakeOllama
-from storyapp.llm import OllamaLLM
 from storyapp.models import Job, utcnow
+from storyapp.ollama_llm import OllamaLLM
 
 ENDED = ("succeeded", "failed", "cancelled")
 
@@ -147,9 +147,7 @@ def sequential_baseline(corpus: list[dict], server: FakeOllama) -> tuple[float, 
         ingest.store(corpus)
         end = utcnow()
         plans = jobs.cluster_window(end - timedelta(hours=24), end)
-        llm = OllamaLLM(
-            (server.url,), server.model, timeout=120, concurrency=1, options=synthesis.LLM_OPTIONS
-        )
+        llm = OllamaLLM((server.url,), server.model, timeout=120, concurrency=1)
         started = time.perf_counter()
         for plan in plans:
             if len(plan.article_ids) > 1:
@@ -340,7 +338,7 @@ def plan_from_database(corpus: list[dict]) -> float:
         ingest.store(corpus)
         job, _ = jobs.request_job(24, False)
         started = time.perf_counter()
-        jobs.plan_job(job.id, "llama3.1:8b")
+        jobs.plan_job(job.id)
         plan_s = time.perf_counter() - started
         database.close()
     return plan_s

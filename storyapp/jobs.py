@@ -92,7 +92,7 @@ class ClusterPlan:
     window: tuple[datetime, datetime]  # the job's: which articles this run could see
 
 
-def plan_job(job_id: str, model: str, worker: str | None = None) -> list[int]:
+def plan_job(job_id: str, worker: str | None = None) -> list[int]:
     """Starts a queued job: clusters its window and settles what needs no LLM. Returns the
     ids of the JobCluster rows left for `run_cluster`; [] if the job was not queued."""
     with transaction():
@@ -108,7 +108,6 @@ def plan_job(job_id: str, model: str, worker: str | None = None) -> list[int]:
     window_start = window_end - timedelta(hours=job.time_window_hours)
     plans = cluster_window(window_start, window_end, job.force)
     reusable = {} if job.force else _stories_by_key([p.key for p in plans])
-    cache = {} if job.force else _cache_entries(plans, model)
     singles = load_texts([p.article_ids[0] for p in plans if len(p.article_ids) == 1])
 
     pending_rows, counts = [], dict.fromkeys(OUTCOMES, 0)
@@ -121,9 +120,6 @@ def plan_job(job_id: str, model: str, worker: str | None = None) -> list[int]:
                 outcome = "single"
                 text = singles[plan.article_ids[0]]
                 story = save_story(plan, synthesis.lead_story(text), "single", None)
-            elif (entry := cache.get(synthesis.cache_key(model, plan.content_hashes))) is not None:
-                written = StoryText.model_validate(entry.story)
-                outcome, story = "cached", save_story(plan, written, "llm", entry.model)
             else:
                 pending_rows.append(row)
                 continue
@@ -237,15 +233,6 @@ def _stories_by_key(keys: list[str]) -> dict[str, Story]:
     }
 
 
-def _cache_entries(plans: list[ClusterPlan], model: str) -> dict[str, SynthesisCache]:
-    keys = [synthesis.cache_key(model, p.content_hashes) for p in plans if len(p.article_ids) > 1]
-    return {
-        e.key: e
-        for c in in_chunks(keys)
-        for e in SynthesisCache.select().where(SynthesisCache.key.in_(c))
-    }
-
-
 def run_cluster(
     cluster_id: int, llm: LLM | None, worker: str | None = None, lease_s: float = 600.0
 ) -> str | None:
@@ -270,14 +257,19 @@ def run_cluster(
         [t.content_hash for t in texts],
         (cluster["window_start"], cluster["window_end"]),
     )
-    result = synthesis.synthesize(texts, llm)
+    # A forced job writes every story anew: no reply from the cache.
+    known = (lambda key: None) if cluster["force"] else SynthesisCache.story_for
+    result = synthesis.synthesize(texts, llm, cache=known)
     model = llm.model if llm is not None else None
-    outcome = result.generator
+    outcome = "cached" if result.cached else result.generator
     with transaction() as txn:
         # Written first, kept only if this worker settles the cluster and its job still runs:
         # a task delivered twice, or a cluster that ends after its job was cancelled, rolls
         # its story back, so an ended job's counts are final.
-        story_id = save_story(plan, result.story, outcome, model if outcome == "llm" else None)
+        written_by = result.generator  # a cached reply was written by the LLM too
+        story_id = save_story(
+            plan, result.story, written_by, model if written_by == "llm" else None
+        )
         settled = JobCluster.settle(cluster_id, outcome, story_id, result.error) and Job.count(
             job_id, outcome
         )
@@ -287,9 +279,7 @@ def run_cluster(
             txn.rollback()
             JobCluster.skip(cluster_id)  # of an ended job: as if never started
         if outcome == "llm":  # the reply serves the next run either way
-            SynthesisCache.remember(
-                synthesis.cache_key(model, plan.content_hashes), model, result.story
-            )
+            SynthesisCache.remember(result.key, model, result.story)
         _log_calls(job_id, plan.key, model, result.calls)  # the calls were made either way
     if not settled:
         return None

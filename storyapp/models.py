@@ -343,7 +343,7 @@ class JobCluster(BaseModel):
     @classmethod
     def to_write(cls, cluster_id: int) -> dict | None:
         """What a worker needs to write the cluster: its status, job, key and articles, and
-        its job's status and window (job_status, window_start, window_end)."""
+        its job's status, force and window (job_status, force, window_start, window_end)."""
         return _TO_WRITE.row(id=cluster_id)
 
     @classmethod
@@ -399,12 +399,17 @@ class LLMCall(BaseModel):
 
 
 class SynthesisCache(BaseModel):
-    """A validated LLM story, keyed by everything that decides it (synthesis.cache_key)."""
+    """A validated LLM story, keyed by the request that wrote it (synthesis.request_key)."""
 
     key = CharField(max_length=64, primary_key=True)
     model = CharField(max_length=200)
     story = JSONField()
     created_at = DateTimeField(default=utcnow, index=True)  # retention deletes by age
+
+    @classmethod
+    def story_for(cls, key: str) -> StoryText | None:
+        row = _CACHED.row(key=key)
+        return None if row is None else StoryText.model_validate(row["story"])
 
     @classmethod
     def remember(cls, key: str, model: str, story: StoryText) -> None:
@@ -472,6 +477,9 @@ _FINISH = Prepared(
         active_key=None,
     ).where(Job.id == param("job"), Job.status == "running", Job.done >= Job.total)
 )
+_CACHED = Prepared(
+    lambda: SynthesisCache.select(SynthesisCache.story).where(SynthesisCache.key == param("key"))
+)
 _REMEMBER = Prepared(
     lambda: SynthesisCache.insert(
         key=param("key"),
@@ -520,6 +528,7 @@ _TO_WRITE = Prepared(
             JobCluster.cluster_key,
             JobCluster.article_ids,
             Job.status.alias("job_status"),
+            Job.force,
             Job.window_start,
             Job.window_end,
         )

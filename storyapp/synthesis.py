@@ -6,20 +6,18 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from storyapp import story
-from storyapp.llm import LLM, LLMError
+from storyapp.llm import LLM, LLMError, Options
 from storyapp.story import KEY_POINT_MAX, SUMMARY_MAX, TITLE_MAX, StoryText
 
-# Bump when the prompt or the schema changes: it is part of every cache key.
-PROMPT_VERSION = "1"
-
-# What one request asks of Ollama: a fixed reply length, a context that holds the prompt budget.
-LLM_OPTIONS = {"temperature": 0.2, "num_ctx": 8192, "num_predict": 700}
+# What every request asks of the server: a fixed reply length, a context that holds the prompt
+# budget (each backend says this in its own words: llm.Options).
+GENERATION = Options(temperature=0.2, reply_tokens=700, context_tokens=8192)
 # About 4 characters a token: 24k characters of articles leave room for the instructions and
 # the reply inside num_ctx, so the server never cuts the prompt silently.
 PROMPT_BUDGET_CHARS = 24_000
@@ -71,13 +69,16 @@ class Synthesis:
     generator: str  # llm | fallback | single
     calls: list[CallRecord] = field(default_factory=list)
     error: str | None = None  # why the LLM did not write it, when it did not
+    key: str | None = None  # the request's cache key, when the LLM was asked
+    cached: bool = False  # the reply came from the cache, not from a call
 
 
-def cache_key(model: str, content_hashes: Sequence[str]) -> str:
-    """Everything that decides the story: model, prompt, schema, options and the articles."""
-    settings = json.dumps([PROMPT_VERSION, story.schema(), LLM_OPTIONS], sort_keys=True)
-    parts = [model, settings, *sorted(content_hashes)]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+def request_key(llm: LLM, messages: list[dict]) -> str:
+    """The cache key of a request: everything it sends and whom to (the kind of server, the
+    model, the prompt, the schema, the options). Rewording the prompt or changing the story's
+    shape makes new keys by itself: nothing to bump by hand."""
+    request = [llm.name, llm.model, messages, story.schema(), asdict(GENERATION)]
+    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
 
 
 def build_messages(articles: Sequence[ArticleText]) -> list[dict]:
@@ -117,20 +118,25 @@ def synthesize(
     articles: Sequence[ArticleText],
     llm: LLM | None,
     sleep: Callable[[float], None] = time.sleep,
+    cache: Callable[[str], StoryText | None] = lambda key: None,
 ) -> Synthesis:
-    """A story for the cluster: from the LLM when it gives a valid reply, else extractive."""
+    """A story for the cluster: from the LLM when it gives a valid reply (or gave one to the
+    same request before: `cache` looks the request's key up), else extractive."""
     if len(articles) == 1:
         return Synthesis(lead_story(articles[0]), "single")
     if llm is None:
         return Synthesis(extractive_story(articles), "fallback", error="no LLM configured")
     messages = build_messages(articles)
+    key = request_key(llm, messages)
+    if (known := cache(key)) is not None:
+        return Synthesis(known, "llm", key=key, cached=True)
     calls: list[CallRecord] = []
     transport_failures = invalid_replies = 0
     error = None
     while transport_failures < TRANSPORT_ATTEMPTS and invalid_replies < INVALID_ATTEMPTS:
         attempt = len(calls) + 1
         try:
-            reply = llm.generate(messages, story.schema())
+            reply = llm.generate(messages, story.schema(), GENERATION)
         except LLMError as exc:
             calls.append(
                 CallRecord(
@@ -162,8 +168,8 @@ def synthesize(
             error = f"invalid reply: {exc}"
             invalid_replies += 1
             continue
-        return Synthesis(written, "llm", calls)
-    return Synthesis(extractive_story(articles), "fallback", calls, error)
+        return Synthesis(written, "llm", calls, key=key)
+    return Synthesis(extractive_story(articles), "fallback", calls, error, key)
 
 
 # --- the extractive fallback -------------------------------------------------------------

@@ -18,12 +18,11 @@ from huey.constants import EmptyData
 from huey.storage import BlackHoleStorage, RedisStorage, SqliteStorage
 
 from storyapp import db, feeds, jobs, metrics, recovery, retention
+from storyapp import llm as llms
 from storyapp.config import REDIS_SCHEMES, ConfigError, Settings
-from storyapp.llm import OllamaLLM
 from storyapp.migrations import migrate
 from storyapp.models import utcnow
 from storyapp.slots import RedisSlots
-from storyapp.synthesis import LLM_OPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -136,19 +135,13 @@ def parse_schedule(text: str):
         raise ConfigError(f"STORYAPP_SCHEDULE {text!r}: {exc}") from None
 
 
-def llm() -> OllamaLLM:
+def llm() -> llms.LLM:
     # One client per process: its per-host slots bound every worker thread together.
     with _llm_lock:
         if _state["llm"] is None:
             s = settings()
-            _state["llm"] = OllamaLLM(
-                s.ollama_hosts,
-                s.model,
-                timeout=s.llm_timeout,
-                concurrency=s.llm_concurrency,
-                options=LLM_OPTIONS,
-                slots=shared_slots(s) if s.llm_concurrency_scope == "redis" else None,
-            )
+            slots = shared_slots(s) if s.llm_concurrency_scope == "redis" else None
+            _state["llm"] = llms.from_settings(s, slots)
         return _state["llm"]
 
 
@@ -201,7 +194,7 @@ def _release_connection(task, task_value, exc) -> None:
 @huey.task()
 def plan_job(job_id: str) -> None:
     try:
-        cluster_ids = jobs.plan_job(job_id, settings().model, worker=_worker["id"])
+        cluster_ids = jobs.plan_job(job_id, worker=_worker["id"])
     except Exception as exc:
         log.exception("job %s: planning failed", job_id, extra={"job": job_id})
         jobs.fail_job(job_id, f"planning failed: {type(exc).__name__}: {exc}")

@@ -152,7 +152,7 @@ def test_the_page_shows_stories_with_sources_and_escapes_them(client, ollama):
         ]
     )
     job, _ = jobs.request_job(24, False)
-    for cluster_id in jobs.plan_job(job.id, "llama3.1:8b"):
+    for cluster_id in jobs.plan_job(job.id):
         jobs.run_cluster(cluster_id, None)
     html = client.get("/").get_data(as_text=True)
     assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html

@@ -44,7 +44,7 @@ def news(configured):
 def run_inline(hours: float = 24, force: bool = False) -> Job:
     job, created = jobs.request_job(hours, force)
     assert created
-    for cluster_id in jobs.plan_job(job.id, tasks.settings().model):
+    for cluster_id in jobs.plan_job(job.id):
         jobs.run_cluster(cluster_id, tasks.llm())
     return Job.get_by_id(job.id)
 
@@ -135,7 +135,7 @@ def test_news_of_new_events_rewrites_no_other_story(configured, ollama):
 
 def test_each_cluster_is_settled_once_and_the_job_ends_once(news, ollama):
     job, _ = jobs.request_job(24, False)
-    pending = jobs.plan_job(job.id, tasks.settings().model)
+    pending = jobs.plan_job(job.id)
     assert len(pending) == 2
     outcomes, ends = [], []
     original = jobs._finish_if_complete
@@ -168,7 +168,7 @@ def test_each_cluster_is_settled_once_and_the_job_ends_once(news, ollama):
 
 def test_a_cancelled_job_skips_what_has_not_started(news, ollama):
     job, _ = jobs.request_job(24, False)
-    pending = jobs.plan_job(job.id, tasks.settings().model)
+    pending = jobs.plan_job(job.id)
     assert jobs.cancel_job(job.id)
     assert [jobs.run_cluster(c, tasks.llm()) for c in pending] == [None, None]
     assert ollama.chat_count == 0
@@ -189,23 +189,23 @@ def test_a_job_cancelled_while_it_is_planned_keeps_the_counts_it_ended_with(news
         return cluster_window(start, end, force)
 
     monkeypatch.setattr(jobs, "cluster_window", cancelled_meanwhile)
-    assert jobs.plan_job(job.id, tasks.settings().model) == []
+    assert jobs.plan_job(job.id) == []
     assert Job.get_by_id(job.id).to_dict() == cancelled
     assert JobCluster.select().count() == Story.select().count() == 0
 
 
 def test_a_cluster_ending_after_its_job_was_cancelled_leaves_the_job_as_it_ended(news, ollama):
     job, _ = jobs.request_job(24, False)
-    first, second = jobs.plan_job(job.id, tasks.settings().model)
+    first, second = jobs.plan_job(job.id)
     jobs.run_cluster(first, tasks.llm())
     llm, stories = tasks.llm(), Story.select().count()
 
     class CancelledMeanwhile:
-        model = llm.model
+        name, model = llm.name, llm.model
 
-        def generate(self, messages, schema):
+        def generate(self, messages, schema, options):
             jobs.cancel_job(job.id)  # while the LLM writes
-            return llm.generate(messages, schema)
+            return llm.generate(messages, schema, options)
 
     cancelled = Job.get_by_id(job.id).to_dict()
     assert jobs.run_cluster(second, CancelledMeanwhile()) is None
@@ -220,7 +220,7 @@ def test_a_cluster_ending_after_its_job_was_cancelled_leaves_the_job_as_it_ended
 
 def test_a_cluster_that_cannot_be_settled_fails_the_job_with_a_reason(news, ollama):
     job, _ = jobs.request_job(24, False)
-    first, second = jobs.plan_job(job.id, tasks.settings().model)
+    first, second = jobs.plan_job(job.id)
     jobs.run_cluster(first, tasks.llm())
     jobs.fail_cluster(second, "OperationalError: disk I/O error")
     job = Job.get_by_id(job.id)

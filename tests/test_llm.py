@@ -4,8 +4,10 @@ import pytest
 from conftest import free_port
 
 from storyapp.fake_ollama import FakeOllama
-from storyapp.llm import LLMError, OllamaLLM
+from storyapp.llm import LLMError
+from storyapp.ollama_llm import OllamaLLM
 from storyapp.story import schema
+from storyapp.synthesis import GENERATION
 
 MESSAGES = [
     {"role": "system", "content": "Write a story."},
@@ -30,7 +32,7 @@ def client(*servers, timeout=5.0, concurrency=4, model="llama3.1:8b"):
 
 
 def test_reply_is_parsed_with_tokens_and_latency(ollama):
-    reply = client(ollama).generate(MESSAGES, schema())
+    reply = client(ollama).generate(MESSAGES, schema(), GENERATION)
     assert reply.data["title"] == "Quake hits Eldham"
     assert reply.host == ollama.url
     assert reply.prompt_tokens > 0 and reply.completion_tokens > 0
@@ -53,7 +55,7 @@ def test_reply_is_parsed_with_tokens_and_latency(ollama):
 def test_failures_are_classified(ollama, mode, outcome, status, retryable):
     ollama.mode = mode
     with pytest.raises(LLMError) as caught:
-        client(ollama).generate(MESSAGES, schema())
+        client(ollama).generate(MESSAGES, schema(), GENERATION)
     assert caught.value.outcome == outcome
     assert caught.value.status_code == status
     assert caught.value.retryable is retryable
@@ -62,20 +64,20 @@ def test_failures_are_classified(ollama, mode, outcome, status, retryable):
 
 def test_missing_model_says_so(ollama):
     with pytest.raises(LLMError, match="model nope:1b not found.*ollama pull nope:1b"):
-        client(ollama, model="nope:1b").generate(MESSAGES, schema())
+        client(ollama, model="nope:1b").generate(MESSAGES, schema(), GENERATION)
 
 
 def test_a_server_that_never_answers_times_out(ollama):
     ollama.mode = "hang"
     with pytest.raises(LLMError) as caught:
-        client(ollama, timeout=0.3).generate(MESSAGES, schema())
+        client(ollama, timeout=0.3).generate(MESSAGES, schema(), GENERATION)
     assert caught.value.outcome == "timeout"
     assert caught.value.retryable
 
 
 def test_refused_connection_is_a_retryable_error():
     with pytest.raises(LLMError, match="cannot connect") as caught:
-        client(f"http://127.0.0.1:{free_port()}").generate(MESSAGES, schema())
+        client(f"http://127.0.0.1:{free_port()}").generate(MESSAGES, schema(), GENERATION)
     assert caught.value.outcome == "error"
     assert caught.value.retryable
 
@@ -84,7 +86,7 @@ def test_requests_in_flight_are_bounded_per_host():
     with FakeOllama(latency=0.1, slots=32) as server:
         llm = client(server, concurrency=3)
         with ThreadPoolExecutor(max_workers=12) as pool:
-            list(pool.map(lambda _: llm.generate(MESSAGES, schema()), range(24)))
+            list(pool.map(lambda _: llm.generate(MESSAGES, schema(), GENERATION), range(24)))
         assert server.chat_count == 24
         assert server.peak_in_flight == 3
 
@@ -93,7 +95,7 @@ def test_several_hosts_share_the_work():
     with FakeOllama(latency=0.05) as one, FakeOllama(latency=0.05) as two:
         llm = client(one, two, concurrency=2)
         with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(lambda _: llm.generate(MESSAGES, schema()), range(16)))
+            list(pool.map(lambda _: llm.generate(MESSAGES, schema(), GENERATION), range(16)))
         assert one.chat_count + two.chat_count == 16
         assert one.chat_count >= 4 and two.chat_count >= 4
         assert one.peak_in_flight <= 2 and two.peak_in_flight <= 2

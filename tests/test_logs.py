@@ -49,7 +49,7 @@ def test_job_and_cluster_ids_are_on_the_job_logs(configured, ollama, caplog):
     ollama.mode = "missing"  # not retried: the cluster falls back at once
     job, _ = jobs.request_job(24, False)
     with caplog.at_level(logging.INFO, logger="storyapp"):
-        (cluster_id,) = jobs.plan_job(job.id, tasks.settings().model)
+        (cluster_id,) = jobs.plan_job(job.id)
         jobs.run_cluster(cluster_id, tasks.llm())
     planned, ended, fallback = caplog.records  # the job ends inside the last settle
     assert (planned.levelname, planned.job, planned.clusters, planned.for_llm) == (
@@ -67,7 +67,7 @@ def test_job_and_cluster_ids_are_on_the_job_logs(configured, ollama, caplog):
 def test_a_cluster_that_fails_is_logged_with_its_job(configured, monkeypatch, caplog):
     ingest.store(FIRE)
     job, _ = jobs.request_job(24, False)
-    (cluster_id,) = jobs.plan_job(job.id, tasks.settings().model)
+    (cluster_id,) = jobs.plan_job(job.id)
 
     def broken(*args):
         raise OSError("disk full")

@@ -106,7 +106,7 @@ def planned(configured):
         ]
     )
     job, _ = jobs.request_job(24, False)
-    return job.id, jobs.plan_job(job.id, "llama3.1:8b", worker="planner")
+    return job.id, jobs.plan_job(job.id, worker="planner")
 
 
 def test_leases_of_a_dead_worker_are_handed_back(planned):

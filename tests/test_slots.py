@@ -10,9 +10,10 @@ from backends import REDIS_URL
 from test_llm import MESSAGES
 
 from storyapp.fake_ollama import FakeOllama
-from storyapp.llm import OllamaLLM
+from storyapp.ollama_llm import OllamaLLM
 from storyapp.slots import RedisSlots
 from storyapp.story import schema
+from storyapp.synthesis import GENERATION
 
 pytestmark = pytest.mark.backends("scale")
 
@@ -44,7 +45,7 @@ def test_the_bound_holds_across_clients_that_share_nothing_else(shared):
             for _ in range(2)
         ]
         with ThreadPoolExecutor(max_workers=12) as pool:
-            calls = [pool.submit(c.generate, MESSAGES, schema()) for c in clients * 12]
+            calls = [pool.submit(c.generate, MESSAGES, schema(), GENERATION) for c in clients * 12]
             hosts = [call.result().host for call in calls]
         for c in clients:
             c.close()

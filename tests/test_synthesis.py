@@ -1,6 +1,6 @@
 from datetime import datetime, timedelta
 
-from storyapp import synthesis
+from storyapp import story, synthesis
 from storyapp.llm import LLMError, Reply
 from storyapp.synthesis import ArticleText, synthesize
 
@@ -45,13 +45,13 @@ GOOD = {
 class ScriptedLLM:
     """Answers with the replies it was given, in order; an exception instance is raised."""
 
-    model = "test-model"
+    name, model = "scripted", "test-model"
 
     def __init__(self, *replies):
         self.replies = list(replies)
         self.history: list[list[dict]] = []
 
-    def generate(self, messages, schema):
+    def generate(self, messages, schema, options):
         self.history.append(messages)
         reply = self.replies.pop(0)
         if isinstance(reply, Exception):
@@ -150,8 +150,23 @@ def test_articles_cannot_close_their_tag():
     assert user.count("<article ") == 2
 
 
-def test_cache_key_depends_on_model_and_articles_not_order():
-    key = synthesis.cache_key("m1", ["a", "b"])
-    assert key == synthesis.cache_key("m1", ["b", "a"])
-    assert key != synthesis.cache_key("m2", ["a", "b"])
-    assert key != synthesis.cache_key("m1", ["a", "c"])
+def test_the_cache_key_is_the_request_and_whom_it_is_sent_to():
+    messages = synthesis.build_messages(FLOOD)
+    scripted, other = ScriptedLLM(), ScriptedLLM()
+    other.model = "another-model"
+    key = synthesis.request_key(scripted, messages)
+    assert key == synthesis.request_key(scripted, synthesis.build_messages(FLOOD[::-1]))
+    assert key != synthesis.request_key(other, messages)
+    assert key != synthesis.request_key(scripted, synthesis.build_messages(FLOOD[:2]))
+    # A reworded prompt is a new key, with nothing bumped by hand.
+    reworded = [{**messages[0], "content": messages[0]["content"] + " Be brief."}, messages[1]]
+    assert key != synthesis.request_key(scripted, reworded)
+
+
+def test_a_cached_reply_answers_without_a_call():
+    llm = ScriptedLLM()
+    known = story.parse(GOOD)
+    result = synthesize(
+        FLOOD, llm, cache={synthesis.request_key(llm, synthesis.build_messages(FLOOD)): known}.get
+    )
+    assert (result.story, result.cached, llm.history) == (known, True, [])

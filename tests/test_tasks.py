@@ -88,7 +88,7 @@ def test_a_cluster_that_keeps_failing_is_counted_and_ends_the_job(configured, mo
         ]
     )
     job, _ = jobs.request_job(24, False)
-    (cluster_id,) = jobs.plan_job(job.id, "llama3.1:8b")
+    (cluster_id,) = jobs.plan_job(job.id)
 
     def broken(*args, **kwargs):
         raise OSError("disk full")

@@ -1,0 +1,131 @@
+"""Ollama's /api/chat through the official client: requests spread over the configured hosts,
+at most `concurrency` in flight per host across every thread of the process, or across
+processes with shared slots (slots.py)."""
+
+import json
+import os
+import time
+
+import httpx
+
+from storyapp.llm import RETRYABLE_STATUS, LLMError, Options, Reply
+from storyapp.slots import ProcessSlots, Slots
+
+# The ollama package makes a default client from OLLAMA_HOST as it is imported, and a list of
+# hosts ("http://a:11434,http://b:11434", which storyapp spreads its calls over) made that
+# raise, so every command failed before it started. storyapp never uses that client.
+_hosts = os.environ.pop("OLLAMA_HOST", None)
+try:
+    import ollama
+finally:
+    if _hosts is not None:
+        os.environ["OLLAMA_HOST"] = _hosts
+
+
+class OllamaLLM:
+    name = "ollama"
+
+    def __init__(
+        self,
+        hosts: tuple[str, ...],
+        model: str,
+        *,
+        timeout: float,
+        concurrency: int,
+        slots: Slots | None = None,
+    ):
+        """`slots` bound the requests in flight; by default `concurrency` per host, among the
+        threads of this process."""
+        self.model = model
+        self.hosts = hosts
+        self._clients = {h: ollama.Client(host=h, timeout=timeout) for h in hosts}
+        self._slots = slots or ProcessSlots(hosts, concurrency)
+
+    def generate(self, messages: list[dict], schema: dict, options: Options) -> Reply:
+        with self._slots.take() as host:
+            started = time.perf_counter()
+            try:
+                response = self._clients[host].chat(
+                    model=self.model,
+                    messages=messages,
+                    format=schema,
+                    options={
+                        "temperature": options.temperature,
+                        "num_predict": options.reply_tokens,
+                        "num_ctx": options.context_tokens,
+                    },
+                    stream=False,
+                )
+            except Exception as exc:
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                raise _as_llm_error(exc, host, self.model, elapsed_ms) from exc
+            latency_ms = (time.perf_counter() - started) * 1000
+        content = response.message.content or ""
+        try:
+            data = json.loads(content)
+        except json.JSONDecodeError:
+            raise LLMError(
+                f"reply is not JSON: {content[:80]!r}",
+                outcome="invalid",
+                retryable=True,
+                host=host,
+                latency_ms=latency_ms,
+            ) from None
+        return Reply(
+            data=data,
+            host=host,
+            latency_ms=latency_ms,
+            prompt_tokens=response.prompt_eval_count,
+            completion_tokens=response.eval_count,
+        )
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+
+    def check(self, timeout: float = 3.0) -> dict:
+        """Whether any host answers and has the model, for /health and the demo. Uses its own
+        short timeout: a health check must not wait as long as a generation may."""
+        reachable, available, errors = False, False, []
+        for host in self.hosts:
+            client = ollama.Client(host=host, timeout=timeout)
+            try:
+                names = {m.model for m in client.list().models}
+            except Exception as exc:
+                errors.append(f"{host}: {_describe(exc)}")
+                continue
+            finally:
+                client.close()
+            reachable = True
+            available = available or self.model in names or f"{self.model}:latest" in names
+        result = {"reachable": reachable, "model_available": available, "model": self.model}
+        if errors:
+            result["errors"] = errors
+        return result
+
+
+def _as_llm_error(exc: Exception, host: str, model: str, latency_ms: float) -> LLMError:
+    common = {"host": host, "latency_ms": latency_ms}
+    if isinstance(exc, ollama.ResponseError):
+        status = exc.status_code
+        if status == 404:
+            message = f"model {model} not found on {host}: run `ollama pull {model}` there"
+        else:
+            message = f"HTTP {status} from {host}: {exc.error}"
+        return LLMError(
+            message,
+            outcome="error",
+            retryable=status in RETRYABLE_STATUS,
+            status_code=status,
+            **common,
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        message = f"no reply from {host} in time"
+        return LLMError(message, outcome="timeout", retryable=True, **common)
+    return LLMError(_describe(exc, host), outcome="error", retryable=True, **common)
+
+
+def _describe(exc: Exception, host: str = "") -> str:
+    if isinstance(exc, ConnectionError | httpx.TransportError):
+        return f"cannot connect to {host}" if host else "cannot connect"
+    return f"{type(exc).__name__}: {exc}"
