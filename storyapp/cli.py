@@ -4,23 +4,21 @@ A user error prints one line on stderr and exits non-zero; nothing else does."""
 
 import math
 import sys
-import time
 from pathlib import Path
 
 import click
 from peewee import InterfaceError, OperationalError, PeeweeException
-from tqdm import tqdm
 
 from storyapp import db, feeds, ingest, tasks
 from storyapp.config import ConfigError, Settings
 from storyapp.logs import setup_logging
 from storyapp.migrations import migrate
-from storyapp.models import MAX_ID, Feed, Job, isoformat
+from storyapp.models import MAX_ID, Feed, isoformat
+from storyapp.progress import describe_job, watch_job
 
 # An export imported once over HTTP may be much bigger than a feed, and someone is watching.
 IMPORT_TIMEOUT_S = 120
 IMPORT_MAX_BYTES = 32 * 2**20
-ENDED = ("succeeded", "failed", "cancelled")
 # channel_request_lookahead lets waitress read from a connection while its request runs, so it
 # sees a client leave an event stream (events.py) at once instead of at the next write.
 WAITRESS = {"threads": 8, "channel_request_lookahead": 1}
@@ -168,55 +166,6 @@ def generate(hours, wait, force):
         click.echo(describe_job(final))
         if final["status"] != "succeeded":
             sys.exit(1)
-
-
-BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} clusters{postfix}"
-
-
-def watch_job(job_id: str, poll_s: float = 0.2) -> dict:
-    """A progress bar over the job's clusters until it ends; returns the final job."""
-    bar = tqdm(
-        total=None, desc="queued", bar_format=BAR_FORMAT, file=sys.stderr, dynamic_ncols=True
-    )
-    waited_for_worker = time.monotonic()
-    try:
-        while True:
-            job = Job.get_by_id(job_id).to_dict()
-            if job["total"] is not None and bar.total != job["total"]:
-                bar.reset(total=job["total"])
-            bar.n = job["done"]
-            bar.set_description(job["status"], refresh=False)
-            bar.set_postfix_str(progress_postfix(job), refresh=False)
-            bar.refresh()
-            if job["status"] in ENDED:
-                return job
-            if job["status"] == "queued" and time.monotonic() - waited_for_worker > 10:
-                bar.write("still queued: is a worker running? (storyapp worker)")
-                waited_for_worker = float("inf")
-            time.sleep(poll_s)
-    finally:
-        bar.close()
-
-
-def progress_postfix(job: dict) -> str:
-    # The job's own clock, not the bar's: the bar may start late, and the clusters settled at
-    # planning would make tqdm's rate (and so its ETA) far too fast.
-    c = job["counts"]
-    eta = "?" if job["eta_s"] is None else tqdm.format_interval(job["eta_s"])
-    return (
-        f"llm {c['llm']} cached {c['cached']} fallback {c['fallback']} reused {c['reused']} "
-        f"single {c['single']} [{tqdm.format_interval(job['duration_s'] or 0)} elapsed, ETA {eta}]"
-    )
-
-
-def describe_job(job: dict) -> str:
-    c = job["counts"]
-    line = (
-        f"job {job['id']} {job['status']} in {job['duration_s'] or 0:.1f} s: {job['done']}/"
-        f"{job['total'] or 0} clusters ({c['llm']} by the LLM, {c['cached']} from the cache, "
-        f"{c['fallback']} fallback, {c['reused']} unchanged, {c['single']} single-article)"
-    )
-    return line + (f"; error: {job['error']}" if job["error"] else "")
 
 
 @cli.command()

@@ -10,11 +10,11 @@ from pathlib import Path
 import click
 
 from storyapp import ingest, tasks
-from storyapp.cli import describe_job, watch_job
 from storyapp.config import Settings
 from storyapp.corpus import SAMPLE
 from storyapp.db import transaction
 from storyapp.models import Article, Story, utcnow
+from storyapp.progress import describe_job, watch_job
 
 
 def load_sample(path: Path = SAMPLE) -> tuple[ingest.IngestResult, int]:
