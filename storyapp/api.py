@@ -12,7 +12,7 @@ from peewee import InterfaceError, OperationalError, SqliteDatabase, fn
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
-from storyapp import dashboard, events, feeds, ingest, jobs, metrics, recovery, tasks
+from storyapp import dashboard, events, feeds, heartbeat, ingest, jobs, metrics, recovery, tasks
 from storyapp.config import Settings
 from storyapp.db import database
 from storyapp.models import MAX_ID, Article, Feed, Job, Story, StoryVersion, utcnow
@@ -393,5 +393,5 @@ def health():
     if not (report["llm"]["reachable"] and report["llm"]["model_available"]):
         report["status"] = "degraded"
     # Told, not judged: a web process may run before its workers do, and jobs wait for them.
-    report["workers"] = {"alive": metrics.alive_workers().count()}
+    report["workers"] = {"alive": heartbeat.alive().count()}
     return report

@@ -1,59 +1,27 @@
-"""Nothing lost, nothing stuck: worker heartbeats, cluster leases, and handing back the work of
-workers that died.
+"""Nothing lost, nothing stuck: cluster leases, and handing back the work of workers that died.
 
 Huey deletes a task from the queue when a worker takes it, so a worker killed mid-task (or a
 power cut that loses the queue's last writes) would lose clusters. Instead, every worker
-process keeps a row with a heartbeat, and a cluster being written holds a lease naming its
-worker. Any live worker, every few seconds, hands back what dead workers held: a cluster's
-lease is cleared and its task queued again, a job stuck half-planned is queued again. The
-database, not the queue, is what says what is left to do; a task queued twice is harmless
+process keeps a row with a heartbeat (heartbeat.py), and a cluster being written holds a lease
+naming its worker. Any live worker, every few seconds, hands back what dead workers held: a
+cluster's lease is cleared and its task queued again, a job stuck half-planned is queued again.
+The database, not the queue, is what says what is left to do; a task queued twice is harmless
 because settling a cluster is a conditional update (jobs.run_cluster).
 """
 
-import os
-import socket
 from datetime import datetime, timedelta
 
 from peewee import fn
 
-from storyapp import synthesis
+from storyapp import heartbeat, synthesis
 from storyapp.db import lock, transaction
 from storyapp.models import Job, JobCluster, Worker, utcnow
 
-HEARTBEAT_S = 2.0
-# A worker silent this long is dead (one on this host is known dead sooner: its pid is gone).
-DEAD_AFTER_S = 30.0
 # A running job with pending clusters nobody holds, and no progress for this long, has lost
 # tasks somewhere: its pending clusters are queued again.
 STALLED_AFTER_S = 120.0
 # A running job with no live worker at all for this long is ended as failed.
 ORPHANED_AFTER_S = 600.0
-
-HOST = socket.gethostname()
-
-
-def register() -> str:
-    now = utcnow()
-    worker_id = f"{HOST}:{os.getpid()}:{now:%Y%m%dT%H%M%S.%f}"
-    with transaction():
-        Worker.create(id=worker_id, host=HOST, pid=os.getpid(), started_at=now, heartbeat_at=now)
-    return worker_id
-
-
-def heartbeat(worker_id: str, figures: dict | None = None) -> None:
-    """Says the worker is alive, with its process's figures (metrics.process_figures)."""
-    figures = figures or {}
-    own = {
-        "cpu_s": figures.get("cpu_s"),
-        "resident_memory_bytes": figures.get("resident_memory_bytes"),
-    }
-    with transaction():
-        now = utcnow()
-        updated = Worker.update(heartbeat_at=now, **own).where(Worker.id == worker_id).execute()
-        if not updated:  # declared dead while stalled (a long GC pause, a suspended VM)
-            Worker.create(
-                id=worker_id, host=HOST, pid=os.getpid(), started_at=now, heartbeat_at=now, **own
-            )
 
 
 def retire(worker_id: str) -> list[int]:
@@ -80,25 +48,6 @@ def lease_seconds(llm_timeout: float) -> float:
     return llm_timeout * attempts + sum(synthesis.BACKOFF_S) + 30.0
 
 
-def dead_workers(now: datetime) -> list[str]:
-    dead = []
-    for worker in Worker.select():
-        silent = (now - worker.heartbeat_at).total_seconds() > DEAD_AFTER_S
-        if silent or (worker.host == HOST and not _pid_alive(worker.pid)):
-            dead.append(worker.id)
-    return dead
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    return True
-
-
 def reclaim(now: datetime | None = None) -> tuple[list[int], list[str]]:
     """Hands back what dead workers held and what was lost: returns (cluster ids to queue
     again, job ids to plan again)."""
@@ -107,7 +56,7 @@ def reclaim(now: datetime | None = None) -> tuple[list[int], list[str]]:
         # Every consumer reclaims every few seconds: one at a time, so the next sees what the
         # last handed back instead of handing it back (and queuing it) again.
         lock("storyapp.reclaim")
-        dead = dead_workers(now)
+        dead = heartbeat.dead(now)
         lost = JobCluster.status == "pending"
         held_by_dead = JobCluster.lease_holder.in_(dead) if dead else False
         expired = JobCluster.lease_until < now

@@ -17,7 +17,7 @@ from huey import Huey, crontab
 from huey.constants import EmptyData
 from huey.storage import BlackHoleStorage, RedisStorage, SqliteStorage
 
-from storyapp import db, feeds, jobs, metrics, recovery, retention
+from storyapp import db, feeds, heartbeat, jobs, recovery, retention
 from storyapp.config import REDIS_SCHEMES, ConfigError, Settings
 from storyapp.llm import OllamaLLM
 from storyapp.migrations import migrate
@@ -59,7 +59,7 @@ huey = Huey("storyapp", results=False, storage_class=UnconfiguredStorage)
 _state: dict = {"settings": None, "llm": None, "schedule": None}
 # Who holds the leases this process takes: the registered worker id in `storyapp worker`,
 # host and pid elsewhere (an in-process consumer, a test).
-_worker = {"id": f"{recovery.HOST}:{os.getpid()}"}
+_worker = {"id": f"{heartbeat.HOST}:{os.getpid()}"}
 _llm_lock = threading.RLock()
 
 
@@ -258,14 +258,14 @@ class Supervisor(threading.Thread):
         self._stop_event = threading.Event()
 
     def start(self) -> None:
-        _worker["id"] = recovery.register()
+        _worker["id"] = heartbeat.register()
         recover()  # a worker starting after a crash picks up the pieces at once
         super().start()
 
     def run(self) -> None:
-        while not self._stop_event.wait(recovery.HEARTBEAT_S):
+        while not self._stop_event.wait(heartbeat.HEARTBEAT_S):
             try:
-                recovery.heartbeat(_worker["id"], metrics.process_figures())
+                heartbeat.beat(_worker["id"])
                 recover()
             except Exception:
                 log.exception("supervisor: heartbeat or recovery failed; trying again")

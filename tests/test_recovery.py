@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from workers import HUEY_CONSUMER, assert_finished_once, job_of, wait_until
 
-from storyapp import jobs, recovery, tasks
+from storyapp import heartbeat, jobs, recovery, tasks
 from storyapp.fake_ollama import FakeOllama
 from storyapp.models import Job, JobCluster, Worker, utcnow
 
@@ -111,7 +111,7 @@ def planned(configured):
 
 def test_leases_of_a_dead_worker_are_handed_back(planned):
     job_id, (first, second) = planned
-    worker = recovery.register()
+    worker = heartbeat.register()
     assert jobs._lease(first, worker, 600)
     assert not jobs._lease(first, "someone-else", 600)  # a live lease keeps others out
     assert recovery.reclaim() == ([], [])  # the worker is alive: nothing to do
@@ -124,7 +124,7 @@ def test_leases_of_a_dead_worker_are_handed_back(planned):
 @pytest.mark.backends
 def test_consumers_reclaiming_at_once_hand_back_each_cluster_once(planned, monkeypatch):
     _, pending = planned
-    dead = recovery.register()
+    dead = heartbeat.register()
     for cluster_id in pending:
         assert jobs._lease(cluster_id, dead, 600)
     Worker.update(heartbeat_at=utcnow() - timedelta(minutes=5)).execute()
@@ -154,9 +154,9 @@ def test_a_worker_whose_process_is_gone_is_dead_at_once(configured):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     Worker.create(
-        id="ghost", host=recovery.HOST, pid=gone.pid, started_at=utcnow(), heartbeat_at=utcnow()
+        id="ghost", host=heartbeat.HOST, pid=gone.pid, started_at=utcnow(), heartbeat_at=utcnow()
     )
-    assert recovery.dead_workers(utcnow()) == ["ghost"]
+    assert heartbeat.dead(utcnow()) == ["ghost"]
 
 
 def test_a_job_left_half_planned_is_planned_again(configured):
@@ -191,7 +191,7 @@ def test_a_stalled_job_gets_its_pending_clusters_queued_again(planned):
     later = utcnow() + timedelta(seconds=recovery.STALLED_AFTER_S + 1)
     assert recovery.reclaim(later) == (sorted(pending), [])
     # Once per quiet spell, however many consumers look and however often.
-    assert recovery.reclaim(later + timedelta(seconds=recovery.HEARTBEAT_S)) == ([], [])
+    assert recovery.reclaim(later + timedelta(seconds=heartbeat.HEARTBEAT_S)) == ([], [])
     much_later = later + timedelta(seconds=recovery.STALLED_AFTER_S + 1)
     assert recovery.reclaim(much_later) == (sorted(pending), [])
 

@@ -10,7 +10,7 @@ from huey.consumer import Scheduler
 from huey.signals import SIGNAL_COMPLETE, SIGNAL_ERROR
 from peewee import OperationalError
 
-from storyapp import feeds, ingest, jobs, recovery, tasks
+from storyapp import feeds, heartbeat, ingest, jobs, tasks
 from storyapp.config import ConfigError
 from storyapp.db import database
 from storyapp.models import Article, Feed, Job, JobCluster, ScheduledRun, Story, Worker
@@ -200,15 +200,15 @@ def test_worker_threads_hand_their_pooled_connections_back(client, consumer):
 
 
 def test_a_supervisor_that_cannot_register_is_left_for_the_next_thread(configured, monkeypatch):
-    register = recovery.register
+    register = heartbeat.register
 
     def database_down():
         raise OperationalError("unable to open database file")
 
-    monkeypatch.setattr(recovery, "register", database_down)
+    monkeypatch.setattr(heartbeat, "register", database_down)
     with pytest.raises(OperationalError):
         tasks._worker_thread_started()  # Huey logs it; the thread runs on
-    monkeypatch.setattr(recovery, "register", register)
+    monkeypatch.setattr(heartbeat, "register", register)
     tasks._worker_thread_started()  # the next thread starts it
     assert Worker.select().count() == 1
     tasks._worker_thread_ended()
