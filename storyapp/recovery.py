@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from peewee import fn
 
-from storyapp import heartbeat, synthesis
+from storyapp import heartbeat
 from storyapp.db import lock, transaction
 from storyapp.models import Job, JobCluster, Worker, utcnow
 
@@ -40,12 +40,6 @@ def retire(worker_id: str) -> list[int]:
             ).execute()
         Worker.delete().where(Worker.id == worker_id).execute()
     return held
-
-
-def lease_seconds(llm_timeout: float) -> float:
-    """Longest a cluster can take: every attempt synthesis may make, each up to the timeout."""
-    attempts = synthesis.TRANSPORT_ATTEMPTS + synthesis.INVALID_ATTEMPTS
-    return llm_timeout * attempts + sum(synthesis.BACKOFF_S) + 30.0
 
 
 def reclaim(now: datetime | None = None) -> tuple[list[int], list[str]]:

@@ -17,7 +17,7 @@ from huey import Huey, crontab
 from huey.constants import EmptyData
 from huey.storage import BlackHoleStorage, RedisStorage, SqliteStorage
 
-from storyapp import db, feeds, heartbeat, jobs, recovery, retention
+from storyapp import db, feeds, heartbeat, jobs, recovery, retention, synthesis
 from storyapp.config import REDIS_SCHEMES, ConfigError, Settings
 from storyapp.llm import OllamaLLM
 from storyapp.migrations import migrate
@@ -188,6 +188,12 @@ def start_job(hours: float, force: bool) -> tuple[dict, bool]:
     return job.to_dict(), created
 
 
+def lease_seconds(llm_timeout: float) -> float:
+    """Longest a cluster can take: every attempt synthesis may make, each up to the timeout."""
+    attempts = synthesis.TRANSPORT_ATTEMPTS + synthesis.INVALID_ATTEMPTS
+    return llm_timeout * attempts + sum(synthesis.BACKOFF_S) + 30.0
+
+
 # The tasks use each worker thread's own connection, opened on first use. On SQLite it is kept:
 # opening one per task (and setting its pragmas) cost more than the task's own queries. A
 # pooled PostgreSQL connection goes back to the pool after each task (db.release).
@@ -213,7 +219,7 @@ def plan_job(job_id: str) -> None:
 @huey.task(retries=2, retry_delay=2, context=True)
 def synthesize_cluster(cluster_id: int, task=None) -> None:
     try:
-        lease_s = recovery.lease_seconds(settings().llm_timeout)
+        lease_s = lease_seconds(settings().llm_timeout)
         jobs.run_cluster(cluster_id, llm(), worker=_worker["id"], lease_s=lease_s)
     except Exception as exc:
         if task is not None and task.retries:

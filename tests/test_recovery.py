@@ -211,8 +211,3 @@ def test_a_running_job_with_no_worker_alive_is_failed_not_left_running(planned):
     assert recovery.end_orphans(later) == 1
     job = job_of(job_id)
     assert job.status == "failed" and "no worker" in job.error and job.active_key is None
-
-
-def test_lease_time_covers_every_attempt():
-    assert recovery.lease_seconds(120) > 120 * 4
-    assert tasks.recovery is recovery

@@ -216,3 +216,7 @@ def test_a_supervisor_that_cannot_register_is_left_for_the_next_thread(configure
     tasks._worker_thread_ended()
     assert Worker.select().count() == 0  # the last one stopped it: the worker retired
     tasks.stop_supervisor()  # and again, at exit: nothing left to do
+
+
+def test_a_clusters_lease_covers_every_attempt_synthesis_makes():
+    assert tasks.lease_seconds(120) > 120 * 4
