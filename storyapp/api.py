@@ -12,7 +12,18 @@ from peewee import InterfaceError, OperationalError, SqliteDatabase, fn
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
-from storyapp import dashboard, events, feeds, heartbeat, ingest, jobs, metrics, recovery, tasks
+from storyapp import (
+    dashboard,
+    events,
+    feeds,
+    heartbeat,
+    ingest,
+    jobs,
+    metrics,
+    queue,
+    recovery,
+    tasks,
+)
 from storyapp.config import Settings
 from storyapp.db import database
 from storyapp.models import MAX_ID, Article, Feed, Job, Story, StoryVersion, utcnow
@@ -364,12 +375,12 @@ def delete_feed(feed_id):
 
 @bp.get("/stats")
 def stats():
-    return metrics.collect(queued_tasks=tasks.pending_count())
+    return metrics.collect(queued_tasks=queue.pending_count())
 
 
 @bp.get("/metrics")
 def prometheus_metrics():
-    text = metrics.prometheus_text(metrics.collect(queued_tasks=tasks.pending_count()))
+    text = metrics.prometheus_text(metrics.collect(queued_tasks=queue.pending_count()))
     return Response(text, content_type=metrics.PROMETHEUS_CONTENT_TYPE)
 
 
@@ -386,7 +397,7 @@ def health():
         report.update(status="down", database={"ok": False, "error": str(exc)})
         return report, 503
     try:
-        report["queue"] = {"ok": True, "pending_tasks": tasks.huey.pending_count()}
+        report["queue"] = {"ok": True, "pending_tasks": queue.huey.pending_count()}
     except Exception as exc:
         report.update(status="degraded", queue={"ok": False, "error": str(exc)})
     report["llm"] = tasks.llm().check()

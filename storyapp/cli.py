@@ -9,12 +9,13 @@ from pathlib import Path
 import click
 from peewee import InterfaceError, OperationalError, PeeweeException
 
-from storyapp import db, feeds, ingest, tasks
+from storyapp import db, feeds, ingest, supervisor, tasks
 from storyapp.config import ConfigError, Settings
 from storyapp.logs import setup_logging
 from storyapp.migrations import migrate
 from storyapp.models import MAX_ID, Feed, isoformat
 from storyapp.progress import describe_job, watch_job
+from storyapp.queue import huey
 
 # An export imported once over HTTP may be much bigger than a feed, and someone is watching.
 IMPORT_TIMEOUT_S = 120
@@ -186,7 +187,7 @@ def worker(workers, scheduler):
     """Run the Huey consumer: thread workers, and the scheduler unless --no-scheduler."""
     settings = load_settings()
     setup_logging()
-    consumer = tasks.huey.create_consumer(
+    consumer = huey.create_consumer(
         workers=workers or settings.workers,
         worker_type="thread",
         periodic=scheduler,
@@ -200,8 +201,8 @@ def worker(workers, scheduler):
         graceful_signal="TERM",
         shutdown_timeout=60,
     )
-    tasks.supervise_consumer()
-    tasks.start_supervisor()  # here, so that a worker that cannot register does not start
+    supervisor.supervise_consumer()
+    supervisor.start_supervisor()  # here, so that a worker that cannot register does not start
     consumer.run()
 
 

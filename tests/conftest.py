@@ -21,6 +21,7 @@ from storyapp.config import Settings
 from storyapp.fake_ollama import FakeOllama
 from storyapp.ingest import parse_datetime
 from storyapp.models import utcnow
+from storyapp.queue import huey
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "articles.jsonl"
 
@@ -169,7 +170,7 @@ def client(app):
 def running_consumer(workers: int = 4):
     """A real Huey consumer with thread workers on the configured queue."""
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    consumer = tasks.huey.create_consumer(
+    consumer = huey.create_consumer(
         workers=workers,
         worker_type="thread",
         periodic=False,

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from workers import HUEY_CONSUMER, assert_finished_once, job_of, wait_until
 
-from storyapp import heartbeat, jobs, recovery, tasks
+from storyapp import heartbeat, jobs, queue, recovery, supervisor, tasks
 from storyapp.fake_ollama import FakeOllama
 from storyapp.models import Job, JobCluster, Worker, utcnow
 
@@ -175,13 +175,13 @@ def test_a_job_left_half_planned_is_planned_again(configured):
 
 def test_a_job_whose_planning_task_was_lost_is_planned_again(configured):
     job, _ = jobs.request_job(24, False)
-    tasks.huey.flush()  # the queue lost its planning task
+    queue.huey.flush()  # the queue lost its planning task
     assert recovery.forgotten_jobs() == []  # just asked for: it may be waiting its turn
     later = utcnow() + timedelta(seconds=recovery.STALLED_AFTER_S + 1)
     assert recovery.forgotten_jobs(later) == [job.id]
     Job.update(created_at=utcnow() - timedelta(hours=1)).execute()
-    tasks.recover()
-    assert tasks.huey.pending_count() == 1  # planning queued again
+    supervisor.recover()
+    assert queue.huey.pending_count() == 1  # planning queued again
 
 
 @pytest.mark.backends

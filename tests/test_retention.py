@@ -17,6 +17,7 @@ from storyapp.models import (
     SynthesisCache,
     utcnow,
 )
+from storyapp.queue import huey
 
 NOW = utcnow()
 OLD = NOW - timedelta(days=40)
@@ -141,6 +142,6 @@ def test_the_periodic_task_prunes_by_the_configured_age(tmp_path, ollama):
 def test_pruning_runs_hourly_whatever_the_schedule(tmp_path, ollama):
     for schedule in ("0 * * * *", "off"):
         tasks.configure(make_settings(tmp_path, ollama.url, STORYAPP_SCHEDULE=schedule))
-        due = [t.name for t in tasks.huey.read_periodic(datetime(2026, 11, 28, 10, 17))]
+        due = [t.name for t in huey.read_periodic(datetime(2026, 11, 28, 10, 17))]
         assert due == ["prune_old_rows"]
     database.close()
