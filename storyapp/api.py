@@ -42,6 +42,8 @@ class ApiError(Exception):
 
 
 def create_app(settings: Settings | None = None) -> Flask:
+    """The app, with the database and the queue bound to `settings`. It migrates nothing:
+    what starts the web process does (`storyapp serve`, wsgi.py)."""
     settings = settings or Settings.from_env()
     tasks.configure(settings)
     app = Flask(__name__)

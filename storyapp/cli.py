@@ -30,8 +30,12 @@ class UserError(click.ClickException):
 
 
 def load_settings() -> Settings:
+    """The settings, with the database and the queue bound to them. The database is created or
+    upgraded too: each command is a process, and a process does that as it starts (README), so
+    `storyapp ingest` before `storyapp init` works, as does any command after an upgrade."""
     settings = Settings.from_env()
     tasks.configure(settings)
+    migrate(db.bind(settings.database_url))
     return settings
 
 
@@ -44,8 +48,8 @@ def cli():
 def init():
     """Create or migrate the database; safe to run twice."""
     settings = Settings.from_env()
-    applied = migrate(db.bind(settings.database_url))
     tasks.configure(settings)
+    applied = migrate(db.bind(settings.database_url))
     done = f"applied {', '.join(applied)}" if applied else "already up to date"
     click.echo(f"database {settings.database_url}: {done}")
 
@@ -216,7 +220,7 @@ def serve(host, port):
     from storyapp.api import create_app
 
     setup_logging()
-    app = create_app(Settings.from_env())
+    app = create_app(load_settings())
     try:
         server = waitress.create_server(app, host=host, port=port, **WAITRESS)
     except (OSError, ValueError) as exc:  # the port is taken, the host is no address

@@ -1,8 +1,9 @@
 """The tasks on the queue (queue.py): thin shells around jobs.py, feeds.py and retention.py; the
 schedule of the periodic ones; the process's LLM client.
 
-`configure()` binds the database (migrated), the queue, the schedule and the LLM client to the
-settings. The app factory, the CLI and the root `tasks.py` call it.
+`configure()` binds the database, the queue, the schedule and the LLM client to the settings,
+and migrates nothing: the commands that start a process do (cli.py, the root `tasks.py`,
+`wsgi.py`). The app factory, the CLI and the root `tasks.py` call it.
 """
 
 import logging
@@ -15,7 +16,6 @@ from huey import crontab
 from storyapp import db, feeds, heartbeat, jobs, queue, retention, synthesis
 from storyapp.config import ConfigError, Settings
 from storyapp.llm import OllamaLLM
-from storyapp.migrations import migrate
 from storyapp.models import utcnow
 from storyapp.queue import huey
 from storyapp.slots import RedisSlots
@@ -31,10 +31,10 @@ _llm_lock = threading.RLock()
 
 
 def configure(settings: Settings) -> None:
-    """Binds the queue, the database (migrated) and the schedule to `settings`."""
+    """Binds the queue, the database and the schedule to `settings`, migrating nothing."""
     schedule = parse_schedule(settings.schedule)
     queue.bind(settings.queue_url, settings.queue_name)
-    migrate(db.bind(settings.database_url))
+    db.bind(settings.database_url)
     with _llm_lock:
         close_llm()
         _state.update(settings=settings, schedule=schedule)

@@ -3,7 +3,7 @@ import re
 import shutil
 
 import pytest
-from conftest import article, free_port, make_settings, wait_for_job
+from conftest import article, free_port, init, make_settings, wait_for_job
 
 from storyapp.api import create_app
 from storyapp.db import database
@@ -381,7 +381,7 @@ def test_wrong_method_is_405_json(client, method, path):
 
 @pytest.fixture
 def token_client(tmp_path, ollama):
-    app = create_app(make_settings(tmp_path, ollama.url, STORYAPP_API_TOKEN="s3cret"))
+    app = create_app(init(make_settings(tmp_path, ollama.url, STORYAPP_API_TOKEN="s3cret")))
     yield app.test_client()
     database.close()
 
@@ -486,7 +486,7 @@ def test_health_ok_against_the_fake_ollama(client):
 
 
 def test_health_model_missing_is_degraded(tmp_path, ollama):
-    app = create_app(make_settings(tmp_path, ollama.url, STORYAPP_MODEL="no-such-model:1b"))
+    app = create_app(init(make_settings(tmp_path, ollama.url, STORYAPP_MODEL="no-such-model:1b")))
     try:
         body = app.test_client().get("/health").get_json()
     finally:
@@ -497,7 +497,7 @@ def test_health_model_missing_is_degraded(tmp_path, ollama):
 
 
 def test_health_without_ollama_is_degraded(tmp_path):
-    app = create_app(make_settings(tmp_path, f"http://127.0.0.1:{free_port()}"))
+    app = create_app(init(make_settings(tmp_path, f"http://127.0.0.1:{free_port()}")))
     try:
         response = app.test_client().get("/health")
     finally:
@@ -511,7 +511,7 @@ def test_health_without_ollama_is_degraded(tmp_path):
 
 
 def test_health_and_every_request_say_503_when_the_database_is_gone(tmp_path, ollama):
-    app = create_app(make_settings(tmp_path, ollama.url))
+    app = create_app(init(make_settings(tmp_path, ollama.url)))
     client = app.test_client()
     assert client.get("/health").status_code == 200
     shutil.rmtree(tmp_path / "data")  # the SQLite file and its directory: it cannot be opened
@@ -524,7 +524,7 @@ def test_health_and_every_request_say_503_when_the_database_is_gone(tmp_path, ol
 
 def test_a_mistake_in_sql_is_no_outage(tmp_path, ollama):
     # SQLite's OperationalError covers both an unreachable file and a wrong query.
-    app = create_app(make_settings(tmp_path, ollama.url))
+    app = create_app(init(make_settings(tmp_path, ollama.url)))
     app.add_url_rule("/wrong", view_func=lambda: database.execute_sql("SELECT nope FROM story"))
     assert_error(app.test_client().get("/wrong"), 500, "internal_error")
 

@@ -4,7 +4,7 @@ from dataclasses import replace
 from datetime import datetime
 
 import pytest
-from conftest import article, make_settings, running_consumer, wait_for_job
+from conftest import article, init, make_settings, running_consumer, wait_for_job
 from feedserver import item, rss
 from huey.consumer import Scheduler
 from huey.signals import SIGNAL_COMPLETE, SIGNAL_ERROR
@@ -113,7 +113,7 @@ BAKERY = [item(4, "Local bakery wins national sourdough award", "A prize for Fer
 @pytest.fixture
 def hourly(tmp_path, ollama, feed_server, monkeypatch):
     """Schedule at minute 0 of every hour, a clock stopped at 10:00:30, and one feed."""
-    tasks.configure(make_settings(tmp_path, ollama.url, STORYAPP_SCHEDULE="0 * * * *"))
+    init(make_settings(tmp_path, ollama.url, STORYAPP_SCHEDULE="0 * * * *"))
     clock = {"now": datetime(2026, 11, 28, 10, 0, 30)}
     monkeypatch.setattr(tasks, "utcnow", lambda: clock["now"])
     feed_server.publish("/wire.rss", rss("Wire", QUAKE + BAKERY))
