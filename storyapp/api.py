@@ -12,21 +12,11 @@ from peewee import InterfaceError, OperationalError, SqliteDatabase, fn
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
-from storyapp import (
-    dashboard,
-    events,
-    feeds,
-    heartbeat,
-    ingest,
-    jobs,
-    metrics,
-    queue,
-    recovery,
-    tasks,
-)
+from storyapp import dashboard, events, feeds, heartbeat, ingest, jobs, metrics, queue, tasks
 from storyapp.config import Settings
 from storyapp.db import database
 from storyapp.models import MAX_ID, Article, Feed, Job, Story, StoryVersion, utcnow
+from storyapp.recovery import Orphans
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -257,10 +247,13 @@ def get_job_or_404(job_id: str) -> Job:
     return job
 
 
+# Reading writes nothing: a job no worker is left to finish is shown failed (Orphans), and is
+# recorded so by the next worker to start or the next request for a job.
+
+
 @bp.get("/jobs/<job_id>")
 def get_job(job_id):
-    recovery.end_orphans()
-    return get_job_or_404(job_id).to_dict()
+    return Orphans.as_of().seen(get_job_or_404(job_id)).to_dict()
 
 
 @bp.get("/jobs/<job_id>/events")
@@ -284,15 +277,15 @@ def job_events(job_id):
 
 @bp.get("/jobs")
 def list_jobs():
-    recovery.end_orphans()
     limit = query_int("limit", 50, 1, 500)
+    orphans = Orphans.as_of()
     query = Job.select().order_by(Job.created_at.desc(), Job.id)
     status = request.args.get("status")
     if status:
         if status not in Job.STATUSES:
             raise ApiError(422, "invalid_value", f"status must be one of {', '.join(Job.STATUSES)}")
-        query = query.where(Job.status == status)
-    return {"jobs": [job.to_dict() for job in query.limit(limit)]}
+        query = query.where(orphans.status_is(status))
+    return {"jobs": [orphans.seen(job).to_dict() for job in query.limit(limit)]}
 
 
 @bp.post("/jobs/<job_id>/cancel")

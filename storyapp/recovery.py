@@ -1,4 +1,5 @@
-"""Nothing lost, nothing stuck: cluster leases, and handing back the work of workers that died.
+"""Nothing lost, nothing stuck: cluster leases, handing back the work of workers that died, and
+ending the jobs no worker is left to finish. The supervisor (supervisor.py) runs it.
 
 Huey deletes a task from the queue when a worker takes it, so a worker killed mid-task (or a
 power cut that loses the queue's last writes) would lose clusters. Instead, every worker
@@ -9,6 +10,7 @@ The database, not the queue, is what says what is left to do; a task queued twic
 because settling a cluster is a conditional update (jobs.run_cluster).
 """
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from peewee import fn
@@ -20,8 +22,6 @@ from storyapp.models import Job, JobCluster, Worker, utcnow
 # A running job with pending clusters nobody holds, and no progress for this long, has lost
 # tasks somewhere: its pending clusters are queued again.
 STALLED_AFTER_S = 120.0
-# A running job with no live worker at all for this long is ended as failed.
-ORPHANED_AFTER_S = 600.0
 
 
 def retire(worker_id: str) -> list[int]:
@@ -102,39 +102,86 @@ def _stalled_clusters(now: datetime) -> list[int]:
     for job in Job.select(Job.id, Job.started_at).where(
         Job.status == "running", Job.total.is_null(False), Job.started_at < quiet_since
     ):
-        clusters = JobCluster.select().where(JobCluster.job == job.id)
-        # Typed by hand: SQLite gives a function's result back as text, and text compared
-        # with a datetime raised, failing every round of recovery once a job ran 2 minutes.
-        latest = fn.MAX(fn.COALESCE(JobCluster.finished_at, JobCluster.leased_at))
-        last = clusters.select(latest.python_value(JobCluster.leased_at.python_value)).scalar()
+        last = _last_progress(job.id)
         if last is not None and last > quiet_since:
             continue
         stalled += [
             jc.id
-            for jc in clusters.select(JobCluster.id).where(
-                JobCluster.status == "pending", JobCluster.lease_holder.is_null()
+            for jc in JobCluster.select(JobCluster.id).where(
+                JobCluster.job == job.id,
+                JobCluster.status == "pending",
+                JobCluster.lease_holder.is_null(),
             )
         ]
     return stalled
 
 
+def _last_progress(job_id: str) -> datetime | None:
+    """When a cluster of the job was last taken or settled; None before any was."""
+    # Typed by hand: SQLite gives a function's result back as text, and text compared with a
+    # datetime raised, failing every round of recovery once a job ran 2 minutes.
+    latest = fn.MAX(fn.COALESCE(JobCluster.finished_at, JobCluster.leased_at))
+    return (
+        JobCluster.select(latest.python_value(JobCluster.leased_at.python_value))
+        .where(JobCluster.job == job_id)
+        .scalar()
+    )
+
+
+# A running job with no live worker at all for this long has failed: nobody is there to finish
+# it. Reading writes nothing, so a reader is shown the orphan failed (`Orphans`) and the next
+# writer records it (`end_orphans`).
+ORPHANED_AFTER_S = 600.0
+ORPHAN_ERROR = "no worker has been alive for 10 minutes: start `storyapp worker` and generate again"
+
+
+@dataclass(frozen=True)
+class Orphans:
+    """The running jobs nobody will finish, as of one moment: those started before `cutoff`,
+    when no worker has been alive since (`cutoff` is None when one has). An orphan ended where
+    it stopped: at its last progress."""
+
+    cutoff: datetime | None
+
+    @classmethod
+    def as_of(cls, now: datetime | None = None) -> "Orphans":
+        quiet_since = (now or utcnow()) - timedelta(seconds=ORPHANED_AFTER_S)
+        last_heartbeat = Worker.select(fn.MAX(Worker.heartbeat_at)).scalar()
+        if last_heartbeat is not None and last_heartbeat > quiet_since:
+            return cls(None)
+        return cls(quiet_since)
+
+    def status_is(self, status: str):
+        """An expression over Job: true where the status a reader sees is `status`."""
+        if self.cutoff is None or status not in ("running", "failed"):
+            return Job.status == status
+        if status == "failed":
+            return (Job.status == "failed") | self.where()
+        return (Job.status == "running") & ~self.where()
+
+    def where(self):
+        """An expression over Job: true for the orphans (with a cutoff)."""
+        return (Job.status == "running") & (Job.started_at < self.cutoff)
+
+    def seen(self, job: Job) -> Job:
+        """`job` as a reader sees it: an orphan has failed. Changed in memory only."""
+        if self.cutoff is not None and job.status == "running" and job.started_at < self.cutoff:
+            job.status, job.active_key, job.error = "failed", None, ORPHAN_ERROR
+            job.finished_at = max(job.started_at, _last_progress(job.id) or job.started_at)
+        return job
+
+
 def end_orphans(now: datetime | None = None) -> int:
-    """Fails running jobs when no worker has been alive for ORPHANED_AFTER_S: with nobody
-    to finish them they would say "running" forever."""
-    now = now or utcnow()
-    last_seen = Worker.select(fn.MAX(Worker.heartbeat_at)).scalar()
-    if last_seen is not None and (now - last_seen).total_seconds() < ORPHANED_AFTER_S:
+    """Records the orphans as failed, as readers were shown them; returns how many. A worker
+    does it as it starts, before it would take them up again, and so does a request for a new
+    job, which an orphan would otherwise take in as its equal."""
+    orphans = Orphans.as_of(now)
+    if orphans.cutoff is None:
         return 0
-    quiet_since = now - timedelta(seconds=ORPHANED_AFTER_S)
     with transaction():
-        return (
+        ended = [orphans.seen(job) for job in Job.select().where(orphans.where())]
+        for job in ended:
             Job.update(
-                status="failed",
-                finished_at=now,
-                active_key=None,
-                error="no worker has been alive for 10 minutes: start `storyapp worker` "
-                "and generate again",
-            )
-            .where(Job.status == "running", Job.started_at < quiet_since)
-            .execute()
-        )
+                status=job.status, finished_at=job.finished_at, active_key=None, error=job.error
+            ).where(Job.id == job.id, Job.status == "running").execute()
+    return len(ended)

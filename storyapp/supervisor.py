@@ -41,6 +41,9 @@ class Supervisor(threading.Thread):
         self._stop_event = threading.Event()
 
     def start(self) -> None:
+        # The jobs no worker was alive to finish have failed, as readers were shown: recorded
+        # before this worker registers, as its heartbeat would make them look attended.
+        recovery.end_orphans()
         tasks.worker["id"] = heartbeat.register()
         recover()  # a worker starting after a crash picks up the pieces at once
         super().start()

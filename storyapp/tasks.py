@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from huey import crontab
 
-from storyapp import db, feeds, heartbeat, jobs, queue, retention, synthesis
+from storyapp import db, feeds, heartbeat, jobs, queue, recovery, retention, synthesis
 from storyapp.config import ConfigError, Settings
 from storyapp.llm import OllamaLLM
 from storyapp.models import utcnow
@@ -108,6 +108,9 @@ def shared_slots(s: Settings) -> RedisSlots:
 
 def start_job(hours: float, force: bool) -> tuple[dict, bool]:
     """Requests a job and queues its planning; returns (job, created)."""
+    # A job no worker will finish must not take this request in as its equal: it has failed,
+    # as readers were shown.
+    recovery.end_orphans()
     job, created = jobs.request_job(hours, force)
     if created:
         try:

@@ -211,3 +211,16 @@ def test_a_running_job_with_no_worker_alive_is_failed_not_left_running(planned):
     assert recovery.end_orphans(later) == 1
     job = job_of(job_id)
     assert job.status == "failed" and "no worker" in job.error and job.active_key is None
+
+
+def test_a_worker_starting_records_the_jobs_no_worker_was_alive_to_finish(planned):
+    job_id, _ = planned
+    long_ago = utcnow() - timedelta(seconds=recovery.ORPHANED_AFTER_S + 60)
+    Job.update(started_at=long_ago).where(Job.id == job_id).execute()
+    shown = recovery.Orphans.as_of().seen(job_of(job_id)).to_dict()  # what readers were told
+    assert shown["status"] == "failed" and job_of(job_id).status == "running"
+    supervisor.start_supervisor()
+    try:
+        assert job_of(job_id).to_dict() == shown  # failed as shown, not taken up again
+    finally:
+        supervisor.stop_supervisor()
