@@ -12,10 +12,11 @@ from peewee import InterfaceError, OperationalError, SqliteDatabase, fn
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
-from storyapp import dashboard, events, feeds, ingest, jobs, metrics, recovery, tasks
+from storyapp import dashboard, events, feeds, heartbeat, ingest, jobs, metrics, queue, tasks
 from storyapp.config import Settings
 from storyapp.db import database
 from storyapp.models import MAX_ID, Article, Feed, Job, Story, StoryVersion, utcnow
+from storyapp.recovery import Orphans
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -31,6 +32,8 @@ class ApiError(Exception):
 
 
 def create_app(settings: Settings | None = None) -> Flask:
+    """The app, with the database and the queue bound to `settings`. It migrates nothing:
+    what starts the web process does (`storyapp serve`, wsgi.py)."""
     settings = settings or Settings.from_env()
     tasks.configure(settings)
     app = Flask(__name__)
@@ -244,10 +247,13 @@ def get_job_or_404(job_id: str) -> Job:
     return job
 
 
+# Reading writes nothing: a job no worker is left to finish is shown failed (Orphans), and is
+# recorded so by the next worker to start or the next request for a job.
+
+
 @bp.get("/jobs/<job_id>")
 def get_job(job_id):
-    recovery.end_orphans()
-    return get_job_or_404(job_id).to_dict()
+    return Orphans.as_of().seen(get_job_or_404(job_id)).to_dict()
 
 
 @bp.get("/jobs/<job_id>/events")
@@ -271,15 +277,15 @@ def job_events(job_id):
 
 @bp.get("/jobs")
 def list_jobs():
-    recovery.end_orphans()
     limit = query_int("limit", 50, 1, 500)
+    orphans = Orphans.as_of()
     query = Job.select().order_by(Job.created_at.desc(), Job.id)
     status = request.args.get("status")
     if status:
         if status not in Job.STATUSES:
             raise ApiError(422, "invalid_value", f"status must be one of {', '.join(Job.STATUSES)}")
-        query = query.where(Job.status == status)
-    return {"jobs": [job.to_dict() for job in query.limit(limit)]}
+        query = query.where(orphans.status_is(status))
+    return {"jobs": [orphans.seen(job).to_dict() for job in query.limit(limit)]}
 
 
 @bp.post("/jobs/<job_id>/cancel")
@@ -364,12 +370,12 @@ def delete_feed(feed_id):
 
 @bp.get("/stats")
 def stats():
-    return metrics.collect(queued_tasks=tasks.pending_count())
+    return metrics.collect(queued_tasks=queue.pending_count())
 
 
 @bp.get("/metrics")
 def prometheus_metrics():
-    text = metrics.prometheus_text(metrics.collect(queued_tasks=tasks.pending_count()))
+    text = metrics.prometheus_text(metrics.collect(queued_tasks=queue.pending_count()))
     return Response(text, content_type=metrics.PROMETHEUS_CONTENT_TYPE)
 
 
@@ -386,12 +392,12 @@ def health():
         report.update(status="down", database={"ok": False, "error": str(exc)})
         return report, 503
     try:
-        report["queue"] = {"ok": True, "pending_tasks": tasks.huey.pending_count()}
+        report["queue"] = {"ok": True, "pending_tasks": queue.huey.pending_count()}
     except Exception as exc:
         report.update(status="degraded", queue={"ok": False, "error": str(exc)})
     report["llm"] = tasks.llm().check()
     if not (report["llm"]["reachable"] and report["llm"]["model_available"]):
         report["status"] = "degraded"
     # Told, not judged: a web process may run before its workers do, and jobs wait for them.
-    report["workers"] = {"alive": metrics.alive_workers().count()}
+    report["workers"] = {"alive": heartbeat.alive().count()}
     return report

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from storyapp import clustering, ingest, jobs, synthesis, tasks
+from storyapp import clustering, db, ingest, jobs, synthesis, tasks
 from storyapp.config import Settings
 from storyapp.corpus import synthetic_corpus
 from storyapp.db import database
 from storyapp.fake_ollama import FakeOllama
+from storyapp.migrations import migrate
 from storyapp.models import Job, utcnow
 from storyapp.ollama_llm import OllamaLLM
 
@@ -143,7 +144,7 @@ def report(options: Options, out=sys.stdout) -> None:
 def sequential_baseline(corpus: list[dict], server: FakeOllama) -> tuple[float, int]:
     """The first version: cluster, then one blocking LLM call per cluster, in one thread."""
     with tempfile.TemporaryDirectory() as tmp:
-        tasks.configure(settings_for(Path(tmp), server.url, slots=1, workers=1))
+        fresh_database(settings_for(Path(tmp), server.url, slots=1, workers=1))
         ingest.store(corpus)
         end = utcnow()
         plans = jobs.cluster_window(end - timedelta(hours=24), end)
@@ -210,6 +211,12 @@ def settings_for(data_dir: Path, ollama_url: str, slots: int, workers: int) -> S
     return Settings.from_env(bench_env(data_dir, ollama_url, slots, workers))
 
 
+def fresh_database(settings: Settings) -> None:
+    """Binds a run's own data directory and makes its tables, as `storyapp init` would."""
+    tasks.configure(settings)
+    migrate(db.bind(settings.database_url))
+
+
 class Stack:
     """A fake Ollama server, a fresh data directory, the API in process and a worker process."""
 
@@ -225,6 +232,7 @@ class Stack:
         self.server.start()
         run_env = bench_env(self.dir, self.server.url, self.slots, self.workers)
         self.settings = Settings.from_env(run_env)
+        fresh_database(self.settings)
         self.app = create_app(self.settings)
         self.client = self.app.test_client()
         env = {**os.environ, **run_env}
@@ -334,7 +342,7 @@ PLAN_MAX = 10_000
 
 def plan_from_database(corpus: list[dict]) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        tasks.configure(settings_for(Path(tmp), "http://127.0.0.1:9", slots=4, workers=8))
+        fresh_database(settings_for(Path(tmp), "http://127.0.0.1:9", slots=4, workers=8))
         ingest.store(corpus)
         job, _ = jobs.request_job(24, False)
         started = time.perf_counter()

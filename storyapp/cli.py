@@ -4,23 +4,22 @@ A user error prints one line on stderr and exits non-zero; nothing else does."""
 
 import math
 import sys
-import time
 from pathlib import Path
 
 import click
 from peewee import InterfaceError, OperationalError, PeeweeException
-from tqdm import tqdm
 
-from storyapp import db, feeds, ingest, tasks
+from storyapp import db, feeds, ingest, supervisor, tasks
 from storyapp.config import ConfigError, Settings
 from storyapp.logs import setup_logging
 from storyapp.migrations import migrate
-from storyapp.models import MAX_ID, Feed, Job, isoformat
+from storyapp.models import MAX_ID, Feed, isoformat
+from storyapp.progress import describe_job, watch_job
+from storyapp.queue import huey
 
 # An export imported once over HTTP may be much bigger than a feed, and someone is watching.
 IMPORT_TIMEOUT_S = 120
 IMPORT_MAX_BYTES = 32 * 2**20
-ENDED = ("succeeded", "failed", "cancelled")
 # channel_request_lookahead lets waitress read from a connection while its request runs, so it
 # sees a client leave an event stream (events.py) at once instead of at the next write.
 WAITRESS = {"threads": 8, "channel_request_lookahead": 1}
@@ -31,8 +30,12 @@ class UserError(click.ClickException):
 
 
 def load_settings() -> Settings:
+    """The settings, with the database and the queue bound to them. The database is created or
+    upgraded too: each command is a process, and a process does that as it starts (README), so
+    `storyapp ingest` before `storyapp init` works, as does any command after an upgrade."""
     settings = Settings.from_env()
     tasks.configure(settings)
+    migrate(db.bind(settings.database_url))
     return settings
 
 
@@ -45,8 +48,8 @@ def cli():
 def init():
     """Create or migrate the database; safe to run twice."""
     settings = Settings.from_env()
-    applied = migrate(db.bind(settings.database_url))
     tasks.configure(settings)
+    applied = migrate(db.bind(settings.database_url))
     done = f"applied {', '.join(applied)}" if applied else "already up to date"
     click.echo(f"database {settings.database_url}: {done}")
 
@@ -170,55 +173,6 @@ def generate(hours, wait, force):
             sys.exit(1)
 
 
-BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} clusters{postfix}"
-
-
-def watch_job(job_id: str, poll_s: float = 0.2) -> dict:
-    """A progress bar over the job's clusters until it ends; returns the final job."""
-    bar = tqdm(
-        total=None, desc="queued", bar_format=BAR_FORMAT, file=sys.stderr, dynamic_ncols=True
-    )
-    waited_for_worker = time.monotonic()
-    try:
-        while True:
-            job = Job.get_by_id(job_id).to_dict()
-            if job["total"] is not None and bar.total != job["total"]:
-                bar.reset(total=job["total"])
-            bar.n = job["done"]
-            bar.set_description(job["status"], refresh=False)
-            bar.set_postfix_str(progress_postfix(job), refresh=False)
-            bar.refresh()
-            if job["status"] in ENDED:
-                return job
-            if job["status"] == "queued" and time.monotonic() - waited_for_worker > 10:
-                bar.write("still queued: is a worker running? (storyapp worker)")
-                waited_for_worker = float("inf")
-            time.sleep(poll_s)
-    finally:
-        bar.close()
-
-
-def progress_postfix(job: dict) -> str:
-    # The job's own clock, not the bar's: the bar may start late, and the clusters settled at
-    # planning would make tqdm's rate (and so its ETA) far too fast.
-    c = job["counts"]
-    eta = "?" if job["eta_s"] is None else tqdm.format_interval(job["eta_s"])
-    return (
-        f"llm {c['llm']} cached {c['cached']} fallback {c['fallback']} reused {c['reused']} "
-        f"single {c['single']} [{tqdm.format_interval(job['duration_s'] or 0)} elapsed, ETA {eta}]"
-    )
-
-
-def describe_job(job: dict) -> str:
-    c = job["counts"]
-    line = (
-        f"job {job['id']} {job['status']} in {job['duration_s'] or 0:.1f} s: {job['done']}/"
-        f"{job['total'] or 0} clusters ({c['llm']} by the LLM, {c['cached']} from the cache, "
-        f"{c['fallback']} fallback, {c['reused']} unchanged, {c['single']} single-article)"
-    )
-    return line + (f"; error: {job['error']}" if job["error"] else "")
-
-
 @cli.command()
 @click.option(
     "--workers",
@@ -237,7 +191,7 @@ def worker(workers, scheduler):
     """Run the Huey consumer: thread workers, and the scheduler unless --no-scheduler."""
     settings = load_settings()
     setup_logging()
-    consumer = tasks.huey.create_consumer(
+    consumer = huey.create_consumer(
         workers=workers or settings.workers,
         worker_type="thread",
         periodic=scheduler,
@@ -251,8 +205,8 @@ def worker(workers, scheduler):
         graceful_signal="TERM",
         shutdown_timeout=60,
     )
-    tasks.supervise_consumer()
-    tasks.start_supervisor()  # here, so that a worker that cannot register does not start
+    supervisor.supervise_consumer()
+    supervisor.start_supervisor()  # here, so that a worker that cannot register does not start
     consumer.run()
 
 
@@ -266,7 +220,7 @@ def serve(host, port):
     from storyapp.api import create_app
 
     setup_logging()
-    app = create_app(Settings.from_env())
+    app = create_app(load_settings())
     try:
         server = waitress.create_server(app, host=host, port=port, **WAITRESS)
     except (OSError, ValueError) as exc:  # the port is taken, the host is no address

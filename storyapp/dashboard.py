@@ -8,7 +8,7 @@ machine may be offline.
 
 from flask import Blueprint, render_template
 
-from storyapp import metrics, tasks
+from storyapp import metrics, queue
 from storyapp.models import Job, Story
 
 bp = Blueprint("dashboard", __name__)
@@ -30,7 +30,7 @@ def page():
         stories=[s.to_dict(articles[s.id]) for s in stories],
         job=job.to_dict() if job else None,
         active=Job.ACTIVE,
-        stats=metrics.collect(queued_tasks=tasks.pending_count()),
+        stats=metrics.collect(queued_tasks=queue.pending_count()),
     )
 
 

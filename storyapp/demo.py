@@ -10,11 +10,12 @@ from pathlib import Path
 import click
 
 from storyapp import ingest, tasks
-from storyapp.cli import describe_job, watch_job
 from storyapp.config import Settings
 from storyapp.corpus import SAMPLE
 from storyapp.db import transaction
 from storyapp.models import Article, Story, utcnow
+from storyapp.progress import describe_job, watch_job
+from storyapp.queue import huey
 
 
 def load_sample(path: Path = SAMPLE) -> tuple[ingest.IngestResult, int]:
@@ -60,7 +61,7 @@ def run_demo(settings: Settings, out=sys.stdout) -> int:
             "every story will be written by the extractive fallback."
         )
     job, created = tasks.start_job(24.0, False)
-    consumer = tasks.huey.create_consumer(
+    consumer = huey.create_consumer(
         workers=settings.workers,
         worker_type="thread",
         periodic=False,

@@ -25,8 +25,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from storyapp.models import Job, JobCluster, LLMCall, Worker, isoformat, utcnow
-from storyapp.recovery import DEAD_AFTER_S
+from storyapp import heartbeat
+from storyapp.models import Job, JobCluster, LLMCall, isoformat, utcnow
 
 PROMETHEUS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 WINDOW = timedelta(hours=24)
@@ -53,7 +53,7 @@ def collect(queued_tasks: int | None = None, now: datetime | None = None) -> dic
         "clusters": _clusters(since),
         "llm": calls["llm"],
         "workers": _workers(now),
-        "web_process": process_figures(),
+        "web_process": heartbeat.process_figures(),
     }
 
 
@@ -209,12 +209,6 @@ def _llm_calls(since: datetime) -> dict:
     }
 
 
-def alive_workers(now: datetime | None = None):
-    """The consumers whose heartbeat is recent."""
-    since = (now or utcnow()) - timedelta(seconds=DEAD_AFTER_S)
-    return Worker.select().where(Worker.heartbeat_at >= since).order_by(Worker.started_at)
-
-
 def _workers(now: datetime) -> dict:
     """The live consumers, with the figures each sent with its heartbeat: a process can read
     only its own CPU and memory, so each worker writes its own."""
@@ -228,27 +222,9 @@ def _workers(now: datetime) -> dict:
             "cpu_s": w.cpu_s,
             "resident_memory_bytes": w.resident_memory_bytes,
         }
-        for w in alive_workers(now)
+        for w in heartbeat.alive(now)
     ]
     return {"alive": len(processes), "processes": processes}
-
-
-# This process's own CPU and memory, read by prometheus_client's collector (the same one
-# /metrics exposes for the web process); the workers send theirs with their heartbeats.
-_PROCESS_FIGURES = {
-    "process_cpu_seconds_total": "cpu_s",
-    "process_resident_memory_bytes": "resident_memory_bytes",
-    "process_open_fds": "open_fds",
-}
-
-
-def process_figures() -> dict:
-    found = {}
-    for family in ProcessCollector(registry=None).collect():
-        for sample in family.samples:
-            if sample.name in _PROCESS_FIGURES:
-                found[_PROCESS_FIGURES[sample.name]] = sample.value
-    return found
 
 
 # --- Prometheus ----------------------------------------------------------------------------
@@ -369,7 +345,7 @@ class _Figures:
         workers = s["workers"]
         yield _gauge(
             "storyapp_workers_alive",
-            f"Worker processes with a heartbeat in the last {DEAD_AFTER_S:g} s.",
+            f"Worker processes with a heartbeat in the last {heartbeat.DEAD_AFTER_S:g} s.",
             [((), workers["alive"])],
         )
         for name, key, doc in (

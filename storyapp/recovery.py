@@ -1,59 +1,27 @@
-"""Nothing lost, nothing stuck: worker heartbeats, cluster leases, and handing back the work of
-workers that died.
+"""Nothing lost, nothing stuck: cluster leases, handing back the work of workers that died, and
+ending the jobs no worker is left to finish. The supervisor (supervisor.py) runs it.
 
 Huey deletes a task from the queue when a worker takes it, so a worker killed mid-task (or a
 power cut that loses the queue's last writes) would lose clusters. Instead, every worker
-process keeps a row with a heartbeat, and a cluster being written holds a lease naming its
-worker. Any live worker, every few seconds, hands back what dead workers held: a cluster's
-lease is cleared and its task queued again, a job stuck half-planned is queued again. The
-database, not the queue, is what says what is left to do; a task queued twice is harmless
+process keeps a row with a heartbeat (heartbeat.py), and a cluster being written holds a lease
+naming its worker. Any live worker, every few seconds, hands back what dead workers held: a
+cluster's lease is cleared and its task queued again, a job stuck half-planned is queued again.
+The database, not the queue, is what says what is left to do; a task queued twice is harmless
 because settling a cluster is a conditional update (jobs.run_cluster).
 """
 
-import os
-import socket
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from peewee import fn
 
-from storyapp import synthesis
+from storyapp import heartbeat
 from storyapp.db import lock, transaction
 from storyapp.models import Job, JobCluster, Worker, utcnow
 
-HEARTBEAT_S = 2.0
-# A worker silent this long is dead (one on this host is known dead sooner: its pid is gone).
-DEAD_AFTER_S = 30.0
 # A running job with pending clusters nobody holds, and no progress for this long, has lost
 # tasks somewhere: its pending clusters are queued again.
 STALLED_AFTER_S = 120.0
-# A running job with no live worker at all for this long is ended as failed.
-ORPHANED_AFTER_S = 600.0
-
-HOST = socket.gethostname()
-
-
-def register() -> str:
-    now = utcnow()
-    worker_id = f"{HOST}:{os.getpid()}:{now:%Y%m%dT%H%M%S.%f}"
-    with transaction():
-        Worker.create(id=worker_id, host=HOST, pid=os.getpid(), started_at=now, heartbeat_at=now)
-    return worker_id
-
-
-def heartbeat(worker_id: str, figures: dict | None = None) -> None:
-    """Says the worker is alive, with its process's figures (metrics.process_figures)."""
-    figures = figures or {}
-    own = {
-        "cpu_s": figures.get("cpu_s"),
-        "resident_memory_bytes": figures.get("resident_memory_bytes"),
-    }
-    with transaction():
-        now = utcnow()
-        updated = Worker.update(heartbeat_at=now, **own).where(Worker.id == worker_id).execute()
-        if not updated:  # declared dead while stalled (a long GC pause, a suspended VM)
-            Worker.create(
-                id=worker_id, host=HOST, pid=os.getpid(), started_at=now, heartbeat_at=now, **own
-            )
 
 
 def retire(worker_id: str) -> list[int]:
@@ -74,31 +42,6 @@ def retire(worker_id: str) -> list[int]:
     return held
 
 
-def lease_seconds(llm_timeout: float) -> float:
-    """Longest a cluster can take: every attempt synthesis may make, each up to the timeout."""
-    attempts = synthesis.TRANSPORT_ATTEMPTS + synthesis.INVALID_ATTEMPTS
-    return llm_timeout * attempts + sum(synthesis.BACKOFF_S) + 30.0
-
-
-def dead_workers(now: datetime) -> list[str]:
-    dead = []
-    for worker in Worker.select():
-        silent = (now - worker.heartbeat_at).total_seconds() > DEAD_AFTER_S
-        if silent or (worker.host == HOST and not _pid_alive(worker.pid)):
-            dead.append(worker.id)
-    return dead
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    return True
-
-
 def reclaim(now: datetime | None = None) -> tuple[list[int], list[str]]:
     """Hands back what dead workers held and what was lost: returns (cluster ids to queue
     again, job ids to plan again)."""
@@ -107,7 +50,7 @@ def reclaim(now: datetime | None = None) -> tuple[list[int], list[str]]:
         # Every consumer reclaims every few seconds: one at a time, so the next sees what the
         # last handed back instead of handing it back (and queuing it) again.
         lock("storyapp.reclaim")
-        dead = dead_workers(now)
+        dead = heartbeat.dead(now)
         lost = JobCluster.status == "pending"
         held_by_dead = JobCluster.lease_holder.in_(dead) if dead else False
         expired = JobCluster.lease_until < now
@@ -159,39 +102,86 @@ def _stalled_clusters(now: datetime) -> list[int]:
     for job in Job.select(Job.id, Job.started_at).where(
         Job.status == "running", Job.total.is_null(False), Job.started_at < quiet_since
     ):
-        clusters = JobCluster.select().where(JobCluster.job == job.id)
-        # Typed by hand: SQLite gives a function's result back as text, and text compared
-        # with a datetime raised, failing every round of recovery once a job ran 2 minutes.
-        latest = fn.MAX(fn.COALESCE(JobCluster.finished_at, JobCluster.leased_at))
-        last = clusters.select(latest.python_value(JobCluster.leased_at.python_value)).scalar()
+        last = _last_progress(job.id)
         if last is not None and last > quiet_since:
             continue
         stalled += [
             jc.id
-            for jc in clusters.select(JobCluster.id).where(
-                JobCluster.status == "pending", JobCluster.lease_holder.is_null()
+            for jc in JobCluster.select(JobCluster.id).where(
+                JobCluster.job == job.id,
+                JobCluster.status == "pending",
+                JobCluster.lease_holder.is_null(),
             )
         ]
     return stalled
 
 
+def _last_progress(job_id: str) -> datetime | None:
+    """When a cluster of the job was last taken or settled; None before any was."""
+    # Typed by hand: SQLite gives a function's result back as text, and text compared with a
+    # datetime raised, failing every round of recovery once a job ran 2 minutes.
+    latest = fn.MAX(fn.COALESCE(JobCluster.finished_at, JobCluster.leased_at))
+    return (
+        JobCluster.select(latest.python_value(JobCluster.leased_at.python_value))
+        .where(JobCluster.job == job_id)
+        .scalar()
+    )
+
+
+# A running job with no live worker at all for this long has failed: nobody is there to finish
+# it. Reading writes nothing, so a reader is shown the orphan failed (`Orphans`) and the next
+# writer records it (`end_orphans`).
+ORPHANED_AFTER_S = 600.0
+ORPHAN_ERROR = "no worker has been alive for 10 minutes: start `storyapp worker` and generate again"
+
+
+@dataclass(frozen=True)
+class Orphans:
+    """The running jobs nobody will finish, as of one moment: those started before `cutoff`,
+    when no worker has been alive since (`cutoff` is None when one has). An orphan ended where
+    it stopped: at its last progress."""
+
+    cutoff: datetime | None
+
+    @classmethod
+    def as_of(cls, now: datetime | None = None) -> "Orphans":
+        quiet_since = (now or utcnow()) - timedelta(seconds=ORPHANED_AFTER_S)
+        last_heartbeat = Worker.select(fn.MAX(Worker.heartbeat_at)).scalar()
+        if last_heartbeat is not None and last_heartbeat > quiet_since:
+            return cls(None)
+        return cls(quiet_since)
+
+    def status_is(self, status: str):
+        """An expression over Job: true where the status a reader sees is `status`."""
+        if self.cutoff is None or status not in ("running", "failed"):
+            return Job.status == status
+        if status == "failed":
+            return (Job.status == "failed") | self.where()
+        return (Job.status == "running") & ~self.where()
+
+    def where(self):
+        """An expression over Job: true for the orphans (with a cutoff)."""
+        return (Job.status == "running") & (Job.started_at < self.cutoff)
+
+    def seen(self, job: Job) -> Job:
+        """`job` as a reader sees it: an orphan has failed. Changed in memory only."""
+        if self.cutoff is not None and job.status == "running" and job.started_at < self.cutoff:
+            job.status, job.active_key, job.error = "failed", None, ORPHAN_ERROR
+            job.finished_at = max(job.started_at, _last_progress(job.id) or job.started_at)
+        return job
+
+
 def end_orphans(now: datetime | None = None) -> int:
-    """Fails running jobs when no worker has been alive for ORPHANED_AFTER_S: with nobody
-    to finish them they would say "running" forever."""
-    now = now or utcnow()
-    last_seen = Worker.select(fn.MAX(Worker.heartbeat_at)).scalar()
-    if last_seen is not None and (now - last_seen).total_seconds() < ORPHANED_AFTER_S:
+    """Records the orphans as failed, as readers were shown them; returns how many. A worker
+    does it as it starts, before it would take them up again, and so does a request for a new
+    job, which an orphan would otherwise take in as its equal."""
+    orphans = Orphans.as_of(now)
+    if orphans.cutoff is None:
         return 0
-    quiet_since = now - timedelta(seconds=ORPHANED_AFTER_S)
     with transaction():
-        return (
+        ended = [orphans.seen(job) for job in Job.select().where(orphans.where())]
+        for job in ended:
             Job.update(
-                status="failed",
-                finished_at=now,
-                active_key=None,
-                error="no worker has been alive for 10 minutes: start `storyapp worker` "
-                "and generate again",
-            )
-            .where(Job.status == "running", Job.started_at < quiet_since)
-            .execute()
-        )
+                status=job.status, finished_at=job.finished_at, active_key=None, error=job.error
+            ).where(Job.id == job.id, Job.status == "running").execute()
+    return len(ended)

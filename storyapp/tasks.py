@@ -1,85 +1,42 @@
-"""The Huey queue and its tasks: thin shells around jobs.py.
+"""The tasks on the queue (queue.py): thin shells around jobs.py, feeds.py and retention.py; the
+schedule of the periodic ones; the process's LLM client.
 
-`huey` exists at import so the tasks can register on it; `configure()` binds it, the database
-and the LLM client to the settings. The app factory, the CLI and the root `tasks.py` (for
-`huey_consumer tasks.huey`) call it; until then an enqueue fails loudly instead of vanishing.
+`configure()` binds the database, the queue, the schedule and the LLM client to the settings,
+and migrates nothing: the commands that start a process do (cli.py, the root `tasks.py`,
+`wsgi.py`). The app factory, the CLI and the root `tasks.py` call it.
 """
 
-import atexit
 import logging
 import os
 import threading
 from datetime import datetime, timedelta
-from pathlib import Path
-from urllib.parse import urlsplit
 
-from huey import Huey, crontab
-from huey.constants import EmptyData
-from huey.storage import BlackHoleStorage, RedisStorage, SqliteStorage
+from huey import crontab
 
-from storyapp import db, feeds, jobs, metrics, recovery, retention
+from storyapp import db, feeds, heartbeat, jobs, queue, recovery, retention, synthesis
 from storyapp import llm as llms
-from storyapp.config import REDIS_SCHEMES, ConfigError, Settings
-from storyapp.migrations import migrate
+from storyapp.config import ConfigError, Settings
 from storyapp.models import utcnow
+from storyapp.queue import huey
 from storyapp.slots import RedisSlots
 
 log = logging.getLogger(__name__)
 
-
-class SqliteQueueStorage(SqliteStorage):
-    """Huey's SQLite storage with synchronous=NORMAL instead of FULL. In WAL mode that cannot
-    corrupt the queue; a power cut (not a crash) can lose the last tasks queued. Those are
-    the clusters of a job still running, which the next run plans again. FULL costs an fsync
-    per task: 376 enqueues took 0.12 s on this machine's disk against 0.01 s (and FIELD-NOTES
-    saw 260 a second on another: 1.4 s)."""
-
-    def _create_connection(self):
-        conn = super()._create_connection()
-        conn.execute("pragma synchronous=1")
-        return conn
-
-    def pop_data(self, key):
-        # Huey pops the task's revoke flag after every task, in an exclusive transaction, and
-        # there almost never is one: look first, without the write lock.
-        if not self.has_data_for_key(key):
-            return EmptyData
-        return super().pop_data(key)
-
-
-class UnconfiguredStorage(BlackHoleStorage):
-    def enqueue(self, data, priority=None):
-        raise RuntimeError("storyapp's queue is not configured: call storyapp.tasks.configure()")
-
-
-# No results are stored: jobs and their progress live in the database (FIELD-NOTES).
-huey = Huey("storyapp", results=False, storage_class=UnconfiguredStorage)
-
 _state: dict = {"settings": None, "llm": None, "schedule": None}
-# Who holds the leases this process takes: the registered worker id in `storyapp worker`,
-# host and pid elsewhere (an in-process consumer, a test).
-_worker = {"id": f"{recovery.HOST}:{os.getpid()}"}
+# Who holds the leases this process's tasks take: the worker its supervisor registered
+# (supervisor.py), or host and pid without one (an in-process consumer, a test).
+worker = {"id": f"{heartbeat.HOST}:{os.getpid()}"}
 _llm_lock = threading.RLock()
 
 
 def configure(settings: Settings) -> None:
-    """Binds the queue, the database (migrated) and the schedule to `settings`."""
+    """Binds the queue, the database and the schedule to `settings`, migrating nothing."""
     schedule = parse_schedule(settings.schedule)
-    previous, huey.storage = huey.storage, queue_storage(settings.queue_url, settings.queue_name)
-    close_queue(previous)
-    migrate(db.bind(settings.database_url))
+    queue.bind(settings.queue_url, settings.queue_name)
+    db.bind(settings.database_url)
     with _llm_lock:
         close_llm()
         _state.update(settings=settings, schedule=schedule)
-
-
-def close_queue(storage) -> None:
-    """Closes a queue storage's connections: a storage replaced by configure() otherwise left
-    its sockets for the garbage collector."""
-    if isinstance(storage, RedisStorage):
-        storage.pool.disconnect()
-    elif isinstance(storage, SqliteStorage):
-        storage.close()
 
 
 def close_llm() -> None:
@@ -101,25 +58,6 @@ def settings() -> Settings:
     if _state["settings"] is None:
         raise RuntimeError("storyapp is not configured: call storyapp.tasks.configure()")
     return _state["settings"]
-
-
-def queue_storage(url: str, name: str = "storyapp"):
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        path = Path(url.removeprefix("sqlite:///"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteQueueStorage(name, filename=str(path.resolve()))
-    if parts.scheme in REDIS_SCHEMES:
-        try:
-            import redis  # noqa: F401
-        except ImportError:
-            raise ConfigError(
-                "STORYAPP_QUEUE_URL is a Redis URL, and Redis needs its client: "
-                "pip install 'storyapp[scale]'"
-            ) from None
-        # Blocking pops: an idle worker thread hears of a new task at once, without polling.
-        return RedisStorage(name, url=url, blocking=True)
-    raise ConfigError(f"STORYAPP_QUEUE_URL must be sqlite:///… or redis://…, got {url!r}")
 
 
 def parse_schedule(text: str):
@@ -145,14 +83,6 @@ def llm() -> llms.LLM:
         return _state["llm"]
 
 
-def pending_count() -> int | None:
-    """Tasks waiting in the queue; None when the queue cannot be read (/health says why)."""
-    try:
-        return huey.pending_count()
-    except Exception:
-        return None
-
-
 # A slot outlives its request by this much at most (the request itself ends by its timeout):
 # then a consumer killed mid-request gives its slots back by itself.
 SLOT_LEASE_MARGIN_S = 30.0
@@ -161,7 +91,7 @@ SLOT_LEASE_MARGIN_S = 30.0
 def shared_slots(s: Settings) -> RedisSlots:
     """Per-host slots in the queue's Redis, shared by every consumer of the queue."""
     return RedisSlots(
-        huey.storage.conn,
+        queue.redis_connection(),
         f"storyapp.llm-slots.{s.queue_name}",
         s.ollama_hosts,
         s.llm_concurrency,
@@ -171,6 +101,9 @@ def shared_slots(s: Settings) -> RedisSlots:
 
 def start_job(hours: float, force: bool) -> tuple[dict, bool]:
     """Requests a job and queues its planning; returns (job, created)."""
+    # A job no worker will finish must not take this request in as its equal: it has failed,
+    # as readers were shown.
+    recovery.end_orphans()
     job, created = jobs.request_job(hours, force)
     if created:
         try:
@@ -179,6 +112,12 @@ def start_job(hours: float, force: bool) -> tuple[dict, bool]:
             jobs.fail_job(job.id, f"could not queue the job: {exc}")
             raise
     return job.to_dict(), created
+
+
+def lease_seconds(llm_timeout: float) -> float:
+    """Longest a cluster can take: every attempt synthesis may make, each up to the timeout."""
+    attempts = synthesis.TRANSPORT_ATTEMPTS + synthesis.INVALID_ATTEMPTS
+    return llm_timeout * attempts + sum(synthesis.BACKOFF_S) + 30.0
 
 
 # The tasks use each worker thread's own connection, opened on first use. On SQLite it is kept:
@@ -194,7 +133,7 @@ def _release_connection(task, task_value, exc) -> None:
 @huey.task()
 def plan_job(job_id: str) -> None:
     try:
-        cluster_ids = jobs.plan_job(job_id, worker=_worker["id"])
+        cluster_ids = jobs.plan_job(job_id, worker=worker["id"])
     except Exception as exc:
         log.exception("job %s: planning failed", job_id, extra={"job": job_id})
         jobs.fail_job(job_id, f"planning failed: {type(exc).__name__}: {exc}")
@@ -206,8 +145,8 @@ def plan_job(job_id: str) -> None:
 @huey.task(retries=2, retry_delay=2, context=True)
 def synthesize_cluster(cluster_id: int, task=None) -> None:
     try:
-        lease_s = recovery.lease_seconds(settings().llm_timeout)
-        jobs.run_cluster(cluster_id, llm(), worker=_worker["id"], lease_s=lease_s)
+        lease_s = lease_seconds(settings().llm_timeout)
+        jobs.run_cluster(cluster_id, llm(), worker=worker["id"], lease_s=lease_s)
     except Exception as exc:
         if task is not None and task.retries:
             log.warning(
@@ -221,105 +160,6 @@ def synthesize_cluster(cluster_id: int, task=None) -> None:
             cluster_id,
             extra={"job": job_id, "cluster": cluster_id},
         )
-
-
-def recover() -> None:
-    """Queues again what dead workers held or what was lost (recovery.reclaim)."""
-    clusters, job_ids = recovery.reclaim()
-    if huey.pending_count() == 0:
-        # An empty queue and a job still queued: its planning task was lost (the queue's last
-        # writes before a power cut). Planning twice is harmless: only one run starts it.
-        job_ids += recovery.forgotten_jobs()
-    for job_id in job_ids:
-        plan_job(job_id)
-    for cluster_id in clusters:
-        synthesize_cluster(cluster_id)
-    if clusters or job_ids:
-        log.warning(
-            "recovered %d clusters and %d jobs from dead workers or lost tasks",
-            len(clusters),
-            len(job_ids),
-        )
-
-
-class Supervisor(threading.Thread):
-    """Beside a consumer: registers the worker, beats its heart, recovers what others lost,
-    and on the way out hands back whatever this worker still holds."""
-
-    def __init__(self):
-        super().__init__(name="storyapp-supervisor", daemon=True)
-        self._stop_event = threading.Event()
-
-    def start(self) -> None:
-        _worker["id"] = recovery.register()
-        recover()  # a worker starting after a crash picks up the pieces at once
-        super().start()
-
-    def run(self) -> None:
-        while not self._stop_event.wait(recovery.HEARTBEAT_S):
-            try:
-                recovery.heartbeat(_worker["id"], metrics.process_figures())
-                recover()
-            except Exception:
-                log.exception("supervisor: heartbeat or recovery failed; trying again")
-            finally:
-                db.release()
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join()
-        handed_back = recovery.retire(_worker["id"])
-        for cluster_id in handed_back:
-            synthesize_cluster(cluster_id)
-        if handed_back:
-            log.warning("handed back %d unfinished clusters", len(handed_back))
-
-
-_supervision = {"supervisor": None, "threads": 0}
-_supervision_lock = threading.RLock()
-
-
-def supervise_consumer() -> None:
-    """Runs a Supervisor beside the consumer this process is about to run, whoever runs it
-    (`storyapp worker`, or `huey_consumer tasks.huey`): started by the first worker thread,
-    before it takes a task (or earlier by `start_supervisor`), stopped after the last one's
-    end, or at exit for a consumer stopped at once."""
-    huey.on_startup("storyapp-supervisor")(_worker_thread_started)
-    huey.on_shutdown("storyapp-supervisor")(_worker_thread_ended)
-    atexit.register(stop_supervisor)
-
-
-def start_supervisor() -> None:
-    """Starts this process's Supervisor unless it runs. Raises if it cannot register the
-    worker (the database is down): then nothing is left half-started, and the next worker
-    thread tries again."""
-    with _supervision_lock:
-        if _supervision["supervisor"] is None:
-            supervisor = Supervisor()
-            supervisor.start()
-            _supervision["supervisor"] = supervisor
-
-
-def stop_supervisor() -> None:
-    """Stops this process's Supervisor, if it runs: it hands back what the worker still holds.
-    A second caller waits for the first to finish: the process must not exit mid-way."""
-    with _supervision_lock:
-        supervisor, _supervision["supervisor"] = _supervision["supervisor"], None
-        if supervisor is not None:
-            supervisor.stop()
-
-
-def _worker_thread_started() -> None:
-    with _supervision_lock:
-        _supervision["threads"] += 1
-        start_supervisor()
-
-
-def _worker_thread_ended() -> None:
-    with _supervision_lock:  # held throughout: a thread starting meanwhile finds it stopped
-        _supervision["threads"] -= 1
-        if _supervision["threads"] == 0:
-            stop_supervisor()
 
 
 def _schedule_due(moment) -> bool:

@@ -15,12 +15,14 @@ from feedserver import FeedServer
 from waitress import wasyncore
 from workers import WorkerProcess
 
-from storyapp import tasks
+from storyapp import db, tasks
 from storyapp.cli import WAITRESS
 from storyapp.config import Settings
 from storyapp.fake_ollama import FakeOllama
 from storyapp.ingest import parse_datetime
+from storyapp.migrations import migrate
 from storyapp.models import utcnow
+from storyapp.queue import huey
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "articles.jsonl"
 
@@ -136,6 +138,14 @@ def make_settings(tmp_path: Path, ollama_url: str, **env) -> Settings:
     )
 
 
+def init(settings: Settings) -> Settings:
+    """Binds the database and the queue to `settings` and makes the tables, as `storyapp init`
+    does (and `serve` and `worker` as they start): the app factory only binds them."""
+    tasks.configure(settings)
+    migrate(db.bind(settings.database_url))
+    return settings
+
+
 @pytest.fixture
 def settings(tmp_path, ollama, backend):
     return make_settings(tmp_path, ollama.url, **backend.env)
@@ -149,8 +159,7 @@ def release_connections():
 
 @pytest.fixture
 def configured(settings):
-    tasks.configure(settings)
-    return settings
+    return init(settings)
 
 
 @pytest.fixture
@@ -169,7 +178,7 @@ def client(app):
 def running_consumer(workers: int = 4):
     """A real Huey consumer with thread workers on the configured queue."""
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    consumer = tasks.huey.create_consumer(
+    consumer = huey.create_consumer(
         workers=workers,
         worker_type="thread",
         periodic=False,
@@ -216,7 +225,7 @@ def sample_job(tmp_path, backend):
     def start(server):
         from storyapp.api import create_app
 
-        app = create_app(make_settings(tmp_path, server.url, **backend.env))
+        app = create_app(init(make_settings(tmp_path, server.url, **backend.env)))
         client = app.test_client()
         assert client.post("/articles", json=shifted_sample()).status_code == 201
         return client.post("/stories/generate").get_json()["job_id"]

@@ -1,12 +1,15 @@
 import json
 import re
 import shutil
+from datetime import timedelta
 
 import pytest
-from conftest import article, free_port, make_settings, wait_for_job
+from conftest import article, free_port, init, make_settings, wait_for_job
 
+from storyapp import feeds, jobs, recovery, tasks
 from storyapp.api import create_app
 from storyapp.db import database
+from storyapp.models import TABLES, Job, Story, utcnow
 
 
 def assert_error(response, status: int, code: str | None = None) -> dict:
@@ -338,6 +341,65 @@ def test_cancel_a_queued_job_then_generate_again(client):
     assert client.post(f"/jobs/{job_id}/cancel").get_json()["status"] == "cancelled"
 
 
+def orphan() -> str:
+    """A job left running by workers that died 11 minutes ago: none is alive to finish it."""
+    job, _ = jobs.request_job(24, False)
+    long_ago = utcnow() - timedelta(seconds=recovery.ORPHANED_AFTER_S + 60)
+    Job.update(status="running", started_at=long_ago).where(Job.id == job.id).execute()
+    return job.id
+
+
+def every_row() -> dict[str, list[str]]:
+    return {model.__name__: sorted(map(repr, model.select().tuples())) for model in TABLES}
+
+
+@pytest.mark.backends
+def test_a_job_no_worker_will_finish_is_shown_failed_and_the_next_request_records_it(client):
+    job_id = orphan()
+    before = every_row()
+    shown = client.get(f"/jobs/{job_id}").get_json()
+    assert shown["status"] == "failed" and "no worker" in shown["error"]
+    assert client.get("/jobs").get_json()["jobs"] == [shown]
+    assert client.get("/jobs?status=failed").get_json()["jobs"] == [shown]
+    assert client.get("/jobs?status=running").get_json()["jobs"] == []
+    assert every_row() == before  # shown, not written
+    # An equal request does not join it: it is recorded failed, as shown, and a new job starts.
+    again = generate(client)
+    assert again.status_code == 202 and again.get_json()["job_id"] != job_id
+    assert Job.get_by_id(job_id).to_dict() == shown
+
+
+@pytest.mark.backends
+def test_no_get_request_writes(client):
+    client.post("/articles", json=[article(1, "Quake hits Eldham"), article(2, "Eldham quake")])
+    job, _ = jobs.request_job(24, True)
+    for cluster_id in jobs.plan_job(job.id):
+        jobs.run_cluster(cluster_id, tasks.llm())
+    feeds.add("https://wire.example/feed.xml")
+    story_id = Story.get().id
+    paths = [
+        "/",
+        "/health",
+        "/stats",
+        "/metrics",
+        "/articles",
+        "/stories",
+        f"/stories/{story_id}",
+        f"/stories/{story_id}/versions",
+        "/feeds",
+        "/jobs",
+        f"/jobs/{job.id}",
+        f"/jobs/{job.id}/events",  # the job has ended: the stream ends at once
+        f"/jobs/{orphan()}",
+    ]
+    before = every_row()
+    for path in paths:
+        response = client.get(path)
+        assert response.status_code == 200, path
+        response.get_data()  # a stream runs as it is read
+    assert every_row() == before
+
+
 # --- stories ----------------------------------------------------------------------------------
 
 
@@ -381,7 +443,7 @@ def test_wrong_method_is_405_json(client, method, path):
 
 @pytest.fixture
 def token_client(tmp_path, ollama):
-    app = create_app(make_settings(tmp_path, ollama.url, STORYAPP_API_TOKEN="s3cret"))
+    app = create_app(init(make_settings(tmp_path, ollama.url, STORYAPP_API_TOKEN="s3cret")))
     yield app.test_client()
     database.close()
 
@@ -486,7 +548,7 @@ def test_health_ok_against_the_fake_ollama(client):
 
 
 def test_health_model_missing_is_degraded(tmp_path, ollama):
-    app = create_app(make_settings(tmp_path, ollama.url, STORYAPP_MODEL="no-such-model:1b"))
+    app = create_app(init(make_settings(tmp_path, ollama.url, STORYAPP_MODEL="no-such-model:1b")))
     try:
         body = app.test_client().get("/health").get_json()
     finally:
@@ -497,7 +559,7 @@ def test_health_model_missing_is_degraded(tmp_path, ollama):
 
 
 def test_health_without_ollama_is_degraded(tmp_path):
-    app = create_app(make_settings(tmp_path, f"http://127.0.0.1:{free_port()}"))
+    app = create_app(init(make_settings(tmp_path, f"http://127.0.0.1:{free_port()}")))
     try:
         response = app.test_client().get("/health")
     finally:
@@ -511,7 +573,7 @@ def test_health_without_ollama_is_degraded(tmp_path):
 
 
 def test_health_and_every_request_say_503_when_the_database_is_gone(tmp_path, ollama):
-    app = create_app(make_settings(tmp_path, ollama.url))
+    app = create_app(init(make_settings(tmp_path, ollama.url)))
     client = app.test_client()
     assert client.get("/health").status_code == 200
     shutil.rmtree(tmp_path / "data")  # the SQLite file and its directory: it cannot be opened
@@ -524,7 +586,7 @@ def test_health_and_every_request_say_503_when_the_database_is_gone(tmp_path, ol
 
 def test_a_mistake_in_sql_is_no_outage(tmp_path, ollama):
     # SQLite's OperationalError covers both an unreachable file and a wrong query.
-    app = create_app(make_settings(tmp_path, ollama.url))
+    app = create_app(init(make_settings(tmp_path, ollama.url)))
     app.add_url_rule("/wrong", view_func=lambda: database.execute_sql("SELECT nope FROM story"))
     assert_error(app.test_client().get("/wrong"), 500, "internal_error")
 

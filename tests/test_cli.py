@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import article, free_port, running_consumer, shifted_sample
 
-from storyapp.cli import main, progress_postfix
+from storyapp.cli import main
 from storyapp.db import database
 from storyapp.models import Article, Job
+from storyapp.progress import progress_postfix
 
 RSS = b"""<?xml version="1.0" encoding="UTF-8"?>
 <rss version="2.0"><channel><title>Harbour &amp; Coast Wire</title>

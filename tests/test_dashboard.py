@@ -11,7 +11,7 @@ import pytest
 from conftest import article, running_consumer, serving, shifted_sample
 from playwright.sync_api import sync_playwright
 
-from storyapp import events, ingest, jobs, metrics, recovery
+from storyapp import events, heartbeat, ingest, jobs
 from storyapp.api import create_app
 from storyapp.dashboard import LATEST_STORIES, percent, seconds, sources
 
@@ -175,8 +175,8 @@ def test_a_job_waiting_for_a_worker_that_does_not_run_says_so(client):
     jobs.request_job(24, False)
     html = client.get("/").get_data(as_text=True)
     assert 'id="no-worker"' in html and "<dt>Workers alive</dt><dd>0</dd>" in html
-    worker = recovery.register()
-    recovery.heartbeat(worker, metrics.process_figures())
+    worker = heartbeat.register()
+    heartbeat.beat(worker)
     html = client.get("/").get_data(as_text=True)
     assert 'id="no-worker"' not in html
     assert re.search(r"<dt>Workers alive</dt><dd>1, \d+ MB</dd>", html)

@@ -11,6 +11,7 @@ from conftest import (
     article,
     free_port,
     ingest_and_generate,
+    init,
     make_settings,
     running_consumer,
     shifted_sample,
@@ -57,7 +58,9 @@ def test_sample_becomes_stories_through_the_queue(client, consumer, ollama):
 def test_with_the_llm_down_every_story_falls_back(tmp_path, monkeypatch, backend):
     monkeypatch.setattr("storyapp.synthesis.BACKOFF_S", (0.01, 0.01))
 
-    app = create_app(make_settings(tmp_path, f"http://127.0.0.1:{free_port()}", **backend.env))
+    app = create_app(
+        init(make_settings(tmp_path, f"http://127.0.0.1:{free_port()}", **backend.env))
+    )
     with running_consumer():
         job = ingest_and_generate(app.test_client())
     counts = job["counts"]
@@ -137,7 +140,7 @@ def test_llm_requests_in_flight_stay_within_the_per_host_bound(tmp_path, backend
             STORYAPP_WORKERS="8",
             **backend.env,
         )
-        app = create_app(settings)
+        app = create_app(init(settings))
         with running_consumer(workers=8):
             job = ingest_and_generate(app.test_client())
         assert job["status"] == "succeeded" and job["counts"]["llm"] > 20

@@ -2,7 +2,7 @@
 API and a real consumer. Every cluster still ends with a story and the job still ends."""
 
 import pytest
-from conftest import article, free_port, make_settings, running_consumer, wait_for_job
+from conftest import article, free_port, init, make_settings, running_consumer, wait_for_job
 
 from storyapp.api import create_app
 from storyapp.fake_ollama import FakeOllama
@@ -24,7 +24,7 @@ def no_backoff(monkeypatch):
 
 
 def generate_with(tmp_path, url: str, **env) -> dict:
-    app = create_app(make_settings(tmp_path, url, **env))
+    app = create_app(init(make_settings(tmp_path, url, **env)))
     client = app.test_client()
     assert client.post("/articles", json=NEWS).status_code == 201
     with running_consumer():

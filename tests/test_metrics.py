@@ -7,7 +7,7 @@ from conftest import ingest_and_generate, wait_for_job
 from prometheus_client.parser import text_string_to_metric_families
 from workers import wait_until
 
-from storyapp import metrics, recovery
+from storyapp import heartbeat, metrics
 from storyapp.db import transaction
 from storyapp.models import Job, LLMCall, Worker, utcnow
 
@@ -161,9 +161,9 @@ def test_stats_are_the_same_figures_as_json(client, history):
 
 
 def test_each_live_worker_reports_its_own_cpu_and_memory(client):
-    worker = recovery.register()
-    recovery.heartbeat(worker, metrics.process_figures())
-    long_ago = utcnow() - timedelta(seconds=recovery.DEAD_AFTER_S + 1)
+    worker = heartbeat.register()
+    heartbeat.beat(worker)
+    long_ago = utcnow() - timedelta(seconds=heartbeat.DEAD_AFTER_S + 1)
     with transaction():
         Worker.create(
             id="gone", host="elsewhere", pid=1, started_at=long_ago, heartbeat_at=long_ago
@@ -174,7 +174,7 @@ def test_each_live_worker_reports_its_own_cpu_and_memory(client):
     assert alive["id"] == worker and alive["cpu_s"] > 0 and alive["resident_memory_bytes"] > 0
     m = scrape(client)
     assert m[("storyapp_workers_alive",)] == 1
-    labels = (("host", recovery.HOST), ("worker", worker))
+    labels = (("host", heartbeat.HOST), ("worker", worker))
     assert m[("storyapp_worker_resident_memory_bytes", *labels)] == alive["resident_memory_bytes"]
     assert m[("storyapp_worker_cpu_seconds", *labels)] == alive["cpu_s"]
     assert client.get("/health").get_json()["workers"] == {"alive": 1}

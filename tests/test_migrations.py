@@ -1,10 +1,12 @@
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import init
 from peewee import PostgresqlDatabase, SqliteDatabase
 from playhouse.pool import PooledPostgresqlDatabase
 
@@ -200,3 +202,24 @@ def test_an_unknown_database_url_is_a_config_error():
 def test_the_app_binds_the_configured_engine(configured, backend):
     engine = PostgresqlDatabase if backend.name == "scale" else SqliteDatabase
     assert isinstance(storyapp_db.database.obj, engine)
+
+
+@pytest.mark.backends
+def test_the_app_factory_binds_the_database_and_migrates_nothing(settings):
+    from storyapp.api import create_app
+
+    create_app(settings)
+    # `storyapp serve`, wsgi.py and `storyapp worker` migrate as they start; the factory does not.
+    assert storyapp_db.database.get_tables() == []
+    init(settings)
+    assert "migration" in storyapp_db.database.get_tables()
+
+
+def test_importing_storyapp_touches_no_database(tmp_path):
+    # Only the entry points that a server names start a process: the root tasks.py, wsgi.py.
+    package = Path(storyapp_db.__file__).parent
+    modules = sorted(path.stem for path in package.glob("*.py") if path.stem != "__init__")
+    imports = "; ".join(f"import storyapp.{module}" for module in modules)
+    env = {**os.environ, "STORYAPP_DATA_DIR": str(tmp_path / "data")}
+    subprocess.run([sys.executable, "-c", imports], env=env, cwd=tmp_path, check=True, timeout=120)
+    assert not (tmp_path / "data").exists()

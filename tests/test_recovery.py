@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from workers import HUEY_CONSUMER, assert_finished_once, job_of, wait_until
 
-from storyapp import jobs, recovery, tasks
+from storyapp import heartbeat, jobs, queue, recovery, supervisor, tasks
 from storyapp.fake_ollama import FakeOllama
 from storyapp.models import Job, JobCluster, Worker, utcnow
 
@@ -111,7 +111,7 @@ def planned(configured):
 
 def test_leases_of_a_dead_worker_are_handed_back(planned):
     job_id, (first, second) = planned
-    worker = recovery.register()
+    worker = heartbeat.register()
     assert JobCluster.lease(first, worker, 600)
     assert not JobCluster.lease(first, "someone-else", 600)  # a live lease keeps others out
     assert recovery.reclaim() == ([], [])  # the worker is alive: nothing to do
@@ -124,7 +124,7 @@ def test_leases_of_a_dead_worker_are_handed_back(planned):
 @pytest.mark.backends
 def test_consumers_reclaiming_at_once_hand_back_each_cluster_once(planned, monkeypatch):
     _, pending = planned
-    dead = recovery.register()
+    dead = heartbeat.register()
     for cluster_id in pending:
         assert JobCluster.lease(cluster_id, dead, 600)
     Worker.update(heartbeat_at=utcnow() - timedelta(minutes=5)).execute()
@@ -154,9 +154,9 @@ def test_a_worker_whose_process_is_gone_is_dead_at_once(configured):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     Worker.create(
-        id="ghost", host=recovery.HOST, pid=gone.pid, started_at=utcnow(), heartbeat_at=utcnow()
+        id="ghost", host=heartbeat.HOST, pid=gone.pid, started_at=utcnow(), heartbeat_at=utcnow()
     )
-    assert recovery.dead_workers(utcnow()) == ["ghost"]
+    assert heartbeat.dead(utcnow()) == ["ghost"]
 
 
 def test_a_job_left_half_planned_is_planned_again(configured):
@@ -175,13 +175,13 @@ def test_a_job_left_half_planned_is_planned_again(configured):
 
 def test_a_job_whose_planning_task_was_lost_is_planned_again(configured):
     job, _ = jobs.request_job(24, False)
-    tasks.huey.flush()  # the queue lost its planning task
+    queue.huey.flush()  # the queue lost its planning task
     assert recovery.forgotten_jobs() == []  # just asked for: it may be waiting its turn
     later = utcnow() + timedelta(seconds=recovery.STALLED_AFTER_S + 1)
     assert recovery.forgotten_jobs(later) == [job.id]
     Job.update(created_at=utcnow() - timedelta(hours=1)).execute()
-    tasks.recover()
-    assert tasks.huey.pending_count() == 1  # planning queued again
+    supervisor.recover()
+    assert queue.huey.pending_count() == 1  # planning queued again
 
 
 @pytest.mark.backends
@@ -191,7 +191,7 @@ def test_a_stalled_job_gets_its_pending_clusters_queued_again(planned):
     later = utcnow() + timedelta(seconds=recovery.STALLED_AFTER_S + 1)
     assert recovery.reclaim(later) == (sorted(pending), [])
     # Once per quiet spell, however many consumers look and however often.
-    assert recovery.reclaim(later + timedelta(seconds=recovery.HEARTBEAT_S)) == ([], [])
+    assert recovery.reclaim(later + timedelta(seconds=heartbeat.HEARTBEAT_S)) == ([], [])
     much_later = later + timedelta(seconds=recovery.STALLED_AFTER_S + 1)
     assert recovery.reclaim(much_later) == (sorted(pending), [])
 
@@ -213,6 +213,14 @@ def test_a_running_job_with_no_worker_alive_is_failed_not_left_running(planned):
     assert job.status == "failed" and "no worker" in job.error and job.active_key is None
 
 
-def test_lease_time_covers_every_attempt():
-    assert recovery.lease_seconds(120) > 120 * 4
-    assert tasks.recovery is recovery
+def test_a_worker_starting_records_the_jobs_no_worker_was_alive_to_finish(planned):
+    job_id, _ = planned
+    long_ago = utcnow() - timedelta(seconds=recovery.ORPHANED_AFTER_S + 60)
+    Job.update(started_at=long_ago).where(Job.id == job_id).execute()
+    shown = recovery.Orphans.as_of().seen(job_of(job_id)).to_dict()  # what readers were told
+    assert shown["status"] == "failed" and job_of(job_id).status == "running"
+    supervisor.start_supervisor()
+    try:
+        assert job_of(job_id).to_dict() == shown  # failed as shown, not taken up again
+    finally:
+        supervisor.stop_supervisor()

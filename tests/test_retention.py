@@ -1,7 +1,7 @@
 from datetime import datetime, timedelta
 
 import pytest
-from conftest import article, make_settings
+from conftest import article, init, make_settings
 
 from storyapp import ingest, retention, tasks
 from storyapp.db import database, transaction
@@ -17,6 +17,7 @@ from storyapp.models import (
     SynthesisCache,
     utcnow,
 )
+from storyapp.queue import huey
 
 NOW = utcnow()
 OLD = NOW - timedelta(days=40)
@@ -123,7 +124,7 @@ def test_prune_deletes_what_is_old_and_keeps_what_a_story_shows(aged, monkeypatc
 
 
 def test_the_periodic_task_prunes_by_the_configured_age(tmp_path, ollama):
-    tasks.configure(make_settings(tmp_path, ollama.url, STORYAPP_RETENTION_DAYS="50"))
+    init(make_settings(tmp_path, ollama.url, STORYAPP_RETENTION_DAYS="50"))
     try:
         stored(1, OLD, OLD)  # 40 days: young enough for 50
         assert tasks.prune_old_rows.call_local()["articles"] == 0
@@ -137,6 +138,6 @@ def test_the_periodic_task_prunes_by_the_configured_age(tmp_path, ollama):
 def test_pruning_runs_hourly_whatever_the_schedule(tmp_path, ollama):
     for schedule in ("0 * * * *", "off"):
         tasks.configure(make_settings(tmp_path, ollama.url, STORYAPP_SCHEDULE=schedule))
-        due = [t.name for t in tasks.huey.read_periodic(datetime(2026, 11, 28, 10, 17))]
+        due = [t.name for t in huey.read_periodic(datetime(2026, 11, 28, 10, 17))]
         assert due == ["prune_old_rows"]
     database.close()

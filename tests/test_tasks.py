@@ -4,13 +4,13 @@ from dataclasses import replace
 from datetime import datetime
 
 import pytest
-from conftest import article, make_settings, running_consumer, wait_for_job
+from conftest import article, init, make_settings, running_consumer, wait_for_job
 from feedserver import item, rss
 from huey.consumer import Scheduler
 from huey.signals import SIGNAL_COMPLETE, SIGNAL_ERROR
 from peewee import OperationalError
 
-from storyapp import feeds, ingest, jobs, recovery, tasks
+from storyapp import feeds, heartbeat, ingest, jobs, queue, supervisor, tasks
 from storyapp.config import ConfigError
 from storyapp.db import database
 from storyapp.models import Article, Feed, Job, JobCluster, ScheduledRun, Story, Worker
@@ -32,7 +32,7 @@ def test_a_bad_schedule_is_a_config_error(text):
 
 def due_tasks(moment: datetime) -> list[str]:
     # What the consumer's scheduler asks Huey each minute.
-    return [task.name for task in tasks.huey.read_periodic(moment)]
+    return [task.name for task in queue.huey.read_periodic(moment)]
 
 
 def test_the_periodic_task_runs_only_when_scheduled(tmp_path, ollama):
@@ -49,24 +49,24 @@ def test_the_periodic_task_queues_one_job(configured):
     assert Job.select().count() == 1
     job = Job.get()
     assert (job.status, job.time_window_hours, job.force) == ("queued", 24.0, False)
-    assert tasks.huey.pending_count() == 1  # its planning task waits for a consumer
+    assert queue.huey.pending_count() == 1  # its planning task waits for a consumer
 
 
 def test_an_unconfigured_queue_refuses_to_take_work():
-    storage = tasks.UnconfiguredStorage("storyapp")
+    storage = queue.UnconfiguredStorage("storyapp")
     with pytest.raises(RuntimeError, match="not configured"):
         storage.enqueue(b"task")
 
 
 def test_queue_urls(tmp_path):
-    sqlite = tasks.queue_storage(f"sqlite:///{tmp_path}/q/queue.db", "stories")
+    sqlite = queue.queue_storage(f"sqlite:///{tmp_path}/q/queue.db", "stories")
     assert (sqlite.filename, sqlite.name) == (str(tmp_path / "q" / "queue.db"), "stories")
     sqlite.close()
-    redis = tasks.queue_storage("redis://127.0.0.1:6379/3", "stories")
+    redis = queue.queue_storage("redis://127.0.0.1:6379/3", "stories")
     assert redis.queue_key == "huey.redis.stories" and redis.blocking
     assert redis.pool.connection_kwargs["db"] == 3
     with pytest.raises(ConfigError, match="STORYAPP_QUEUE_URL"):
-        tasks.queue_storage("amqp://localhost")
+        queue.queue_storage("amqp://localhost")
 
 
 def test_scale_urls_without_their_packages_say_what_to_install(monkeypatch):
@@ -75,7 +75,7 @@ def test_scale_urls_without_their_packages_say_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "redis", None)  # import redis now fails
     monkeypatch.setitem(sys.modules, "psycopg", None)
     with pytest.raises(ConfigError, match=r"pip install 'storyapp\[scale\]'"):
-        tasks.queue_storage("redis://127.0.0.1:6379/0")
+        queue.queue_storage("redis://127.0.0.1:6379/0")
     with pytest.raises(ConfigError, match=r"pip install 'storyapp\[scale\]'"):
         open_database("postgresql://127.0.0.1/stories")
 
@@ -113,7 +113,7 @@ BAKERY = [item(4, "Local bakery wins national sourdough award", "A prize for Fer
 @pytest.fixture
 def hourly(tmp_path, ollama, feed_server, monkeypatch):
     """Schedule at minute 0 of every hour, a clock stopped at 10:00:30, and one feed."""
-    tasks.configure(make_settings(tmp_path, ollama.url, STORYAPP_SCHEDULE="0 * * * *"))
+    init(make_settings(tmp_path, ollama.url, STORYAPP_SCHEDULE="0 * * * *"))
     clock = {"now": datetime(2026, 11, 28, 10, 0, 30)}
     monkeypatch.setattr(tasks, "utcnow", lambda: clock["now"])
     feed_server.publish("/wire.rss", rss("Wire", QUAKE + BAKERY))
@@ -155,7 +155,7 @@ def test_a_scheduled_run_refreshes_the_feeds_then_queues_the_job(hourly, feed_se
 def test_two_schedulers_run_a_slot_once_through_a_real_consumer(hourly, feed_server):
     finished = []
 
-    @tasks.huey.signal(SIGNAL_COMPLETE, SIGNAL_ERROR)
+    @queue.huey.signal(SIGNAL_COMPLETE, SIGNAL_ERROR)
     def note(signal, task, *exc):
         if task.name == "scheduled_generation":
             finished.append(signal)
@@ -164,14 +164,14 @@ def test_two_schedulers_run_a_slot_once_through_a_real_consumer(hourly, feed_ser
         with running_consumer() as consumer:
             # What each consumer's scheduler does at 10:00: two of them, by mistake.
             for _ in range(2):
-                Scheduler(tasks.huey, consumer.stop_flag, 1, True).enqueue_periodic_tasks(
+                Scheduler(queue.huey, consumer.stop_flag, 1, True).enqueue_periodic_tasks(
                     datetime(2026, 11, 28, 10, 0, 1)
                 )
             deadline = time.monotonic() + 30
             while (len(finished) < 2 or not ended_jobs()) and time.monotonic() < deadline:
                 time.sleep(0.02)
     finally:
-        tasks.huey.disconnect_signal(note)
+        queue.huey.disconnect_signal(note)
     assert finished == [SIGNAL_COMPLETE, SIGNAL_COMPLETE]
     assert len(feed_server.headers_sent_to("/wire.rss")) == 1
     (job,) = Job.select()
@@ -200,19 +200,23 @@ def test_worker_threads_hand_their_pooled_connections_back(client, consumer):
 
 
 def test_a_supervisor_that_cannot_register_is_left_for_the_next_thread(configured, monkeypatch):
-    register = recovery.register
+    register = heartbeat.register
 
     def database_down():
         raise OperationalError("unable to open database file")
 
-    monkeypatch.setattr(recovery, "register", database_down)
+    monkeypatch.setattr(heartbeat, "register", database_down)
     with pytest.raises(OperationalError):
-        tasks._worker_thread_started()  # Huey logs it; the thread runs on
-    monkeypatch.setattr(recovery, "register", register)
-    tasks._worker_thread_started()  # the next thread starts it
+        supervisor._worker_thread_started()  # Huey logs it; the thread runs on
+    monkeypatch.setattr(heartbeat, "register", register)
+    supervisor._worker_thread_started()  # the next thread starts it
     assert Worker.select().count() == 1
-    tasks._worker_thread_ended()
+    supervisor._worker_thread_ended()
     assert Worker.select().count() == 1  # one thread still runs
-    tasks._worker_thread_ended()
+    supervisor._worker_thread_ended()
     assert Worker.select().count() == 0  # the last one stopped it: the worker retired
-    tasks.stop_supervisor()  # and again, at exit: nothing left to do
+    supervisor.stop_supervisor()  # and again, at exit: nothing left to do
+
+
+def test_a_clusters_lease_covers_every_attempt_synthesis_makes():
+    assert tasks.lease_seconds(120) > 120 * 4
