@@ -1,0 +1,41 @@
+"""The fake server's default reply: made from the request's schema alone, and valid."""
+
+from storyapp.fake_ollama import fill, schema_reply
+from storyapp.synthesis import STORY_SCHEMA, validate_story
+
+
+def test_the_default_reply_is_a_valid_story():
+    story = schema_reply({"messages": [], "format": STORY_SCHEMA})
+    assert validate_story(story) == story
+    assert schema_reply({"messages": [], "format": "json"}) == {}
+
+
+def test_a_schema_is_filled_within_its_bounds():
+    # The shapes pydantic's model_json_schema() gives: $defs, Optional as anyOf with null,
+    # Literal as enum, bounds on lengths, counts and numbers.
+    schema = {
+        "$defs": {
+            "Quote": {
+                "type": "object",
+                "properties": {
+                    "text": {"type": "string", "minLength": 20},
+                    "article_ids": {"type": "array", "items": {"type": "integer"}},
+                },
+            }
+        },
+        "type": "object",
+        "properties": {
+            "title": {"type": "string", "maxLength": 3},
+            "category": {"enum": ["politics", "sport"]},
+            "quote": {"anyOf": [{"$ref": "#/$defs/Quote"}, {"type": "null"}]},
+            "points": {"type": "array", "items": {"type": "string"}, "minItems": 5},
+            "importance": {"type": "number", "minimum": 0.5},
+            "breaking": {"type": "boolean"},
+        },
+    }
+    value = fill(schema)
+    assert value["title"] == "Tit"
+    assert value["category"] == "politics"
+    assert len(value["quote"]["text"]) == 20 and value["quote"]["article_ids"] == [0, 0, 0]
+    assert value["points"] == [f"Points {i}" for i in range(1, 6)]
+    assert (value["importance"], value["breaking"]) == (0.5, False)
