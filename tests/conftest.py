@@ -12,6 +12,7 @@ import pytest
 import waitress
 from backends import BACKENDS, Backend, ScaleServices
 from feedserver import FeedServer
+from scripted import ScriptedLLM
 from waitress import wasyncore
 from workers import WorkerProcess
 
@@ -119,8 +120,15 @@ def feed_server():
 
 @pytest.fixture
 def ollama():
+    """The fake Ollama server, for the tests of what goes over HTTP: the settings point at it."""
     with FakeOllama() as server:
         yield server
+
+
+@pytest.fixture
+def llm() -> ScriptedLLM:
+    """A scripted LLM (tests/scripted.py) for a test to hand to the code it drives."""
+    return ScriptedLLM()
 
 
 def make_settings(tmp_path: Path, ollama_url: str, **env) -> Settings:
@@ -137,8 +145,15 @@ def make_settings(tmp_path: Path, ollama_url: str, **env) -> Settings:
 
 
 @pytest.fixture
-def settings(tmp_path, ollama, backend):
-    return make_settings(tmp_path, ollama.url, **backend.env)
+def settings(request, tmp_path, backend):
+    # Only a test that asks for the fake server (`ollama`) gets one. The others point at a port
+    # where nothing listens: one that reached the LLM by mistake gets fallback stories, which
+    # its counts show, rather than replies from a server it did not say it needed.
+    if "ollama" in request.fixturenames:
+        url = request.getfixturevalue("ollama").url
+    else:
+        url = f"http://127.0.0.1:{free_port()}"
+    return make_settings(tmp_path, url, **backend.env)
 
 
 @pytest.fixture(autouse=True)

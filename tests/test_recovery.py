@@ -197,9 +197,9 @@ def test_a_stalled_job_gets_its_pending_clusters_queued_again(planned):
 
 
 @pytest.mark.backends
-def test_a_job_stalled_after_some_clusters_were_written_is_found(planned, ollama):
+def test_a_job_stalled_after_some_clusters_were_written_is_found(planned, llm):
     job_id, (first, second) = planned
-    assert jobs.run_cluster(first, tasks.llm()) == "llm"
+    assert jobs.run_cluster(first, llm) == "llm"
     later = utcnow() + timedelta(seconds=recovery.STALLED_AFTER_S + 1)
     assert recovery.reclaim(later) == ([second], [])
 
