@@ -12,11 +12,12 @@ import pytest
 import waitress
 from backends import BACKENDS, Backend, ScaleServices
 from feedserver import FeedServer
+from peewee import PostgresqlDatabase
 from scripted import ScriptedLLM
 from waitress import wasyncore
 from workers import WorkerProcess
 
-from storyapp import tasks
+from storyapp import db, tasks
 from storyapp.cli import WAITRESS
 from storyapp.config import Settings
 from storyapp.fake_ollama import FakeOllama
@@ -166,6 +167,48 @@ def release_connections():
 def configured(settings):
     tasks.configure(settings)
     return settings
+
+
+class CountingLock:
+    """A lock that counts the threads waiting for it."""
+
+    def __init__(self, lock):
+        self._lock = lock
+        self._count = threading.Lock()
+        self.waiting = 0
+
+    def __enter__(self):
+        if not self._lock.acquire(blocking=False):
+            with self._count:
+                self.waiting += 1
+            self._lock.acquire()
+            with self._count:
+                self.waiting -= 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+
+
+# A test's connections carry its own application_name (backends.py): this counts those waiting
+# for a lock another transaction holds, an advisory lock or a row.
+WAITING_SESSIONS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+    "AND application_name = current_setting('application_name')"
+)
+
+
+@pytest.fixture
+def lock_waits(configured, monkeypatch):
+    """How many of this test's transactions wait for another one to end: a race test holds one
+    open until it sees the other wait, rather than for a while. On SQLite, the threads queued
+    for the process's writer lock (db.transaction); on PostgreSQL, the sessions waiting for a
+    lock."""
+    if isinstance(db.database.obj, PostgresqlDatabase):
+        return lambda: db.database.execute_sql(WAITING_SESSIONS).fetchone()[0]
+    writer = CountingLock(db._sqlite_writer)
+    monkeypatch.setattr(db, "_sqlite_writer", writer)
+    return lambda: writer.waiting
 
 
 @pytest.fixture

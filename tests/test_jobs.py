@@ -1,10 +1,11 @@
 import threading
-import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 from conftest import article
 from scripted import refused
+from workers import wait_until
 
 from storyapp import clustering, ingest, jobs, tasks
 from storyapp.corpus import same_kind_day
@@ -425,7 +426,7 @@ def test_a_story_merged_into_one_that_is_taken_in_points_at_the_listed_one(confi
     assert {Story.get_by_id(i).merged_into_id for i in (a, b)} == {c}
 
 
-def test_two_clusters_settled_at_once_do_not_both_continue_one_story(configured):
+def test_two_clusters_settled_at_once_do_not_both_continue_one_story(configured, lock_waits):
     ingest.store(QUAKE + [article(7, "Eldham quake: aftershock felt", "Another tremor.")])
     ids = [a.id for a in Article.select(Article.id).order_by(Article.id)]
     story = {"title": "A story", "summary": "s", "key_points": []}
@@ -436,26 +437,31 @@ def test_two_clusters_settled_at_once_do_not_both_continue_one_story(configured)
     # of the old story: each alone would continue it. Settled at once, only one may.
     first = jobs.ClusterPlan("first", ids[:2], [], window)
     second = jobs.ClusterPlan("second", ids[2:], [], window)
-    second_started, saved = threading.Event(), {}
+    first_saved, first_may_commit = threading.Event(), threading.Event()
 
     def settle_first():
         with transaction():
-            saved["first"] = jobs.save_story(first, story, "llm", None)
-            second_started.wait(5)
-            time.sleep(0.3)  # the second is now in save_story, reading the old story
+            story_id = jobs.save_story(first, story, "llm", None)
+            first_saved.set()
+            first_may_commit.wait(60)
+        return story_id
 
     def settle_second():
-        second_started.set()
         with transaction():
-            saved["second"] = jobs.save_story(second, story, "llm", None)
+            return jobs.save_story(second, story, "llm", None)
 
-    threads = [threading.Thread(target=settle_first), threading.Thread(target=settle_second)]
-    threads[0].start()
-    while not saved:
-        time.sleep(0.01)
-    threads[1].start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        try:
+            settled_first = pool.submit(settle_first)
+            assert first_saved.wait(30)
+            settled_second = pool.submit(settle_second)
+            # The first commits only once the second is seen waiting for it: on SQLite for the
+            # one writer; on PostgreSQL for the lock on matching stories, or, were that lock
+            # gone, for the old story's row, having read the story as it was before the first.
+            wait_until(lambda: lock_waits() == 1, what="the second to wait for the first")
+        finally:
+            first_may_commit.set()
+        saved = {"first": settled_first.result(), "second": settled_second.result()}
     assert saved["first"] == old and saved["second"] != old
     links = StoryArticle.select(StoryArticle.story, StoryArticle.article).order_by(
         StoryArticle.article

@@ -5,7 +5,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -122,31 +122,37 @@ def test_leases_of_a_dead_worker_are_handed_back(planned):
 
 
 @pytest.mark.backends
-def test_consumers_reclaiming_at_once_hand_back_each_cluster_once(planned, monkeypatch):
+def test_consumers_reclaiming_at_once_hand_back_each_cluster_once(planned, monkeypatch, lock_waits):
     _, pending = planned
     dead = recovery.register()
     for cluster_id in pending:
         assert jobs._lease(cluster_id, dead, 600)
     Worker.update(heartbeat_at=utcnow() - timedelta(minutes=5)).execute()
     stalled = recovery._stalled_clusters
+    holding, may_commit = threading.Event(), threading.Event()
 
-    def slow_stalled(now):
-        time.sleep(0.3)  # the first one's transaction stays open while the second starts
+    def held_open(now):
+        if not holding.is_set():  # the first consumer here keeps its transaction open
+            holding.set()
+            may_commit.wait(60)
         return stalled(now)
 
-    monkeypatch.setattr(recovery, "_stalled_clusters", slow_stalled)
-    start, handed_back = threading.Barrier(2), []
+    monkeypatch.setattr(recovery, "_stalled_clusters", held_open)
+    handed_back = []
 
     def consumer():
-        start.wait()
         handed_back.extend(recovery.reclaim()[0])
         tasks.close()
 
-    threads = [threading.Thread(target=consumer) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        try:
+            runs = [pool.submit(consumer) for _ in range(2)]
+            wait_until(holding.is_set, what="a consumer to reclaim")
+            wait_until(lambda: lock_waits() == 1, what="the other to wait for it")
+        finally:
+            may_commit.set()
+        for run in runs:
+            run.result()
     assert sorted(handed_back) == sorted(pending)
 
 
