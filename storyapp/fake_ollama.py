@@ -46,6 +46,9 @@ class FakeOllama:
         self.requests: list[dict] = []
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.held = 0  # requests waiting for release()
+        self._let_through: int | None = None  # while holding: replies still to let through
+        self._released = threading.Event()
         self._slots = threading.Semaphore(slots)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -71,6 +74,7 @@ class FakeOllama:
 
     def stop(self) -> None:
         self._stop.set()  # ends hanging requests
+        self.release()
         self._server.shutdown()
         self._server.server_close()
 
@@ -79,6 +83,31 @@ class FakeOllama:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def hold(self, after: int = 0) -> None:
+        """Lets `after` more replies through, then holds every reply until release(): a test
+        lines up on `held`, the requests it sees waiting, rather than on a latency that a slow
+        machine outlasts."""
+        with self._lock:
+            self._let_through = after
+            self._released.clear()
+
+    def release(self) -> None:
+        with self._lock:
+            self._let_through = None
+            self._released.set()
+
+    def _wait_if_held(self) -> None:
+        with self._lock:
+            if self._let_through is None:
+                return
+            self._let_through -= 1
+            if self._let_through >= 0:
+                return
+            self.held += 1
+        self._released.wait()
+        with self._lock:
+            self.held -= 1
 
     def next_mode(self) -> str:
         with self._lock:
@@ -103,6 +132,7 @@ class FakeOllama:
                 delay = self.latency + random.uniform(-self.jitter, self.jitter)
                 if delay > 0:
                     self._stop.wait(delay)
+                self._wait_if_held()
                 if mode == "error":
                     return 500, {"error": "llama runner process has terminated"}
                 content = self.reply(body)

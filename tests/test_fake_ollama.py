@@ -1,6 +1,13 @@
-"""The fake server's default reply: made from the request's schema alone, and valid."""
+"""The fake server's default reply, made from the request's schema alone, and its hold on
+replies that race tests line up on."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+from test_llm import MESSAGES
+from workers import wait_until
 
 from storyapp.fake_ollama import fill, schema_reply
+from storyapp.llm import OllamaLLM
 from storyapp.synthesis import STORY_SCHEMA, validate_story
 
 
@@ -39,3 +46,17 @@ def test_a_schema_is_filled_within_its_bounds():
     assert len(value["quote"]["text"]) == 20 and value["quote"]["article_ids"] == [0, 0, 0]
     assert value["points"] == [f"Points {i}" for i in range(1, 6)]
     assert (value["importance"], value["breaking"]) == (0.5, False)
+
+
+def test_held_replies_wait_for_release(ollama):
+    ollama.hold(after=1)
+    llm = OllamaLLM((ollama.url,), ollama.model, timeout=30, concurrency=4)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        calls = [pool.submit(llm.generate, MESSAGES, STORY_SCHEMA) for _ in range(3)]
+        wait_until(
+            lambda: ollama.held == 2 and sum(c.done() for c in calls) == 1,
+            what="one reply out, two held",
+        )
+        ollama.release()
+        assert all(c.result().data == schema_reply(ollama.requests[0]) for c in calls)
+    llm.close()

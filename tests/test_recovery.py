@@ -15,19 +15,25 @@ from storyapp import jobs, recovery, tasks
 from storyapp.fake_ollama import FakeOllama
 from storyapp.models import Job, JobCluster, Worker, utcnow
 
+# A worker runs four threads (workers.storyapp_env): with every reply held, each of them waits
+# for one in the middle of a cluster.
+THREADS = 4
+
 
 @pytest.mark.backends
 def test_a_killed_worker_loses_nothing(sample_job, workers):
-    with FakeOllama(latency=0.4, slots=8) as server:
+    with FakeOllama(slots=8) as server:
+        server.hold(after=12)
         job_id = sample_job(server)
         first = workers(server.url)
-        wait_until(lambda: job_of(job_id).done >= 12 and server.in_flight > 0, what="progress")
+        wait_until(lambda: server.held == THREADS, what="every thread mid-cluster")
         first.proc.kill()  # SIGKILL: LLM calls in flight, leases held
         first.proc.wait()
         held = JobCluster.select().where(
             JobCluster.status == "pending", JobCluster.lease_holder.is_null(False)
         )
-        assert held.count() > 0
+        assert held.count() == THREADS
+        server.release()
         second = workers(server.url)
         wait_until(lambda: job_of(job_id).status != "running", what="the job to end")
         assert second.stop() == 0
@@ -36,14 +42,18 @@ def test_a_killed_worker_loses_nothing(sample_job, workers):
 
 
 def test_sigterm_lets_running_clusters_finish(sample_job, workers):
-    with FakeOllama(latency=0.5, slots=8) as server:
+    with FakeOllama(slots=8) as server:
+        server.hold(after=4)
         job_id = sample_job(server)
         worker = workers(server.url)
-        wait_until(lambda: server.in_flight >= 4, what="calls in flight")
+        wait_until(lambda: server.held == THREADS, what="every thread mid-cluster")
         done_before = job_of(job_id).done
-        assert worker.stop(signal.SIGTERM) == 0
-        # What was running when the signal came was finished, not abandoned.
-        assert job_of(job_id).done >= done_before + 4
+        worker.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "Shutting down gracefully" in worker.log.read_text(), what="the signal")
+        server.release()
+        assert worker.proc.wait(timeout=90) == 0  # (a second SIGTERM would stop it at once)
+        # What was running when the signal came was finished, not abandoned, and no more.
+        assert job_of(job_id).done == done_before + THREADS
         assert (
             JobCluster.select()
             .where(JobCluster.lease_holder.is_null(False), JobCluster.status == "pending")
@@ -57,11 +67,14 @@ def test_sigterm_lets_running_clusters_finish(sample_job, workers):
 
 
 def test_sigint_stops_at_once_and_hands_the_work_back(sample_job, workers):
-    with FakeOllama(latency=1.0, slots=8) as server:
+    with FakeOllama(slots=8) as server:
+        server.hold(after=4)
         job_id = sample_job(server)
         worker = workers(server.url)
-        wait_until(lambda: server.in_flight >= 4, what="calls in flight")
+        wait_until(lambda: server.held == THREADS, what="every thread mid-cluster")
+        # At once: while the replies it waits for are still held.
         assert worker.stop(signal.SIGINT, timeout=20) == 0
+        server.release()
         assert "handed back" in worker.log.read_text()
         assert (
             JobCluster.select()
