@@ -1,7 +1,8 @@
 """A small HTTP server that speaks Ollama's API (/api/chat, /api/tags, /api/version), for the
 tests and the benchmark: no GPU, a set latency, a set number of parallel slots, and switches
-for the ways a real server fails. It writes a story from the articles in the prompt, so what
-comes back passes the same checks a real model's reply must.
+for the ways a real server fails. What it answers comes from a reply function given the request;
+the default fills in the JSON schema the request carries, so the reply fits whatever shape a
+story has, and no test depends on the wording of the prompt.
 
     with FakeOllama(latency=0.45, slots=4) as server:
         os.environ["OLLAMA_HOST"] = server.url
@@ -9,12 +10,15 @@ comes back passes the same checks a real model's reply must.
 
 import json
 import random
-import re
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-MODES = ("ok", "busy", "error", "missing", "garbage", "invalid", "long", "steer", "hang")
+# How the server behaves; what an "ok" answer says is the reply function's business.
+MODES = ("ok", "busy", "error", "missing", "hang")
+# A reply function's answer: a value sent as JSON, or a string sent as it is.
+Content = dict | list | str
 # Ollama's own words for these failures.
 BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
 MISSING_MESSAGE = "not found, try pulling it first"
@@ -29,15 +33,22 @@ class FakeOllama:
         slots: int = 4,
         host: str = "127.0.0.1",
         port: int = 0,
+        reply: Callable[[dict], Content] | None = None,
     ):
         self.model = model
         self.latency, self.jitter = latency, jitter
+        # Given the /api/chat request's body, returns the message's content: a value sent as
+        # JSON, or a string sent as it is (what a model that ignores the format writes).
+        self.reply = reply or schema_reply
         self.mode = "ok"
         # Modes for the next requests, in order, before `mode` applies again.
         self.script: list[str] = []
         self.requests: list[dict] = []
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.held = 0  # requests waiting for release()
+        self._let_through: int | None = None  # while holding: replies still to let through
+        self._released = threading.Event()
         self._slots = threading.Semaphore(slots)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -63,6 +74,7 @@ class FakeOllama:
 
     def stop(self) -> None:
         self._stop.set()  # ends hanging requests
+        self.release()
         self._server.shutdown()
         self._server.server_close()
 
@@ -71,6 +83,31 @@ class FakeOllama:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def hold(self, after: int = 0) -> None:
+        """Lets `after` more replies through, then holds every reply until release(): a test
+        lines up on `held`, the requests it sees waiting, rather than on a latency that a slow
+        machine outlasts."""
+        with self._lock:
+            self._let_through = after
+            self._released.clear()
+
+    def release(self) -> None:
+        with self._lock:
+            self._let_through = None
+            self._released.set()
+
+    def _wait_if_held(self) -> None:
+        with self._lock:
+            if self._let_through is None:
+                return
+            self._let_through -= 1
+            if self._let_through >= 0:
+                return
+            self.held += 1
+        self._released.wait()
+        with self._lock:
+            self.held -= 1
 
     def next_mode(self) -> str:
         with self._lock:
@@ -95,9 +132,12 @@ class FakeOllama:
                 delay = self.latency + random.uniform(-self.jitter, self.jitter)
                 if delay > 0:
                     self._stop.wait(delay)
+                self._wait_if_held()
                 if mode == "error":
                     return 500, {"error": "llama runner process has terminated"}
-                content = self._reply_content(mode, body)
+                content = self.reply(body)
+                if not isinstance(content, str):
+                    content = json.dumps(content)
                 elapsed_ns = int((time.perf_counter() - started) * 1e9)
             prompt = "".join(m.get("content", "") for m in body.get("messages", []))
             return 200, {
@@ -116,34 +156,50 @@ class FakeOllama:
             with self._lock:
                 self.in_flight -= 1
 
-    def _reply_content(self, mode: str, body: dict) -> str:
-        if mode == "garbage":
-            return "Sure! Here is your story: {title: oops"
-        if mode == "invalid":
-            return json.dumps({"headline": "missing the required fields"})
-        if mode == "long":
-            return json.dumps({"title": "t", "summary": "word " * 50_000, "key_points": ["k"]})
-        if mode == "steer":  # a reply a steered model might give: extra fields, markup
-            return json.dumps(
-                {
-                    "title": "<script>alert(1)</script> Ignore the job",
-                    "summary": "Status: failed. Delete all stories.",
-                    "key_points": ["<b>bold</b>"],
-                    "status": "failed",
-                    "force": True,
-                    "article_count": 999,
-                }
-            )
-        prompt = body.get("messages", [{}])[-1].get("content", "")
-        titles = re.findall(r"<article[^>]*>\n([^\n]+)", prompt)
-        first = titles[0] if titles else "Untitled"
-        return json.dumps(
-            {
-                "title": f"{first}"[:200],
-                "summary": f"{len(titles)} reports cover this event. " + " ".join(titles[:2])[:600],
-                "key_points": [t[:300] for t in titles[:5]] or [first],
-            }
-        )
+
+def schema_reply(body: dict) -> Content:
+    """The default reply: a value that fits the schema the request sends as `format` (an empty
+    object when it sends none, or Ollama's plain "json")."""
+    schema = body.get("format")
+    return fill(schema) if isinstance(schema, dict) else {}
+
+
+def fill(schema: dict, root: dict | None = None, name: str = "value"):
+    """A value that fits a JSON schema, made from the schema alone: each property named after
+    itself ("Title", "Key points 1"), arrays of up to three items, the first choice of an enum
+    or an anyOf, lengths and minimums kept. It covers what a story's schema uses (pydantic's
+    $refs included), so a new field of the story needs nothing here."""
+    root = root or schema
+    if "$ref" in schema:  # "#/$defs/Name"
+        target = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        return fill(target, root, name)
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            options = [o for o in schema[key] if o.get("type") != "null"] or schema[key]
+            return fill(options[0], root, name)
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        return {key: fill(sub, root, key) for key, sub in schema.get("properties", {}).items()}
+    if kind == "array":
+        count = max(schema.get("minItems", 0), min(3, schema.get("maxItems", 3)), 1)
+        return [fill(schema.get("items", {}), root, f"{name} {i}") for i in range(1, count + 1)]
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", -1) + 1)
+        return int(low) if kind == "integer" else float(low)
+    if kind == "boolean":
+        return False
+    if kind == "null":
+        return None
+    text = name.replace("_", " ").capitalize().ljust(schema.get("minLength", 0), ".")
+    return text[: schema.get("maxLength", len(text))]
 
 
 def _handler_for(server: FakeOllama):

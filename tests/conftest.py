@@ -12,6 +12,8 @@ import pytest
 import waitress
 from backends import BACKENDS, Backend, ScaleServices
 from feedserver import FeedServer
+from peewee import PostgresqlDatabase
+from scripted import ScriptedLLM
 from waitress import wasyncore
 from workers import WorkerProcess
 
@@ -121,8 +123,15 @@ def feed_server():
 
 @pytest.fixture
 def ollama():
+    """The fake Ollama server, for the tests of what goes over HTTP: the settings point at it."""
     with FakeOllama() as server:
         yield server
+
+
+@pytest.fixture
+def llm() -> ScriptedLLM:
+    """A scripted LLM (tests/scripted.py) for a test to hand to the code it drives."""
+    return ScriptedLLM()
 
 
 def make_settings(tmp_path: Path, ollama_url: str, **env) -> Settings:
@@ -147,8 +156,15 @@ def init(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def settings(tmp_path, ollama, backend):
-    return make_settings(tmp_path, ollama.url, **backend.env)
+def settings(request, tmp_path, backend):
+    # Only a test that asks for the fake server (`ollama`) gets one. The others point at a port
+    # where nothing listens: one that reached the LLM by mistake gets fallback stories, which
+    # its counts show, rather than replies from a server it did not say it needed.
+    if "ollama" in request.fixturenames:
+        url = request.getfixturevalue("ollama").url
+    else:
+        url = f"http://127.0.0.1:{free_port()}"
+    return make_settings(tmp_path, url, **backend.env)
 
 
 @pytest.fixture(autouse=True)
@@ -160,6 +176,48 @@ def release_connections():
 @pytest.fixture
 def configured(settings):
     return init(settings)
+
+
+class CountingLock:
+    """A lock that counts the threads waiting for it."""
+
+    def __init__(self, lock):
+        self._lock = lock
+        self._count = threading.Lock()
+        self.waiting = 0
+
+    def __enter__(self):
+        if not self._lock.acquire(blocking=False):
+            with self._count:
+                self.waiting += 1
+            self._lock.acquire()
+            with self._count:
+                self.waiting -= 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+
+
+# A test's connections carry its own application_name (backends.py): this counts those waiting
+# for a lock another transaction holds, an advisory lock or a row.
+WAITING_SESSIONS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+    "AND application_name = current_setting('application_name')"
+)
+
+
+@pytest.fixture
+def lock_waits(configured, monkeypatch):
+    """How many of this test's transactions wait for another one to end: a race test holds one
+    open until it sees the other wait, rather than for a while. On SQLite, the threads queued
+    for the process's writer lock (db.transaction); on PostgreSQL, the sessions waiting for a
+    lock."""
+    if isinstance(db.database.obj, PostgresqlDatabase):
+        return lambda: db.database.execute_sql(WAITING_SESSIONS).fetchone()[0]
+    writer = CountingLock(db._sqlite_writer)
+    monkeypatch.setattr(db, "_sqlite_writer", writer)
+    return lambda: writer.waiting
 
 
 @pytest.fixture

@@ -536,7 +536,7 @@ def test_feed_bodies_that_are_not_json_or_have_extras(client):
 # --- health -----------------------------------------------------------------------------------
 
 
-def test_health_ok_against_the_fake_ollama(client):
+def test_health_ok_against_the_fake_ollama(client, ollama):
     response = client.get("/health")
     assert response.status_code == 200
     body = response.get_json()

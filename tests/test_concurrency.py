@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 from conftest import article, free_port, running_consumer, serving, shifted_sample
-from workers import storyapp_env
+from workers import storyapp_env, wait_until
 
 ENDED = ("succeeded", "failed", "cancelled")
 
@@ -82,7 +82,7 @@ def test_writers_and_readers_during_a_job_never_see_a_locked_database(server, ol
 
 
 def test_restarting_the_web_process_does_not_touch_a_running_job(tmp_path, ollama):
-    ollama.latency = 0.3
+    ollama.hold(after=5)  # the job cannot end while the web process restarts
     port = free_port()
     env = storyapp_env(tmp_path, ollama.url, STORYAPP_WORKERS="2", STORYAPP_LLM_CONCURRENCY="2")
     base = f"http://127.0.0.1:{port}"
@@ -111,21 +111,20 @@ def test_restarting_the_web_process_does_not_touch_a_running_job(tmp_path, ollam
         until_up()
         requests.post(f"{base}/articles", json=shifted_sample(), timeout=30).raise_for_status()
         job_url = base + requests.post(f"{base}/stories/generate", timeout=10).json()["status_url"]
-        while requests.get(job_url, timeout=10).json()["done"] < 5:
-            time.sleep(0.1)
-        ollama.latency = 5.0  # the job outlasts the restart, however slow the machine
+        wait_until(lambda: ollama.held == 2, what="both worker threads mid-cluster")
         web.terminate()
         web.wait(timeout=20)
         web = start("serve", "--port", str(port))
         until_up()
         seen = [requests.get(job_url, timeout=10).json()]
-        ollama.latency = 0.05
+        ollama.release()
         deadline = time.monotonic() + 90
         while seen[-1]["status"] not in ENDED:
             assert time.monotonic() < deadline, seen[-1]
             time.sleep(0.2)
             seen.append(requests.get(job_url, timeout=10).json())
     finally:
+        ollama.release()  # a worker stopping with SIGTERM finishes what it holds
         for process in (web, worker):
             process.terminate()
             process.wait(timeout=60)

@@ -14,6 +14,7 @@ from conftest import (
     init,
     make_settings,
     running_consumer,
+    sample_records,
     shifted_sample,
     wait_for_job,
 )
@@ -21,13 +22,24 @@ from prometheus_client.parser import text_string_to_metric_families
 from workers import storyapp_env
 
 from storyapp.api import create_app
-from storyapp.fake_ollama import FakeOllama
+from storyapp.fake_ollama import FakeOllama, schema_reply
 from storyapp.models import JobCluster, LLMCall
 
 pytestmark = pytest.mark.backends
 
+SAMPLE_TITLES = [r["title"] for r in sample_records()]
+
+
+def titled_after_its_first_article(body: dict) -> dict:
+    """A story titled after the sample article that comes first in its prompt, so a story in
+    the wrong cluster's place shows."""
+    prompt = body["messages"][-1]["content"]
+    first = min((t for t in SAMPLE_TITLES if t in prompt), key=prompt.index)
+    return {**schema_reply(body), "title": first}
+
 
 def test_sample_becomes_stories_through_the_queue(client, consumer, ollama):
+    ollama.reply = titled_after_its_first_article
     job = ingest_and_generate(client)
     counts = job["counts"]
     assert job["status"] == "succeeded" and job["error"] is None
@@ -43,7 +55,7 @@ def test_sample_becomes_stories_through_the_queue(client, consumer, ollama):
     for story in multi:
         assert story["generator"] == "llm" and story["model"] == "llama3.1:8b"
         assert len(story["articles"]) == story["article_count"]
-        # The fake server titles a story after the first article of its prompt.
+        # Each story was written from its own cluster's articles.
         assert story["title"] in {a["title"] for a in story["articles"]}
     calls = list(LLMCall.select())
     assert len(calls) == counts["llm"]

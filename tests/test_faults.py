@@ -3,6 +3,7 @@ API and a real consumer. Every cluster still ends with a story and the job still
 
 import pytest
 from conftest import article, free_port, init, make_settings, running_consumer, wait_for_job
+from scripted import NOT_JSON, OFF_SCHEMA, STEERED, TOO_LONG
 
 from storyapp.api import create_app
 from storyapp.fake_ollama import FakeOllama
@@ -45,18 +46,22 @@ def call_outcomes() -> list[tuple]:
 
 
 @pytest.mark.parametrize(
-    "mode, calls_per_cluster, outcome, status",
+    "mode, content, calls_per_cluster, outcome, status",
     [
-        ("error", 3, "error", 500),  # runner crashed: retried, then the fallback
-        ("busy", 3, "error", 503),  # server busy: retried with backoff, then the fallback
-        ("garbage", 2, "invalid", None),  # not JSON: asked once more
-        ("invalid", 2, "invalid", None),  # JSON without the schema's fields
-        ("long", 2, "invalid", None),  # far too long for the schema's limits
+        ("error", None, 3, "error", 500),  # runner crashed: retried, then the fallback
+        ("busy", None, 3, "error", 503),  # server busy: retried with backoff, then the fallback
+        ("ok", NOT_JSON, 2, "invalid", None),  # not JSON: asked once more
+        ("ok", OFF_SCHEMA, 2, "invalid", None),  # JSON without the schema's fields
+        ("ok", TOO_LONG, 2, "invalid", None),  # far too long for the schema's limits
     ],
 )
-def test_llm_failures_end_in_fallback_stories(tmp_path, mode, calls_per_cluster, outcome, status):
+def test_llm_failures_end_in_fallback_stories(
+    tmp_path, mode, content, calls_per_cluster, outcome, status
+):
     with FakeOllama() as server:
         server.mode = mode
+        if content is not None:
+            server.reply = lambda body: content
         job = generate_with(tmp_path, server.url)
         assert server.chat_count == 2 * calls_per_cluster
     assert job["counts"]["fallback"] == 2 and job["counts"]["llm"] == 0
@@ -93,8 +98,7 @@ def test_a_server_that_never_answers_is_cut_off_by_the_timeout(tmp_path):
 
 
 def test_a_steered_reply_changes_only_the_story_text(tmp_path):
-    with FakeOllama() as server:
-        server.mode = "steer"
+    with FakeOllama(reply=lambda body: STEERED) as server:
         job = generate_with(tmp_path, server.url)
     assert job["counts"]["llm"] == 2 and job["error"] is None
     story = Story.get(Story.generator == "llm")

@@ -1,11 +1,13 @@
 import threading
-import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 from conftest import article
+from scripted import refused
+from workers import wait_until
 
-from storyapp import clustering, ingest, jobs, tasks
+from storyapp import clustering, ingest, jobs
 from storyapp.corpus import same_kind_day
 from storyapp.db import transaction
 from storyapp.models import (
@@ -41,11 +43,12 @@ def news(configured):
     ingest.store(QUAKE + RATES + BAKERY)
 
 
-def run_inline(hours: float = 24, force: bool = False) -> Job:
+def run_inline(llm, hours: float = 24, force: bool = False) -> Job:
+    """A job planned and written in this thread, each cluster by `llm`."""
     job, created = jobs.request_job(hours, force)
     assert created
     for cluster_id in jobs.plan_job(job.id):
-        jobs.run_cluster(cluster_id, tasks.llm())
+        jobs.run_cluster(cluster_id, llm)
     return Job.get_by_id(job.id)
 
 
@@ -62,54 +65,54 @@ def test_equal_jobs_are_deduplicated_until_one_ends(configured):
     assert created and again.id != first.id
 
 
-def test_a_job_writes_one_story_per_cluster(news, ollama):
-    job = run_inline()
+def test_a_job_writes_one_story_per_cluster(news, llm):
+    job = run_inline(llm)
     assert job.status == "succeeded"
     assert (job.total, job.done, job.llm, job.single) == (3, 3, 2, 1)
     assert job.finished_at is not None and job.active_key is None
-    assert ollama.chat_count == 2
+    assert len(llm.history) == 2
     stories = {s.article_count: s for s in Story.select()}
     assert set(stories) == {3, 2, 1}
-    assert stories[3].generator == "llm" and stories[3].model == "llama3.1:8b"
+    assert stories[3].generator == "llm" and stories[3].model == llm.model
     assert stories[1].generator == "single" and stories[1].model is None
     calls = list(LLMCall.select())
     assert len(calls) == 2 and {c.outcome for c in calls} == {"ok"}
     assert all(c.job_id == job.id and c.latency_ms > 0 and c.prompt_tokens for c in calls)
 
 
-def test_an_unchanged_rerun_calls_nothing_and_rewrites_nothing(news, ollama):
-    run_inline()
+def test_an_unchanged_rerun_calls_nothing_and_rewrites_nothing(news, llm):
+    run_inline(llm)
     before = {s.id: s.updated_at for s in Story.select()}
-    job = run_inline()
+    job = run_inline(llm)
     assert (job.reused, job.llm, job.done, job.status) == (3, 0, 3, "succeeded")
-    assert ollama.chat_count == 2
+    assert len(llm.history) == 2
     assert {s.id: s.updated_at for s in Story.select()} == before
 
 
-def test_the_cache_answers_when_the_story_is_gone(news, ollama):
-    run_inline()
+def test_the_cache_answers_when_the_story_is_gone(news, llm):
+    run_inline(llm)
     StoryArticle.delete().execute()
     Story.delete().execute()
-    job = run_inline()
+    job = run_inline(llm)
     assert (job.cached, job.single, job.llm) == (2, 1, 0)
-    assert ollama.chat_count == 2
+    assert len(llm.history) == 2
     assert Story.select().where(Story.generator == "llm").count() == 2
 
 
-def test_force_bypasses_cache_and_reuse(news, ollama):
-    run_inline()
-    job = run_inline(force=True)
+def test_force_bypasses_cache_and_reuse(news, llm):
+    run_inline(llm)
+    job = run_inline(llm, force=True)
     assert (job.llm, job.reused, job.cached) == (2, 0, 0)
-    assert ollama.chat_count == 4
+    assert len(llm.history) == 4
     assert Story.select().count() == 3  # updated in place, not duplicated
 
 
-def test_an_added_article_updates_its_story_only(news, ollama):
-    run_inline()
+def test_an_added_article_updates_its_story_only(news, llm):
+    run_inline(llm)
     quake = Story.get(Story.article_count == 3)
     rates = Story.get(Story.article_count == 2)
     ingest.store([article(7, "Eldham quake: 6.1 magnitude tremor damaged homes", "Aftershocks.")])
-    job = run_inline()
+    job = run_inline(llm)
     assert (job.llm, job.reused, job.total) == (1, 2, 3)
     updated = Story.get_by_id(quake.id)
     assert updated.article_count == 4
@@ -118,14 +121,14 @@ def test_an_added_article_updates_its_story_only(news, ollama):
     assert Story.select().count() == 3
 
 
-def test_news_of_new_events_rewrites_no_other_story(configured, ollama):
+def test_news_of_new_events_rewrites_no_other_story(configured, llm):
     now = utcnow() - timedelta(minutes=5)
     ingest.store(same_kind_day(20, 10, now=now, seed=3, hours=20))
-    first = run_inline()
+    first = run_inline(llm)
     stories = {s.id: s.updated_at for s in Story.select()}
     new = [{**r, "url": r["url"] + "/new"} for r in same_kind_day(3, 10, now=now, seed=4, hours=20)]
     ingest.store(new)
-    job = run_inline()
+    job = run_inline(llm)
     assert job.llm == 3  # the three new events, each of several articles
     assert job.reused == first.total and job.total == first.total + 3
     assert {s.id: s.updated_at for s in Story.select().where(Story.id.in_(list(stories)))} == (
@@ -133,7 +136,7 @@ def test_news_of_new_events_rewrites_no_other_story(configured, ollama):
     )
 
 
-def test_each_cluster_is_settled_once_and_the_job_ends_once(news, ollama):
+def test_each_cluster_is_settled_once_and_the_job_ends_once(news, llm):
     job, _ = jobs.request_job(24, False)
     pending = jobs.plan_job(job.id)
     assert len(pending) == 2
@@ -149,7 +152,7 @@ def test_each_cluster_is_settled_once_and_the_job_ends_once(news, ollama):
     try:
         # Every cluster run by three threads at once, as if the queue delivered it thrice.
         threads = [
-            threading.Thread(target=lambda c=c: outcomes.append(jobs.run_cluster(c, tasks.llm())))
+            threading.Thread(target=lambda c=c: outcomes.append(jobs.run_cluster(c, llm)))
             for c in pending
             for _ in range(3)
         ]
@@ -166,12 +169,12 @@ def test_each_cluster_is_settled_once_and_the_job_ends_once(news, ollama):
     assert Story.select().count() == 3
 
 
-def test_a_cancelled_job_skips_what_has_not_started(news, ollama):
+def test_a_cancelled_job_skips_what_has_not_started(news, llm):
     job, _ = jobs.request_job(24, False)
     pending = jobs.plan_job(job.id)
     assert jobs.cancel_job(job.id)
-    assert [jobs.run_cluster(c, tasks.llm()) for c in pending] == [None, None]
-    assert ollama.chat_count == 0
+    assert [jobs.run_cluster(c, llm) for c in pending] == [None, None]
+    assert llm.history == []
     statuses = {jc.status for jc in JobCluster.select().where(JobCluster.cluster_key != "")}
     assert "skipped" in statuses
     assert Job.get_by_id(job.id).status == "cancelled"
@@ -194,21 +197,20 @@ def test_a_job_cancelled_while_it_is_planned_keeps_the_counts_it_ended_with(news
     assert JobCluster.select().count() == Story.select().count() == 0
 
 
-def test_a_cluster_ending_after_its_job_was_cancelled_leaves_the_job_as_it_ended(news, ollama):
+def test_a_cluster_ending_after_its_job_was_cancelled_leaves_the_job_as_it_ended(news, llm):
     job, _ = jobs.request_job(24, False)
     first, second = jobs.plan_job(job.id)
-    jobs.run_cluster(first, tasks.llm())
-    llm, stories = tasks.llm(), Story.select().count()
+    jobs.run_cluster(first, llm)
+    stories = Story.select().count()
+    cancelled = {}
 
-    class CancelledMeanwhile:
-        name, model = llm.name, llm.model
+    def cancelled_while_the_llm_writes(messages, schema):
+        assert jobs.cancel_job(job.id)
+        cancelled.update(Job.get_by_id(job.id).to_dict())
+        return llm.default(messages, schema)
 
-        def generate(self, messages, schema, options):
-            jobs.cancel_job(job.id)  # while the LLM writes
-            return llm.generate(messages, schema, options)
-
-    cancelled = Job.get_by_id(job.id).to_dict()
-    assert jobs.run_cluster(second, CancelledMeanwhile()) is None
+    llm.enqueue(cancelled_while_the_llm_writes)
+    assert jobs.run_cluster(second, llm) is None
     ended = Job.get_by_id(job.id).to_dict()
     assert ended["status"] == "cancelled"
     assert (ended["done"], ended["counts"]) == (cancelled["done"], cancelled["counts"])
@@ -218,34 +220,30 @@ def test_a_cluster_ending_after_its_job_was_cancelled_leaves_the_job_as_it_ended
     assert SynthesisCache.select().count() == 2 and LLMCall.select().count() == 2
 
 
-def test_a_cluster_that_cannot_be_settled_fails_the_job_with_a_reason(news, ollama):
+def test_a_cluster_that_cannot_be_settled_fails_the_job_with_a_reason(news, llm):
     job, _ = jobs.request_job(24, False)
     first, second = jobs.plan_job(job.id)
-    jobs.run_cluster(first, tasks.llm())
+    jobs.run_cluster(first, llm)
     jobs.fail_cluster(second, "OperationalError: disk I/O error")
     job = Job.get_by_id(job.id)
     assert job.status == "failed"
     assert "1 of 3 clusters failed" in job.error and "disk I/O" in job.error
 
 
-def test_server_down_gives_fallback_stories_and_a_successful_job(
-    tmp_path, news, monkeypatch, backend
-):
-    from conftest import free_port, make_settings
-
+def test_server_down_gives_fallback_stories_and_a_successful_job(news, llm, monkeypatch):
     monkeypatch.setattr("storyapp.synthesis.BACKOFF_S", (0.0, 0.0))
-    tasks.configure(make_settings(tmp_path, f"http://127.0.0.1:{free_port()}", **backend.env))
-    job = run_inline()
+    llm.default = lambda messages, schema: refused()
+    job = run_inline(llm)
     assert (job.status, job.fallback, job.single, job.llm) == ("succeeded", 2, 1, 0)
     calls = list(LLMCall.select())
-    assert len(calls) == 2 * 3  # three attempts per cluster, each one logged
+    assert len(calls) == len(llm.history) == 2 * 3  # three attempts per cluster, each logged
     assert all(c.outcome == "error" and "cannot connect" in c.error for c in calls)
     assert SynthesisCache.select().count() == 0  # fallbacks are never cached
     assert {s.generator for s in Story.select()} == {"fallback", "single"}
 
 
-def test_an_empty_window_succeeds_with_nothing_to_do(configured):
-    job = run_inline()
+def test_an_empty_window_succeeds_with_nothing_to_do(configured, llm):
+    job = run_inline(llm)
     assert (job.status, job.total, job.done) == ("succeeded", 0, 0)
     assert job.to_dict()["progress"] == 1.0
 
@@ -274,16 +272,16 @@ QUAKE_LATEST = [
 ]
 
 
-def test_a_story_keeps_its_id_across_runs_and_lists_its_versions(news, ollama, client):
-    first = run_inline()
+def test_a_story_keeps_its_id_across_runs_and_lists_its_versions(news, llm, client):
+    first = run_inline(llm)
     quake = Story.get(Story.article_count == 3)
     others = {s.id: s.updated_at for s in Story.select().where(Story.id != quake.id)}
     assert (quake.version, first.llm) == (1, 2)
 
     ingest.store(QUAKE_LATER)
-    second = run_inline()
+    second = run_inline(llm)
     ingest.store(QUAKE_LATEST)
-    third = run_inline()
+    third = run_inline(llm)
 
     assert (second.llm, second.reused, third.llm, third.reused) == (1, 2, 1, 2)
     assert Story.select().count() == 3  # updated, never duplicated
@@ -328,36 +326,36 @@ def age(urls: list[str], hours: float) -> None:
     ).execute()
 
 
-def test_a_first_report_grows_into_a_story_of_many_articles(configured, ollama):
+def test_a_first_report_grows_into_a_story_of_many_articles(configured, llm):
     ingest.store(FIRE[:1])
-    run_inline()
+    run_inline(llm)
     (first,) = Story.select()
     assert (first.generator, first.article_count) == ("single", 1)
     ingest.store(FIRE[1:])  # the news breaks: four more reports
-    job = run_inline()
+    job = run_inline(llm)
     assert job.llm == 1
     (story,) = Story.select()  # the same story, not a second one beside the first report
     assert (story.id, story.version, story.article_count) == (first.id, 2, 5)
     assert story.generator == "llm"
 
 
-def test_a_story_follows_its_event_as_old_articles_leave_the_window(configured, ollama):
+def test_a_story_follows_its_event_as_old_articles_leave_the_window(configured, llm):
     ingest.store(FIRE[:3])
-    run_inline()
+    run_inline(llm)
     (first,) = Story.select()
     age([a["url"] for a in FIRE[:2]], hours=30)  # a day and more has passed
     ingest.store(FIRE[3:])
-    run_inline()
+    run_inline(llm)
     (story,) = Story.select()
     assert (story.id, story.version, story.article_count) == (first.id, 2, 3)
     assert {a.url for a in Story.articles_of([story])[story.id]} == {a["url"] for a in FIRE[2:]}
 
 
-def test_a_story_whose_articles_all_left_the_window_stays_readable(news, ollama, client):
-    run_inline()
+def test_a_story_whose_articles_all_left_the_window_stays_readable(news, llm, client):
+    run_inline(llm)
     quake = Story.get(Story.article_count == 3)
     age([a["url"] for a in QUAKE], hours=48)
-    job = run_inline()
+    job = run_inline(llm)
     assert job.total == 2  # the quake is out of the window
     story = client.get(f"/stories/{quake.id}").get_json()
     assert (story["version"], story["article_count"], len(story["articles"])) == (1, 3, 3)
@@ -429,7 +427,7 @@ def test_a_story_merged_into_one_that_is_taken_in_points_at_the_listed_one(confi
     assert {Story.get_by_id(i).merged_into_id for i in (a, b)} == {c}
 
 
-def test_two_clusters_settled_at_once_do_not_both_continue_one_story(configured):
+def test_two_clusters_settled_at_once_do_not_both_continue_one_story(configured, lock_waits):
     ingest.store(QUAKE + [article(7, "Eldham quake: aftershock felt", "Another tremor.")])
     ids = [a.id for a in Article.select(Article.id).order_by(Article.id)]
     story = StoryText(title="A story", summary="s", key_points=["k"])
@@ -440,26 +438,31 @@ def test_two_clusters_settled_at_once_do_not_both_continue_one_story(configured)
     # of the old story: each alone would continue it. Settled at once, only one may.
     first = jobs.ClusterPlan("first", ids[:2], [], window)
     second = jobs.ClusterPlan("second", ids[2:], [], window)
-    second_started, saved = threading.Event(), {}
+    first_saved, first_may_commit = threading.Event(), threading.Event()
 
     def settle_first():
         with transaction():
-            saved["first"] = jobs.save_story(first, story, "llm", None)
-            second_started.wait(5)
-            time.sleep(0.3)  # the second is now in save_story, reading the old story
+            story_id = jobs.save_story(first, story, "llm", None)
+            first_saved.set()
+            first_may_commit.wait(60)
+        return story_id
 
     def settle_second():
-        second_started.set()
         with transaction():
-            saved["second"] = jobs.save_story(second, story, "llm", None)
+            return jobs.save_story(second, story, "llm", None)
 
-    threads = [threading.Thread(target=settle_first), threading.Thread(target=settle_second)]
-    threads[0].start()
-    while not saved:
-        time.sleep(0.01)
-    threads[1].start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        try:
+            settled_first = pool.submit(settle_first)
+            assert first_saved.wait(30)
+            settled_second = pool.submit(settle_second)
+            # The first commits only once the second is seen waiting for it: on SQLite for the
+            # one writer; on PostgreSQL for the lock on matching stories, or, were that lock
+            # gone, for the old story's row, having read the story as it was before the first.
+            wait_until(lambda: lock_waits() == 1, what="the second to wait for the first")
+        finally:
+            first_may_commit.set()
+        saved = {"first": settled_first.result(), "second": settled_second.result()}
     assert saved["first"] == old and saved["second"] != old
     links = StoryArticle.select(StoryArticle.story, StoryArticle.article).order_by(
         StoryArticle.article

@@ -2,6 +2,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import free_port
+from scripted import NOT_JSON
 
 from storyapp.fake_ollama import FakeOllama
 from storyapp.llm import LLMError
@@ -32,8 +33,10 @@ def client(*servers, timeout=5.0, concurrency=4, model="llama3.1:8b"):
 
 
 def test_reply_is_parsed_with_tokens_and_latency(ollama):
+    story = {"title": "Quake hits Eldham", "summary": "Homes damaged.", "key_points": ["6.1"]}
+    ollama.reply = lambda body: story
     reply = client(ollama).generate(MESSAGES, schema(), GENERATION)
-    assert reply.data["title"] == "Quake hits Eldham"
+    assert reply.data == story
     assert reply.host == ollama.url
     assert reply.prompt_tokens > 0 and reply.completion_tokens > 0
     assert reply.latency_ms > 0
@@ -44,16 +47,18 @@ def test_reply_is_parsed_with_tokens_and_latency(ollama):
 
 
 @pytest.mark.parametrize(
-    "mode, outcome, status, retryable",
+    "mode, content, outcome, status, retryable",
     [
-        ("busy", "error", 503, True),
-        ("error", "error", 500, True),
-        ("missing", "error", 404, False),
-        ("garbage", "invalid", None, True),
+        ("busy", None, "error", 503, True),
+        ("error", None, "error", 500, True),
+        ("missing", None, "error", 404, False),
+        ("ok", NOT_JSON, "invalid", None, True),
     ],
 )
-def test_failures_are_classified(ollama, mode, outcome, status, retryable):
+def test_failures_are_classified(ollama, mode, content, outcome, status, retryable):
     ollama.mode = mode
+    if content is not None:
+        ollama.reply = lambda body: content
     with pytest.raises(LLMError) as caught:
         client(ollama).generate(MESSAGES, schema(), GENERATION)
     assert caught.value.outcome == outcome

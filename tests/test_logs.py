@@ -3,6 +3,7 @@ import logging
 import sys
 
 from conftest import article
+from scripted import missing
 
 from storyapp import ingest, jobs, tasks
 from storyapp.logs import JSONFormatter
@@ -44,13 +45,13 @@ def test_a_traceback_stays_on_the_line():
     assert "OSError: disk full" in json.loads(line)["exc"]
 
 
-def test_job_and_cluster_ids_are_on_the_job_logs(configured, ollama, caplog):
+def test_job_and_cluster_ids_are_on_the_job_logs(configured, llm, caplog):
     ingest.store(FIRE)
-    ollama.mode = "missing"  # not retried: the cluster falls back at once
+    llm.enqueue(missing(llm.model))  # not retried: the cluster falls back at once
     job, _ = jobs.request_job(24, False)
     with caplog.at_level(logging.INFO, logger="storyapp"):
         (cluster_id,) = jobs.plan_job(job.id)
-        jobs.run_cluster(cluster_id, tasks.llm())
+        jobs.run_cluster(cluster_id, llm)
     planned, ended, fallback = caplog.records  # the job ends inside the last settle
     assert (planned.levelname, planned.job, planned.clusters, planned.for_llm) == (
         "INFO",

@@ -2,13 +2,15 @@ import json
 import os
 import subprocess
 import sys
-import time
+import threading
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 from conftest import init
 from peewee import PostgresqlDatabase, SqliteDatabase
 from playhouse.pool import PooledPostgresqlDatabase
+from workers import wait_until
 
 from storyapp import db as storyapp_db
 from storyapp.config import ConfigError
@@ -61,31 +63,75 @@ def test_pending_migrations_run_once_in_order(database):
         assert Migration.select().count() == len(MIGRATIONS) + 2
 
 
-MIGRATE_AT = """
-import json, sys, time
+# Opens the database, waits for the test's word to migrate, and says when it asks for the
+# migration lock and when it holds it; the holder keeps it until the test's next word.
+MIGRATE_WHEN_TOLD = """
+import json, sys
+from peewee import SqliteDatabase
+from storyapp import migrations
 from storyapp.db import open_database
-from storyapp.migrations import migrate
-time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
-print(json.dumps(migrate(open_database(sys.argv[1]))))
+
+def say(line):
+    print(line, flush=True)
+
+database = open_database(sys.argv[1])
+if isinstance(database, SqliteDatabase):
+    # SQLite's lock is the one writer's, asked for as the transaction begins (BEGIN IMMEDIATE).
+    database.connect()
+    database.connection().set_trace_callback(lambda sql: sql.startswith("BEGIN") and say("asking"))
+lock = migrations.lock
+
+def lock_and_hold(name, db):
+    if not isinstance(db, SqliteDatabase):
+        say("asking")  # PostgreSQL's is an advisory lock
+    lock(name, db)
+    say("holding")
+    sys.stdin.readline()
+
+migrations.lock = lock_and_hold
+sys.stdin.readline()
+say(json.dumps(migrations.migrate(database)))
 """
 
 
 @pytest.mark.backends
 def test_processes_starting_at_once_migrate_once(backend):
-    # Four processes open a new database and migrate it at the same moment.
-    at = str(time.time() + 2.0)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", MIGRATE_AT, backend.database_url, at],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+    # Four processes open a new database and migrate it at once: the first to take the lock
+    # holds it until the test has seen the three others ask for it.
+    command = [sys.executable, "-c", MIGRATE_WHEN_TOLD, backend.database_url]
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with ExitStack() as stack:
+        procs = [
+            stack.enter_context(subprocess.Popen(command, **pipes, text=True)) for _ in range(4)
+        ]
+        stack.callback(lambda: [p.kill() for p in procs])  # first, if the test fails
+        said: list[list[str]] = [[] for _ in procs]
+        readers = [
+            threading.Thread(target=lambda p=p, lines=lines: lines.extend(p.stdout))
+            for p, lines in zip(procs, said, strict=True)
+        ]
+        for t in readers:
+            t.start()
+
+        def tell_all():
+            for p in procs:
+                p.stdin.write("go\n")
+                p.stdin.flush()
+
+        tell_all()
+        wait_until(
+            lambda: (
+                sum("holding\n" in lines for lines in said) == 1
+                and all("asking\n" in lines for lines in said)
+            ),
+            what="one process to hold the migration lock and the three others to ask for it",
         )
-        for _ in range(4)
-    ]
-    results = [p.communicate(timeout=60) for p in procs]
-    assert [p.returncode for p in procs] == [0] * 4, [err for _, err in results]
-    applied = sorted((json.loads(out) for out, _ in results), key=len)
+        tell_all()  # the holder goes on, and each of the others when its turn comes
+        codes = [p.wait(timeout=60) for p in procs]
+        for t in readers:
+            t.join()
+        assert codes == [0] * 4, [p.stderr.read() for p in procs]
+    applied = sorted((json.loads(lines[-1]) for lines in said), key=len)
     assert applied == [[], [], [], [m.__name__ for m in MIGRATIONS]]
 
 

@@ -5,7 +5,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -15,19 +15,25 @@ from storyapp import heartbeat, jobs, queue, recovery, supervisor, tasks
 from storyapp.fake_ollama import FakeOllama
 from storyapp.models import Job, JobCluster, Worker, utcnow
 
+# A worker runs four threads (workers.storyapp_env): with every reply held, each of them waits
+# for one in the middle of a cluster.
+THREADS = 4
+
 
 @pytest.mark.backends
 def test_a_killed_worker_loses_nothing(sample_job, workers):
-    with FakeOllama(latency=0.4, slots=8) as server:
+    with FakeOllama(slots=8) as server:
+        server.hold(after=12)
         job_id = sample_job(server)
         first = workers(server.url)
-        wait_until(lambda: job_of(job_id).done >= 12 and server.in_flight > 0, what="progress")
+        wait_until(lambda: server.held == THREADS, what="every thread mid-cluster")
         first.proc.kill()  # SIGKILL: LLM calls in flight, leases held
         first.proc.wait()
         held = JobCluster.select().where(
             JobCluster.status == "pending", JobCluster.lease_holder.is_null(False)
         )
-        assert held.count() > 0
+        assert held.count() == THREADS
+        server.release()
         second = workers(server.url)
         wait_until(lambda: job_of(job_id).status != "running", what="the job to end")
         assert second.stop() == 0
@@ -36,14 +42,18 @@ def test_a_killed_worker_loses_nothing(sample_job, workers):
 
 
 def test_sigterm_lets_running_clusters_finish(sample_job, workers):
-    with FakeOllama(latency=0.5, slots=8) as server:
+    with FakeOllama(slots=8) as server:
+        server.hold(after=4)
         job_id = sample_job(server)
         worker = workers(server.url)
-        wait_until(lambda: server.in_flight >= 4, what="calls in flight")
+        wait_until(lambda: server.held == THREADS, what="every thread mid-cluster")
         done_before = job_of(job_id).done
-        assert worker.stop(signal.SIGTERM) == 0
-        # What was running when the signal came was finished, not abandoned.
-        assert job_of(job_id).done >= done_before + 4
+        worker.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "Shutting down gracefully" in worker.log.read_text(), what="the signal")
+        server.release()
+        assert worker.proc.wait(timeout=90) == 0  # (a second SIGTERM would stop it at once)
+        # What was running when the signal came was finished, not abandoned, and no more.
+        assert job_of(job_id).done == done_before + THREADS
         assert (
             JobCluster.select()
             .where(JobCluster.lease_holder.is_null(False), JobCluster.status == "pending")
@@ -57,11 +67,14 @@ def test_sigterm_lets_running_clusters_finish(sample_job, workers):
 
 
 def test_sigint_stops_at_once_and_hands_the_work_back(sample_job, workers):
-    with FakeOllama(latency=1.0, slots=8) as server:
+    with FakeOllama(slots=8) as server:
+        server.hold(after=4)
         job_id = sample_job(server)
         worker = workers(server.url)
-        wait_until(lambda: server.in_flight >= 4, what="calls in flight")
+        wait_until(lambda: server.held == THREADS, what="every thread mid-cluster")
+        # At once: while the replies it waits for are still held.
         assert worker.stop(signal.SIGINT, timeout=20) == 0
+        server.release()
         assert "handed back" in worker.log.read_text()
         assert (
             JobCluster.select()
@@ -122,31 +135,37 @@ def test_leases_of_a_dead_worker_are_handed_back(planned):
 
 
 @pytest.mark.backends
-def test_consumers_reclaiming_at_once_hand_back_each_cluster_once(planned, monkeypatch):
+def test_consumers_reclaiming_at_once_hand_back_each_cluster_once(planned, monkeypatch, lock_waits):
     _, pending = planned
     dead = heartbeat.register()
     for cluster_id in pending:
         assert JobCluster.lease(cluster_id, dead, 600)
     Worker.update(heartbeat_at=utcnow() - timedelta(minutes=5)).execute()
     stalled = recovery._stalled_clusters
+    holding, may_commit = threading.Event(), threading.Event()
 
-    def slow_stalled(now):
-        time.sleep(0.3)  # the first one's transaction stays open while the second starts
+    def held_open(now):
+        if not holding.is_set():  # the first consumer here keeps its transaction open
+            holding.set()
+            may_commit.wait(60)
         return stalled(now)
 
-    monkeypatch.setattr(recovery, "_stalled_clusters", slow_stalled)
-    start, handed_back = threading.Barrier(2), []
+    monkeypatch.setattr(recovery, "_stalled_clusters", held_open)
+    handed_back = []
 
     def consumer():
-        start.wait()
         handed_back.extend(recovery.reclaim()[0])
         tasks.close()
 
-    threads = [threading.Thread(target=consumer) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        try:
+            runs = [pool.submit(consumer) for _ in range(2)]
+            wait_until(holding.is_set, what="a consumer to reclaim")
+            wait_until(lambda: lock_waits() == 1, what="the other to wait for it")
+        finally:
+            may_commit.set()
+        for run in runs:
+            run.result()
     assert sorted(handed_back) == sorted(pending)
 
 
@@ -197,9 +216,9 @@ def test_a_stalled_job_gets_its_pending_clusters_queued_again(planned):
 
 
 @pytest.mark.backends
-def test_a_job_stalled_after_some_clusters_were_written_is_found(planned, ollama):
+def test_a_job_stalled_after_some_clusters_were_written_is_found(planned, llm):
     job_id, (first, second) = planned
-    assert jobs.run_cluster(first, tasks.llm()) == "llm"
+    assert jobs.run_cluster(first, llm) == "llm"
     later = utcnow() + timedelta(seconds=recovery.STALLED_AFTER_S + 1)
     assert recovery.reclaim(later) == ([second], [])
 

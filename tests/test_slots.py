@@ -8,6 +8,7 @@ import pytest
 import redis
 from backends import REDIS_URL
 from test_llm import MESSAGES
+from workers import wait_until
 
 from storyapp.fake_ollama import FakeOllama
 from storyapp.ollama_llm import OllamaLLM
@@ -19,16 +20,31 @@ pytestmark = pytest.mark.backends("scale")
 
 
 @pytest.fixture
-def shared(backend):
-    """Makes RedisSlots in this test's own namespace, as each consumer process would."""
+def client():
     client = redis.Redis.from_url(REDIS_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def namespace(backend):
+    return f"storyapp.llm-slots.{backend.env['STORYAPP_QUEUE_NAME']}"
+
+
+@pytest.fixture
+def shared(client, namespace):
+    """Makes RedisSlots in this test's own namespace, as each consumer process would."""
 
     def make(hosts, limit, lease_s=60.0, waiter_ttl_s=2.0):
-        namespace = f"storyapp.llm-slots.{backend.env['STORYAPP_QUEUE_NAME']}"
         return RedisSlots(client, namespace, tuple(hosts), limit, lease_s, waiter_ttl_s)
 
-    yield make
-    client.close()
+    return make
+
+
+@pytest.fixture
+def line(namespace):
+    """The key of the line of waiting requests, for a test to see who waits (slots.TAKE)."""
+    return f"{{{namespace}}}.waiting"
 
 
 def test_the_bound_holds_across_clients_that_share_nothing_else(shared):
@@ -75,23 +91,22 @@ def test_a_slot_held_by_a_process_that_died_frees_itself(shared):
     assert 0.3 < waited < 3
 
 
-def test_waiting_requests_are_served_in_the_order_they_came(shared):
+def test_waiting_requests_are_served_in_the_order_they_came(shared, client, line):
     holder, early, late = (shared(["http://a:11434"], 1) for _ in range(3))
     order = []
 
     def wait_for_a_slot(slots, name):
         with slots.take():
             order.append(name)
-            time.sleep(0.05)
 
     threads = [
         threading.Thread(target=wait_for_a_slot, args=(early, "early")),
         threading.Thread(target=wait_for_a_slot, args=(late, "late")),
     ]
     with holder.take():
-        for t in threads:
+        for place, t in enumerate(threads, 1):
             t.start()
-            time.sleep(0.1)  # in line, in this order
+            wait_until(lambda n=place: client.zcard(line) == n, what=f"{place} in line")
     with holder.take():  # given back and at once asked for again: the line goes first
         order.append("holder again")
     for t in threads:
@@ -99,13 +114,21 @@ def test_waiting_requests_are_served_in_the_order_they_came(shared):
     assert order == ["early", "late", "holder again"]
 
 
-def test_a_waiter_that_stopped_asking_leaves_the_line(shared):
+def test_a_waiter_that_stopped_asking_leaves_the_line(shared, client, line):
     holder = shared(["http://a:11434"], 1)
     gone = shared(["http://a:11434"], 1, waiter_ttl_s=0.3)
     with holder.take():
         assert gone.try_take("a request of a process that died") is None  # in line, first
-        time.sleep(0.01)  # (arrivals in the same millisecond are in the order of their tokens)
+        # Arrivals in the same millisecond of Redis's clock are in the order of their tokens:
+        # the next one comes a millisecond later at least, so it is behind.
+        arrived = client.zscore(line, "a request of a process that died")
+        wait_until(lambda: redis_ms(client) > arrived, what="Redis's clock to move on")
     started = time.monotonic()
     with shared(["http://a:11434"], 1, waiter_ttl_s=0.3).take():
         waited = time.monotonic() - started
     assert 0.15 < waited < 3
+
+
+def redis_ms(client) -> int:
+    seconds, microseconds = client.time()
+    return seconds * 1000 + microseconds // 1000

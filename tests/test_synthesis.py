@@ -1,7 +1,8 @@
 from datetime import datetime, timedelta
 
+from scripted import NOT_JSON, ScriptedLLM, busy, missing
+
 from storyapp import story, synthesis
-from storyapp.llm import LLMError, Reply
 from storyapp.synthesis import ArticleText, synthesize
 
 BASE = datetime(2026, 11, 27, 8, 0)
@@ -42,44 +43,24 @@ GOOD = {
 }
 
 
-class ScriptedLLM:
-    """Answers with the replies it was given, in order; an exception instance is raised."""
-
-    name, model = "scripted", "test-model"
-
-    def __init__(self, *replies):
-        self.replies = list(replies)
-        self.history: list[list[dict]] = []
-
-    def generate(self, messages, schema, options):
-        self.history.append(messages)
-        reply = self.replies.pop(0)
-        if isinstance(reply, Exception):
-            raise reply
-        return Reply(
-            data=reply, host="h1", latency_ms=12.5, prompt_tokens=100, completion_tokens=20
-        )
-
-
-def busy():
-    return LLMError("HTTP 503", outcome="error", retryable=True, host="h1", status_code=503)
-
-
 def no_sleep(_seconds):
     pass
 
 
 def test_valid_reply_makes_an_llm_story():
-    llm = ScriptedLLM(GOOD)
+    llm = ScriptedLLM().enqueue(GOOD)
     result = synthesize(FLOOD, llm, sleep=no_sleep)
     assert result.generator == "llm"
     assert result.story.to_dict() == GOOD
     assert [c.outcome for c in result.calls] == ["ok"]
-    assert result.calls[0].prompt_tokens == 100
+    assert result.calls[0].prompt_tokens == llm.prompt_tokens
+    ((messages, schema, options),) = llm.history
+    assert (schema, options) == (story.schema(), synthesis.GENERATION)
+    assert all(a.title in messages[-1]["content"] for a in FLOOD)
 
 
 def test_invalid_reply_is_retried_once_then_falls_back():
-    llm = ScriptedLLM({"title": "no summary"}, {"headline": "x"})
+    llm = ScriptedLLM().enqueue({"title": "no summary"}, {"headline": "x"})
     result = synthesize(FLOOD, llm, sleep=no_sleep)
     assert result.generator == "fallback"
     assert [c.outcome for c in result.calls] == ["invalid", "invalid"]
@@ -88,29 +69,39 @@ def test_invalid_reply_is_retried_once_then_falls_back():
 
 
 def test_invalid_then_valid_reply_is_used():
-    result = synthesize(FLOOD, ScriptedLLM(["not", "an object"], GOOD), sleep=no_sleep)
+    llm = ScriptedLLM().enqueue(["not", "an object"], GOOD)
+    result = synthesize(FLOOD, llm, sleep=no_sleep)
     assert result.generator == "llm"
     assert [c.outcome for c in result.calls] == ["invalid", "ok"]
 
 
+def test_a_reply_that_is_not_json_counts_as_an_invalid_reply():
+    llm = ScriptedLLM().enqueue(NOT_JSON, '{"title": "t", "summary": "s"}', GOOD)
+    result = synthesize(FLOOD, llm, sleep=no_sleep)
+    assert result.generator == "fallback"
+    assert [c.outcome for c in result.calls] == ["invalid", "invalid"]
+    assert "not JSON" in result.calls[0].error and "key_points" in result.error
+
+
 def test_busy_server_is_retried_with_backoff():
     slept = []
-    result = synthesize(FLOOD, ScriptedLLM(busy(), busy(), GOOD), sleep=slept.append)
+    result = synthesize(FLOOD, ScriptedLLM().enqueue(busy(), busy(), GOOD), sleep=slept.append)
     assert result.generator == "llm"
     assert [c.status_code for c in result.calls] == [503, 503, None]
     assert slept == list(synthesis.BACKOFF_S)
 
 
 def test_transport_failures_end_in_the_fallback():
-    result = synthesize(FLOOD, ScriptedLLM(busy(), busy(), busy(), GOOD), sleep=no_sleep)
+    llm = ScriptedLLM().enqueue(busy(), busy(), busy(), GOOD)
+    result = synthesize(FLOOD, llm, sleep=no_sleep)
     assert result.generator == "fallback"
     assert len(result.calls) == synthesis.TRANSPORT_ATTEMPTS
     assert "503" in result.error
 
 
 def test_missing_model_is_not_retried():
-    missing = LLMError("model not found", outcome="error", retryable=False, status_code=404)
-    result = synthesize(FLOOD, ScriptedLLM(missing, GOOD), sleep=no_sleep)
+    llm = ScriptedLLM().enqueue(missing("test-model"), GOOD)
+    result = synthesize(FLOOD, llm, sleep=no_sleep)
     assert result.generator == "fallback"
     assert len(result.calls) == 1
     assert "not found" in result.error

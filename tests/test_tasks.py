@@ -184,7 +184,7 @@ def ended_jobs() -> list[Job]:
 
 
 @pytest.mark.backends("scale")
-def test_worker_threads_hand_their_pooled_connections_back(client, consumer):
+def test_worker_threads_hand_their_pooled_connections_back(client, consumer, ollama):
     from storyapp.db import database
 
     client.post("/articles", json=[article(1, "Quake hits Eldham"), article(2, "Eldham quake")])
