@@ -14,6 +14,7 @@ from peewee import IntegrityError, fn
 
 from storyapp import clustering, synthesis
 from storyapp.db import in_chunks, lock, transaction
+from storyapp.extractive import lead_story
 from storyapp.llm import LLM
 from storyapp.models import (
     Article,
@@ -27,7 +28,7 @@ from storyapp.models import (
     SynthesisCache,
     utcnow,
 )
-from storyapp.story import StoryText
+from storyapp.story import ArticleText, StoryText
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def plan_job(job_id: str, worker: str | None = None) -> list[int]:
             elif len(plan.article_ids) == 1:
                 outcome = "single"
                 text = singles[plan.article_ids[0]]
-                story = save_story(plan, synthesis.lead_story(text), "single", None)
+                story = save_story(plan, lead_story(text), "single", None)
             else:
                 pending_rows.append(row)
                 continue
@@ -364,7 +365,7 @@ def _first_error(job_id: str, condition) -> str | None:
     )
 
 
-def load_texts(article_ids: list[int]) -> dict[int, synthesis.ArticleText]:
+def load_texts(article_ids: list[int]) -> dict[int, ArticleText]:
     columns = (
         Article.title,
         Article.summary,
@@ -378,7 +379,7 @@ def load_texts(article_ids: list[int]) -> dict[int, synthesis.ArticleText]:
         for article_id, *fields in (
             Article.select(Article.id, *columns).where(Article.id.in_(chunk)).tuples()
         ):
-            texts[article_id] = synthesis.ArticleText(*fields)
+            texts[article_id] = ArticleText(*fields)
     return texts
 
 

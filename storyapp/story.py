@@ -1,10 +1,13 @@
 """The story's shape, declared once. `StoryText` is what a writer (the LLM, or the extractive
 fallback) says about one event; from it follow the JSON schema the LLM is asked to fill, the
-check of its reply, the form stored (Story.content, StoryVersion.content, the reply cache)
-and the fields of a story in the API. A new field is one line here, plus what it means.
+check of its reply, the form stored (Story.content, StoryVersion.content, the reply cache) and
+the fields of a story in the API. A new field is one line here, plus what it means.
+`ArticleText` is what a story is written from.
 """
 
 import functools
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import (
@@ -80,3 +83,22 @@ def parse(data) -> StoryText:
         where = ".".join(str(part) for part in first["loc"]) or "reply"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ValueError(f"{where}: {first['msg']}{more}") from None
+
+
+@dataclass(frozen=True)
+class ArticleText:
+    title: str
+    summary: str
+    content: str
+    source: str
+    published_at: datetime
+    content_hash: str
+
+
+def trim(text: str, limit: int) -> str:
+    """At most `limit` characters, the ellipsis included, cut at a space where one is near."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 2]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit * 0.8 else cut) + " …"
