@@ -87,7 +87,7 @@ def print_stories(job: dict, echo) -> None:
         sources = sorted({a.source for a in articles[story.id] if a.source})
         echo(f"## {story.text.title}")
         echo(f"   {story.article_count} article(s), {story.generator}; {', '.join(sources)}")
-        for line in textwrap.wrap(story.text.summary, 96):
+        for line in textwrap.wrap(story.text.public()["summary"], 96):
             echo(f"   {line}")
         echo()
     echo(describe_job(job))

@@ -6,48 +6,64 @@ from collections.abc import Sequence
 
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from storyapp.story import KEY_POINT_MAX, SUMMARY_MAX, TITLE_MAX, ArticleText, StoryText, trim
+from storyapp.story import (
+    SENTENCE_MAX,
+    SUMMARY_SENTENCES,
+    TITLE_MAX,
+    ArticleText,
+    Cited,
+    StoryText,
+    trim,
+)
 
 SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[])")
 
 
 def extractive_story(articles: Sequence[ArticleText]) -> StoryText:
     """Title from the most central headline; summary and key points from the most central
-    sentences that do not repeat one another, in the order they were written."""
+    sentences that do not repeat one another, in the order they were written, each citing the
+    article it comes from (1-based positions in `articles`)."""
     titles = [a.title for a in articles]
     title = titles[_central_picks(titles, 1)[0]]
-    sentences = _sentences(sorted(articles, key=lambda a: a.published_at))
+    sentences = _sentences(articles)
     if not sentences:
         return lead_story(articles[0])
-    picks = _central_picks(sentences, 7)
-    summary_ids = sorted(picks[:3])
-    summary = trim(" ".join(sentences[i] for i in summary_ids), SUMMARY_MAX)
-    points = [sentences[i] for i in sorted(picks[3:])] or [sentences[i] for i in summary_ids]
+    texts = [text for text, _ in sentences]
+    picks = _central_picks(texts, 7)
+    summary = [_cited(sentences[i]) for i in sorted(picks[: SUMMARY_SENTENCES - 1])]
+    points = [_cited(sentences[i]) for i in sorted(picks[SUMMARY_SENTENCES - 1 :])] or summary
     return StoryText(title=trim(title, TITLE_MAX), summary=summary, key_points=points)
 
 
 def lead_story(article: ArticleText) -> StoryText:
     """A one-article story: its own headline, its summary (or lead), its next sentences.
     No model and no vectors: news puts what matters first."""
-    sentences = _sentences([article])
-    summary = article.summary or " ".join(sentences[:2]) or article.title
-    points = [s for s in sentences if s not in summary][:4] or [article.title]
+    sentences = [text for text, _ in _sentences([article])]
+    lead = [s for s in sentences if s in article.summary] or sentences[:2] or [article.title]
+    points = [s for s in sentences if s not in lead][:4] or [article.title]
     return StoryText(
         title=trim(article.title, TITLE_MAX),
-        summary=trim(summary, SUMMARY_MAX),
-        key_points=[trim(p, KEY_POINT_MAX) for p in points],
+        summary=[Cited(text=trim(s, SENTENCE_MAX), sources=[1]) for s in lead[:SUMMARY_SENTENCES]],
+        key_points=[Cited(text=trim(p, SENTENCE_MAX), sources=[1]) for p in points],
     )
 
 
-def _sentences(articles: Sequence[ArticleText]) -> list[str]:
-    """Distinct sentences of the articles' summaries and texts, short fragments left out."""
-    seen: dict[str, None] = {}
-    for article in articles:
-        for text in (article.summary, article.content):
+def _cited(sentence: tuple[str, int]) -> Cited:
+    text, position = sentence
+    return Cited(text=trim(text, SENTENCE_MAX), sources=[position])
+
+
+def _sentences(articles: Sequence[ArticleText]) -> list[tuple[str, int]]:
+    """Distinct sentences of the articles' summaries and texts, short fragments left out, each
+    with the position of the first article (oldest first) that has it."""
+    seen: dict[str, int] = {}
+    order = sorted(range(len(articles)), key=lambda i: articles[i].published_at)
+    for i in order:
+        for text in (articles[i].summary, articles[i].content):
             for sentence in SENTENCE_END.split(" ".join(text.split())):
-                if 30 <= len(sentence) <= KEY_POINT_MAX:
-                    seen.setdefault(sentence.strip())
-    return list(seen)
+                if 30 <= len(sentence) <= SENTENCE_MAX:
+                    seen.setdefault(sentence.strip(), i + 1)
+    return list(seen.items())
 
 
 # Two sentences this similar (TF-IDF cosine) mostly say the same thing: keep the more central

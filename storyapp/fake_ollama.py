@@ -198,6 +198,8 @@ def fill(schema: dict, root: dict | None = None, name: str = "value"):
         return False
     if kind == "null":
         return None
+    if schema.get("format") in ("date", "date-time"):
+        return "2026-01-01" if schema["format"] == "date" else "2026-01-01T00:00:00Z"
     text = name.replace("_", " ").capitalize().ljust(schema.get("minLength", 0), ".")
     return text[: schema.get("maxLength", len(text))]
 

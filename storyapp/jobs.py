@@ -119,8 +119,9 @@ def plan_job(job_id: str, worker: str | None = None) -> list[int]:
                 outcome, story = "reused", reusable[plan.key]
             elif len(plan.article_ids) == 1:
                 outcome = "single"
-                text = singles[plan.article_ids[0]]
-                story = save_story(plan, lead_story(text), "single", None)
+                (article_id,) = plan.article_ids
+                written = lead_story(singles[article_id]).with_sources(lambda _, a=article_id: a)
+                story = save_story(plan, written, "single", None)
             else:
                 pending_rows.append(row)
                 continue
@@ -251,7 +252,7 @@ def run_cluster(
     with transaction():
         if not JobCluster.lease(cluster_id, worker, lease_s):
             return None
-    texts = list(load_texts(cluster["article_ids"]).values())
+    ids, texts = _in_order(load_texts(cluster["article_ids"]))
     plan = ClusterPlan(
         cluster["cluster_key"],
         cluster["article_ids"],
@@ -280,7 +281,7 @@ def run_cluster(
             txn.rollback()
             JobCluster.skip(cluster_id)  # of an ended job: as if never started
         if outcome == "llm":  # the reply serves the next run either way
-            SynthesisCache.remember(result.key, model, result.story)
+            SynthesisCache.remember(result.key, model, result.reply)
         _log_calls(job_id, plan.key, model, result.calls)  # the calls were made either way
     if not settled:
         return None
@@ -363,6 +364,13 @@ def _first_error(job_id: str, condition) -> str | None:
         .limit(1)
         .scalar()
     )
+
+
+def _in_order(texts: dict[int, ArticleText]) -> tuple[list[int], list[ArticleText]]:
+    """The articles in an order that holds across a re-ingest (time, then content), which the
+    stories' citations are positions in; and their ids in the same order."""
+    ids = sorted(texts, key=lambda i: (texts[i].published_at, texts[i].content_hash))
+    return ids, [texts[i] for i in ids]
 
 
 def load_texts(article_ids: list[int]) -> dict[int, ArticleText]:

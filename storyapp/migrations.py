@@ -8,6 +8,7 @@ models of today, which a later migration may change again.
 """
 
 import json
+import re
 from collections.abc import Callable
 
 from peewee import (
@@ -205,6 +206,61 @@ def m006_story_content(db: Database) -> None:
     )
 
 
+def m007_cited_stories(db: Database) -> None:
+    """Every sentence of a story names the articles it rests on (story.py): the summary becomes
+    a list of cited sentences, each key point a cited one. A story written before knew no
+    citations, so each of its sentences cites all the articles it was written from: true of
+    the whole, if not of each sentence. The next write of the story cites properly."""
+
+    class Base(Model):
+        content = TextField()
+
+        class Meta:
+            database = db
+
+    class Story(Base):
+        pass
+
+    class StoryVersion(Base):
+        article_ids = TextField()
+
+    links: dict[int, list[int]] = {}
+    for story_id, article_id in db.execute_sql(
+        "SELECT story_id, article_id FROM storyarticle ORDER BY story_id, article_id"
+    ):
+        links.setdefault(story_id, []).append(article_id)
+
+    # A story's articles may have gone (retention); its latest version still names them.
+    for story_id, article_ids in db.execute_sql(
+        "SELECT story_id, article_ids FROM storyversion ORDER BY story_id, version DESC"
+    ):
+        if story_id not in links or not links[story_id]:
+            links[story_id] = json.loads(article_ids)
+
+    def cited(content: dict, article_ids: list[int]) -> dict:
+        if isinstance(content.get("summary"), list):  # cited already
+            return content
+        sources = article_ids[:12]
+        sentences = [s for s in re.split(r"(?<=[.!?])\s+", content["summary"]) if s.strip()]
+        return {
+            "title": content["title"],
+            "summary": [{"text": s, "sources": sources} for s in sentences[:4]],
+            "key_points": [{"text": p, "sources": sources} for p in content["key_points"]],
+        }
+
+    for row_id, content in Story.select(Story.id, Story.content).tuples():
+        new = cited(json.loads(content), links.get(row_id, []))
+        Story.update(content=json.dumps(new, ensure_ascii=False)).where(
+            Story.id == row_id
+        ).execute()
+    query = StoryVersion.select(StoryVersion.id, StoryVersion.content, StoryVersion.article_ids)
+    for row_id, content, article_ids in query.tuples():
+        new = cited(json.loads(content), json.loads(article_ids))
+        StoryVersion.update(content=json.dumps(new, ensure_ascii=False)).where(
+            StoryVersion.id == row_id
+        ).execute()
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     m001_initial,
     m002_feeds_and_story_versions,
@@ -212,6 +268,7 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     m004_merged_stories,
     m005_worker_figures,
     m006_story_content,
+    m007_cited_stories,
 ]
 
 

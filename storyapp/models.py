@@ -166,7 +166,7 @@ class Story(BaseModel):
             articles = Story.articles_of([self])[self.id]
         return {
             "id": self.id,
-            **self.text.to_dict(),
+            **self.text.public(),
             "article_count": self.article_count,
             "articles": [
                 {k: a[k] for k in ("id", "url", "title", "source", "published_at")}
@@ -205,7 +205,7 @@ class StoryVersion(BaseModel):
     def to_dict(self) -> dict:
         return {
             "version": self.version,
-            **StoryText.model_validate(self.content).to_dict(),
+            **StoryText.model_validate(self.content).public(),
             "article_count": self.article_count,
             "article_ids": self.article_ids,
             "generator": self.generator,

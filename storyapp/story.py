@@ -1,69 +1,196 @@
 """The story's shape, declared once. `StoryText` is what a writer (the LLM, or the extractive
 fallback) says about one event; from it follow the JSON schema the LLM is asked to fill, the
 check of its reply, the form stored (Story.content, StoryVersion.content, the reply cache) and
-the fields of a story in the API. A new field is one line here, plus what it means.
+the fields of a story in the API (`public`). A new field is one line here, plus what it means.
 `ArticleText` is what a story is written from.
+
+Every statement names the articles it rests on (`sources`): in a reply, the numbers the prompt
+gave them; in what synthesis returns, their 1-based positions in the articles it was given;
+in what is stored, their ids (`with_sources` maps one to the other).
 """
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Annotated
+from datetime import date, datetime
+from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
-    field_validator,
 )
 
 TITLE_MAX = 200
-SUMMARY_MAX = 2000
-KEY_POINT_MAX = 300
+SENTENCE_MAX = 400
+NAME_MAX = 120
+SUMMARY_SENTENCES = 4
 KEY_POINTS_MAX = 8
+CATEGORIES = (
+    "world",
+    "politics",
+    "business",
+    "technology",
+    "science",
+    "health",
+    "sports",
+    "culture",
+    "environment",
+    "crime",
+)
 
-KeyPoint = Annotated[str, StringConstraints(min_length=1, max_length=KEY_POINT_MAX)]
+
+def _one_line(value):
+    return " ".join(value.split()) if isinstance(value, str) else value
 
 
-class StoryText(BaseModel):
+def _storable(value: str) -> str:
+    # Both legal in JSON: no database stores a lone surrogate, and PostgreSQL no NUL.
+    if "\x00" in value:
+        raise ValueError("holds a NUL character")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError("holds a lone surrogate, not unicode text") from None
+    return value
+
+
+def _text(limit: int):
+    return Annotated[
+        str,
+        BeforeValidator(_one_line),
+        StringConstraints(min_length=1, max_length=limit),
+        AfterValidator(_storable),
+    ]
+
+
+Title = _text(TITLE_MAX)
+Sentence = _text(SENTENCE_MAX)
+Name = _text(NAME_MAX)
+Source = Annotated[int, Field(ge=1)]
+
+
+def _once_each(value):
+    # Models repeat a source ([1, 1, 2]); it counts once.
+    return list(dict.fromkeys(value)) if isinstance(value, list) else value
+
+
+Sources = Annotated[list[Source], BeforeValidator(_once_each), Field(min_length=1, max_length=12)]
+
+
+class Part(BaseModel):
     # A model may add keys of its own: only these are kept.
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    title: str = Field(min_length=1, max_length=TITLE_MAX)
-    summary: str = Field(min_length=1, max_length=SUMMARY_MAX)
-    key_points: list[KeyPoint] = Field(min_length=1, max_length=KEY_POINTS_MAX)
 
-    @field_validator("title", mode="before")
-    @classmethod
-    def _one_line(cls, value):
-        return " ".join(value.split()) if isinstance(value, str) else value
+class Cited(Part):
+    text: Sentence
+    sources: Sources
 
-    @field_validator("summary", mode="before")
-    @classmethod
-    def _stripped(cls, value):
-        return value.strip() if isinstance(value, str) else value
 
-    @field_validator("key_points", mode="before")
-    @classmethod
-    def _points(cls, value):
-        # Blank points are dropped, not counted against the reply: models pad lists.
-        if isinstance(value, list) and all(isinstance(p, str) for p in value):
-            return [" ".join(p.split()) for p in value if p.strip()]
-        return value
+class Perspective(Part):
+    who: Name
+    view: Sentence
+    sources: Sources
 
-    @field_validator("title", "summary", "key_points", mode="after")
-    @classmethod
-    def _storable(cls, value):
-        # Legal in JSON, refused by PostgreSQL. (A lone surrogate, which no database stores,
-        # pydantic refuses itself.)
-        if any("\x00" in text for text in (value if isinstance(value, list) else [value])):
-            raise ValueError("holds a NUL character")
-        return value
+
+class Development(Part):
+    date: date  # YYYY-MM-DD
+    event: Sentence
+    sources: Sources
+
+
+class Quote(Part):
+    text: Sentence
+    speaker: Name
+    source: Source
+
+
+class Entities(Part):
+    people: list[Name] = Field(default_factory=list, max_length=8)
+    places: list[Name] = Field(default_factory=list, max_length=8)
+    organisations: list[Name] = Field(default_factory=list, max_length=8)
+
+
+class StoryText(Part):
+    title: Title
+    summary: list[Cited] = Field(min_length=1, max_length=SUMMARY_SENTENCES)
+    key_points: list[Cited] = Field(min_length=1, max_length=KEY_POINTS_MAX)
+    category: Literal[CATEGORIES] | None = None
+    perspectives: list[Perspective] = Field(default_factory=list, max_length=4)
+    timeline: list[Development] = Field(default_factory=list, max_length=8)
+    quote: Quote | None = None
+    entities: Entities | None = None
 
     def to_dict(self) -> dict:
-        return self.model_dump()
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+    def cited(self) -> set[int]:
+        """Every source any statement names."""
+        return {s for part in _statements(self) for s in _sources_of(part)}
+
+    def with_sources(self, mapping: Callable[[int], int]) -> "StoryText":
+        """The same story, every source passed through `mapping` (positions to ids, say)."""
+
+        def remap(value):
+            if isinstance(value, dict):
+                return {
+                    key: [mapping(s) for s in item]
+                    if key == "sources"
+                    else mapping(item)
+                    if key == "source"
+                    else remap(item)
+                    for key, item in value.items()
+                }
+            if isinstance(value, list):
+                return [remap(item) for item in value]
+            return value
+
+        return StoryText.model_validate(remap(self.model_dump(mode="json")))
+
+    def public(self) -> dict:
+        """The story's fields in the API: the summary as text and the key points as strings,
+        with what each rests on in `citations`; the other parts each with their article_ids."""
+        out = {
+            "title": self.title,
+            "summary": " ".join(s.text for s in self.summary),
+            "key_points": [p.text for p in self.key_points],
+            "citations": {
+                "summary": [list(s.sources) for s in self.summary],
+                "key_points": [list(p.sources) for p in self.key_points],
+            },
+            "category": self.category,
+            "perspectives": [
+                {"who": p.who, "view": p.view, "article_ids": list(p.sources)}
+                for p in self.perspectives
+            ],
+            "timeline": [
+                {"date": d.date.isoformat(), "event": d.event, "article_ids": list(d.sources)}
+                for d in self.timeline
+            ],
+            "quote": None
+            if self.quote is None
+            else {
+                "text": self.quote.text,
+                "speaker": self.quote.speaker,
+                "article_ids": [self.quote.source],
+            },
+            "entities": None if self.entities is None else self.entities.model_dump(),
+        }
+        return out
+
+
+def _statements(story: StoryText) -> list[Part]:
+    parts: list[Part] = [*story.summary, *story.key_points, *story.perspectives, *story.timeline]
+    return parts + ([story.quote] if story.quote is not None else [])
+
+
+def _sources_of(part: Part) -> list[int]:
+    return [part.source] if isinstance(part, Quote) else list(part.sources)
 
 
 @functools.cache

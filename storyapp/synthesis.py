@@ -8,10 +8,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from storyapp import story
+from storyapp import prompt, story
 from storyapp.extractive import extractive_story, lead_story
 from storyapp.llm import LLM, LLMError, Options
-from storyapp.prompt import build_messages
 from storyapp.story import ArticleText, StoryText
 
 # What every request asks of the server: a fixed reply length, a context that holds the prompt
@@ -46,6 +45,7 @@ class Synthesis:
     error: str | None = None  # why the LLM did not write it, when it did not
     key: str | None = None  # the request's cache key, when the LLM was asked
     cached: bool = False  # the reply came from the cache, not from a call
+    reply: StoryText | None = None  # the LLM's story as it cited (prompt numbers): cached
 
 
 def request_key(llm: LLM, messages: list[dict]) -> str:
@@ -68,10 +68,19 @@ def synthesize(
         return Synthesis(lead_story(articles[0]), "single")
     if llm is None:
         return Synthesis(extractive_story(articles), "fallback", error="no LLM configured")
-    messages = build_messages(articles)
+    request = prompt.build(articles)
+    messages = request.messages
+
+    def as_positions(reply: StoryText) -> StoryText:
+        # Prompt numbers to 1-based positions in `articles`; a number the prompt never gave
+        # is no citation.
+        if not reply.cited() <= set(range(1, len(request.shown) + 1)):
+            raise ValueError("cites an article number the prompt did not give")
+        return reply.with_sources(lambda n: request.shown[n - 1] + 1)
+
     key = request_key(llm, messages)
     if (known := cache(key)) is not None:
-        return Synthesis(known, "llm", key=key, cached=True)
+        return Synthesis(as_positions(known), "llm", key=key, cached=True, reply=known)
     calls: list[CallRecord] = []
     transport_failures = invalid_replies = 0
     error = None
@@ -105,10 +114,11 @@ def synthesize(
         calls.append(record)
         try:
             written = story.parse(reply.data)
+            cited = as_positions(written)
         except ValueError as exc:
             record.outcome, record.error = "invalid", str(exc)
             error = f"invalid reply: {exc}"
             invalid_replies += 1
             continue
-        return Synthesis(written, "llm", calls, key=key)
+        return Synthesis(cited, "llm", calls, key=key, reply=written)
     return Synthesis(extractive_story(articles), "fallback", calls, error, key)

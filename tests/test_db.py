@@ -7,7 +7,7 @@ import pytest
 
 from storyapp.db import transaction
 from storyapp.models import Job, JobCluster, SynthesisCache, utcnow
-from storyapp.story import StoryText
+from storyapp.story import Cited, StoryText
 
 pytestmark = pytest.mark.backends
 
@@ -65,8 +65,16 @@ def test_a_skipped_cluster_stays_skipped(configured):
 
 
 def test_the_cache_keeps_the_latest_reply_for_a_key(configured):
-    first = StoryText(title="First", summary="s", key_points=["k"])
-    second = StoryText(title="Second", summary="s", key_points=["k"])
+    first = StoryText(
+        title="First",
+        summary=[Cited(text="s", sources=[1])],
+        key_points=[Cited(text="k", sources=[1])],
+    )
+    second = StoryText(
+        title="Second",
+        summary=[Cited(text="s", sources=[1])],
+        key_points=[Cited(text="k", sources=[1])],
+    )
     SynthesisCache.remember("key", "m1", first)
     SynthesisCache.remember("key", "m2", second)
     (entry,) = SynthesisCache.select()

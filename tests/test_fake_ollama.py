@@ -14,7 +14,7 @@ from storyapp.synthesis import GENERATION
 
 def test_the_default_reply_is_a_valid_story():
     story = schema_reply({"messages": [], "format": schema()})
-    assert parse(story).to_dict() == story
+    assert parse(story).title == story["title"]
     assert schema_reply({"messages": [], "format": "json"}) == {}
 
 

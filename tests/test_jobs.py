@@ -21,7 +21,7 @@ from storyapp.models import (
     SynthesisCache,
     utcnow,
 )
-from storyapp.story import StoryText
+from storyapp.story import Cited, StoryText
 
 # Exactly once, on every engine: these are the rules that concurrent writers must not break.
 pytestmark = pytest.mark.backends
@@ -367,7 +367,9 @@ def save(article_ids: list[int]) -> int:
     hashes = [Article.get_by_id(i).content_hash for i in article_ids]
     window = (utcnow() - timedelta(hours=24), utcnow())
     plan = jobs.ClusterPlan(clustering.cluster_key(hashes), article_ids, hashes, window)
-    story = StoryText(title="T", summary="S", key_points=["K"])
+    story = StoryText(
+        title="T", summary=[Cited(text="S", sources=[1])], key_points=[Cited(text="K", sources=[1])]
+    )
     with transaction():
         return jobs.save_story(plan, story, "fallback", None)
 
@@ -430,7 +432,11 @@ def test_a_story_merged_into_one_that_is_taken_in_points_at_the_listed_one(confi
 def test_two_clusters_settled_at_once_do_not_both_continue_one_story(configured, lock_waits):
     ingest.store(QUAKE + [article(7, "Eldham quake: aftershock felt", "Another tremor.")])
     ids = [a.id for a in Article.select(Article.id).order_by(Article.id)]
-    story = StoryText(title="A story", summary="s", key_points=["k"])
+    story = StoryText(
+        title="A story",
+        summary=[Cited(text="s", sources=[1])],
+        key_points=[Cited(text="k", sources=[1])],
+    )
     window = (utcnow() - timedelta(hours=24), utcnow())
     with transaction():
         old = jobs.save_story(jobs.ClusterPlan("old", ids, [], window), story, "llm", None)

@@ -25,6 +25,7 @@ from storyapp.models import (
     StoryArticle,
     StoryVersion,
 )
+from storyapp.story import StoryText
 
 
 @pytest.fixture
@@ -184,6 +185,7 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
         "m004_merged_stories",
         "m005_worker_figures",
         "m006_story_content",
+        "m007_cited_stories",
     ]
     assert migrate(db) == []
 
@@ -195,10 +197,11 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
     with db.bind_ctx(TABLES):
         story = Story.get_by_id(7)
         assert story.version == 1
+        # The story had no citations: each sentence cites the articles it was written from.
         assert story.content == {
             "title": "Quake",
-            "summary": "It shook.",
-            "key_points": ["Homes damaged"],
+            "summary": [{"text": "It shook.", "sources": [1, 2]}],
+            "key_points": [{"text": "Homes damaged", "sources": [1, 2]}],
         }
         # Adding and dropping columns must not rebuild the story table: that would cascade to
         # its links.
@@ -207,9 +210,7 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
         (first,) = StoryVersion.select().where(StoryVersion.story == 7)
         assert first.to_dict() == {
             "version": 1,
-            "title": "Quake",
-            "summary": "It shook.",
-            "key_points": ["Homes damaged"],
+            **StoryText.model_validate(story.content).public(),
             "article_count": 2,
             "article_ids": [1, 2],
             "generator": "llm",

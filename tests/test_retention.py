@@ -38,7 +38,11 @@ def story_of(article_ids: list[int], updated: datetime) -> int:
     with transaction():
         story = Story.create(
             cluster_key=f"k{article_ids}",
-            content={"title": "T", "summary": "S", "key_points": ["K"]},
+            content={
+                "title": "T",
+                "summary": [{"text": "S", "sources": article_ids}],
+                "key_points": [{"text": "K", "sources": article_ids}],
+            },
             generator="fallback",
             article_count=len(article_ids),
             created_at=updated,
@@ -48,7 +52,11 @@ def story_of(article_ids: list[int], updated: datetime) -> int:
         StoryVersion.create(
             story=story,
             version=1,
-            content={"title": "T", "summary": "S", "key_points": ["K"]},
+            content={
+                "title": "T",
+                "summary": [{"text": "S", "sources": article_ids}],
+                "key_points": [{"text": "K", "sources": article_ids}],
+            },
             generator="fallback",
             article_ids=article_ids,
             article_count=len(article_ids),

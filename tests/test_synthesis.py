@@ -39,10 +39,11 @@ FLOOD = [
         "Lowbridge now shelters 1,200 people. Insurers expect claims to run into millions.",
     ),
 ]
+# Cited by prompt number; the prompt numbers FLOOD in time order, so number n is FLOOD[n - 1].
 GOOD = {
     "title": "Floods in Lowbridge",
-    "summary": "The Vale flooded.",
-    "key_points": ["1,200 moved"],
+    "summary": [{"text": "The Vale flooded.", "sources": [1, 3]}],
+    "key_points": [{"text": "1,200 moved", "sources": [2]}],
 }
 
 
@@ -54,7 +55,8 @@ def test_valid_reply_makes_an_llm_story():
     llm = ScriptedLLM().enqueue(GOOD)
     result = synthesize(FLOOD, llm, sleep=no_sleep)
     assert result.generator == "llm"
-    assert result.story.to_dict() == GOOD
+    assert result.story.to_dict() == GOOD  # positions in FLOOD: the prompt's order
+    assert result.reply.to_dict() == GOOD
     assert [c.outcome for c in result.calls] == ["ok"]
     assert result.calls[0].prompt_tokens == llm.prompt_tokens
     ((messages, schema, options),) = llm.history
@@ -83,7 +85,7 @@ def test_a_reply_that_is_not_json_counts_as_an_invalid_reply():
     result = synthesize(FLOOD, llm, sleep=no_sleep)
     assert result.generator == "fallback"
     assert [c.outcome for c in result.calls] == ["invalid", "invalid"]
-    assert "not JSON" in result.calls[0].error and "key_points" in result.error
+    assert "not JSON" in result.calls[0].error and "summary" in result.error
 
 
 def test_busy_server_is_retried_with_backoff():
@@ -116,17 +118,20 @@ def test_one_article_needs_no_llm():
     assert result.generator == "single"
     assert llm.history == []
     assert result.story.title == FLOOD[0].title
-    assert result.story.summary == FLOOD[0].summary
+    assert result.story.public()["summary"] == FLOOD[0].summary
+    assert result.story.cited() == {1}
 
 
 def test_fallback_story_is_central_and_valid():
     written = extractive_story(FLOOD)
     assert written.title in [a.title for a in FLOOD]
-    # The summary is made of sentences of the articles, not invented text.
-    corpus = " ".join(a.summary + " " + a.content for a in FLOOD)
-    for sentence in written.summary.split(". "):
-        assert sentence.rstrip(".") in corpus
-    assert "1,200" in written.summary + " ".join(written.key_points)
+    # Each sentence is one of the articles' own, and cites the article it comes from.
+    for sentence in written.summary + written.key_points:
+        ((position,),) = [sentence.sources]
+        article = FLOOD[position - 1]
+        assert sentence.text in article.summary + " " + article.content
+    public = written.public()
+    assert "1,200" in public["summary"] + " ".join(public["key_points"])
 
 
 def test_prompt_is_trimmed_to_the_budget():
@@ -164,3 +169,11 @@ def test_a_cached_reply_answers_without_a_call():
         FLOOD, llm, cache={synthesis.request_key(llm, build_messages(FLOOD)): known}.get
     )
     assert (result.story, result.cached, llm.history) == (known, True, [])
+
+
+def test_a_reply_citing_an_article_the_prompt_did_not_show_is_invalid():
+    beyond = {**GOOD, "key_points": [{"text": "1,200 moved", "sources": [4]}]}
+    llm = ScriptedLLM().enqueue(beyond, beyond)
+    result = synthesize(FLOOD, llm, sleep=no_sleep)
+    assert result.generator == "fallback"
+    assert "did not give" in result.calls[0].error
