@@ -28,6 +28,8 @@ class Reply:
     latency_ms: float
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    text: str = ""  # the reply as the model wrote it, for the call log
+    truncated: bool = False  # the reply hit Options.reply_tokens and was cut there
 
 
 class LLMError(Exception):
@@ -43,8 +45,17 @@ class LLMError(Exception):
         host: str = "",
         latency_ms: float = 0.0,
         status_code: int | None = None,
+        reply_text: str | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        truncated: bool = False,
     ):
         super().__init__(message)
+        # What the server sent back, when it did answer (a reply that is not JSON).
+        self.reply_text = reply_text
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.truncated = truncated
         self.outcome = outcome
         self.retryable = retryable
         self.host = host

@@ -61,6 +61,12 @@ class OllamaLLM:
                 raise _as_llm_error(exc, host, self.model, elapsed_ms) from exc
             latency_ms = (time.perf_counter() - started) * 1000
         content = response.message.content or ""
+        tokens = {
+            "prompt_tokens": response.prompt_eval_count,
+            "completion_tokens": response.eval_count,
+            # Ollama says "length" when num_predict cut the reply.
+            "truncated": response.done_reason == "length",
+        }
         try:
             data = json.loads(content)
         except json.JSONDecodeError:
@@ -70,14 +76,10 @@ class OllamaLLM:
                 retryable=True,
                 host=host,
                 latency_ms=latency_ms,
+                reply_text=content,
+                **tokens,
             ) from None
-        return Reply(
-            data=data,
-            host=host,
-            latency_ms=latency_ms,
-            prompt_tokens=response.prompt_eval_count,
-            completion_tokens=response.eval_count,
-        )
+        return Reply(data=data, host=host, latency_ms=latency_ms, text=content, **tokens)
 
     def close(self) -> None:
         for client in self._clients.values():

@@ -35,6 +35,7 @@ class CallRecord:
     error: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    reply: str | None = None  # what the server sent back, as it sent it
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Synthesis:
     key: str | None = None  # the request's cache key, when the LLM was asked
     cached: bool = False  # the reply came from the cache, not from a call
     reply: StoryText | None = None  # the LLM's story as it cited (prompt numbers): cached
+    messages: list[dict] | None = None  # the prompt the LLM was sent
 
 
 def request_key(llm: LLM, messages: list[dict]) -> str:
@@ -91,7 +93,15 @@ def synthesize(
         except LLMError as exc:
             calls.append(
                 CallRecord(
-                    attempt, exc.outcome, exc.host, exc.latency_ms, exc.status_code, str(exc)
+                    attempt,
+                    exc.outcome,
+                    exc.host,
+                    exc.latency_ms,
+                    exc.status_code,
+                    str(exc),
+                    exc.prompt_tokens,
+                    exc.completion_tokens,
+                    exc.reply_text,
                 )
             )
             error = str(exc)
@@ -110,6 +120,7 @@ def synthesize(
             reply.latency_ms,
             prompt_tokens=reply.prompt_tokens,
             completion_tokens=reply.completion_tokens,
+            reply=reply.text,
         )
         calls.append(record)
         try:
@@ -120,5 +131,6 @@ def synthesize(
             error = f"invalid reply: {exc}"
             invalid_replies += 1
             continue
-        return Synthesis(cited, "llm", calls, key=key, reply=written)
-    return Synthesis(extractive_story(articles), "fallback", calls, error, key)
+        return Synthesis(cited, "llm", calls, key=key, reply=written, messages=messages)
+    fallback = extractive_story(articles)
+    return Synthesis(fallback, "fallback", calls, error, key, messages=messages)
