@@ -2,7 +2,9 @@
 tests and the benchmark: no GPU, a set latency, a set number of parallel slots, and switches
 for the ways a real server fails. What it answers comes from a reply function given the request;
 the default fills in the JSON schema the request carries, so the reply fits whatever shape a
-story has, and no test depends on the wording of the prompt.
+story has, and its sentences are the shown articles' own first sentences, cited, so that it
+holds up against them (grounding.py). It reads the articles by the prompt's tags, never its
+wording.
 
     with FakeOllama(latency=0.45, slots=4) as server:
         os.environ["OLLAMA_HOST"] = server.url
@@ -10,6 +12,7 @@ story has, and no test depends on the wording of the prompt.
 
 import json
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -159,9 +162,53 @@ class FakeOllama:
 
 def schema_reply(body: dict) -> Content:
     """The default reply: a value that fits the schema the request sends as `format` (an empty
-    object when it sends none, or Ollama's plain "json")."""
+    object when it sends none, or Ollama's plain "json"); for a story's schema, one whose
+    title, summary and key points are the articles' own words (`grounded`)."""
     schema = body.get("format")
-    return fill(schema) if isinstance(schema, dict) else {}
+    if not isinstance(schema, dict):
+        return {}
+    value = fill(schema)
+    if {"title", "summary", "key_points"} <= set(schema.get("properties", {})):
+        value = {"title": value["title"], **grounded(body.get("messages", []))} | {
+            k: v for k, v in value.items() if k not in ("title", "summary", "key_points")
+        }
+        value = _without_unsupported(value)
+    return value
+
+
+ARTICLE = re.compile(r'<article number="(\d+)"[^>]*>\n(.*?)\n</article>', re.DOTALL)
+
+
+def grounded(messages: list[dict]) -> dict:
+    """A title, summary and key points made of the shown articles' own lines and sentences,
+    each citing its article's number: what a faithful model might write."""
+    content = messages[-1]["content"] if messages else ""
+    shown = [(int(n), text.split("\n")) for n, text in ARTICLE.findall(content)]
+    if not shown:
+        return {"title": "A story", "summary": [], "key_points": []}
+    per_article = [
+        [(s.strip()[:240], number) for s in re.split(r"(?<=[.!?])\s+", " ".join(lines[1:]))]
+        + [(lines[0][:240], number)]  # and its headline, last
+        for number, lines in shown
+    ]
+    title = shown[0][1][0][:200]
+    sentences, seen = [], {title}
+    for rank in range(3):  # every article's first sentence, then every second one ...
+        for found in per_article:
+            if (
+                rank < len(found)
+                and len(found[rank][0].split()) >= 2
+                and found[rank][0] not in seen
+            ):
+                seen.add(found[rank][0])
+                sentences.append({"text": found[rank][0], "sources": [found[rank][1]]})
+    return {"title": title, "summary": sentences[:1], "key_points": sentences[1:4]}
+
+
+def _without_unsupported(value: dict) -> dict:
+    # The filled-in optional parts ("Who", "2026-01-01") are in no article: left out, as a
+    # careful model would leave them.
+    return {k: value[k] for k in ("title", "summary", "key_points")}
 
 
 def fill(schema: dict, root: dict | None = None, name: str = "value"):

@@ -14,7 +14,6 @@ from peewee import IntegrityError, fn
 
 from storyapp import clustering, synthesis
 from storyapp.db import in_chunks, lock, transaction
-from storyapp.extractive import lead_story
 from storyapp.llm import LLM
 from storyapp.models import (
     Article,
@@ -120,8 +119,9 @@ def plan_job(job_id: str, worker: str | None = None) -> list[int]:
             elif len(plan.article_ids) == 1:
                 outcome = "single"
                 (article_id,) = plan.article_ids
-                written = lead_story(singles[article_id]).with_sources(lambda _, a=article_id: a)
-                story = save_story(plan, written, "single", None)
+                single = synthesis.synthesize([singles[article_id]], None)
+                written = single.story.with_sources(lambda _, a=article_id: a)
+                story = save_story(plan, written, "single", None, (single.checked, 0))
             else:
                 pending_rows.append(row)
                 continue
@@ -270,7 +270,11 @@ def run_cluster(
         # its story back, so an ended job's counts are final.
         written_by = result.generator  # a cached reply was written by the LLM too
         story_id = save_story(
-            plan, result.story, written_by, model if written_by == "llm" else None
+            plan,
+            result.story.with_sources(lambda position: ids[position - 1]),
+            written_by,
+            model if written_by == "llm" else None,
+            (result.checked, result.dropped),
         )
         settled = JobCluster.settle(cluster_id, outcome, story_id, result.error) and Job.count(
             job_id, outcome
@@ -414,7 +418,13 @@ def _log_calls(
     )
 
 
-def save_story(plan: ClusterPlan, story: StoryText, generator: str, model: str | None) -> int:
+def save_story(
+    plan: ClusterPlan,
+    story: StoryText,
+    generator: str,
+    model: str | None,
+    grounding: tuple[int, int] = (0, 0),
+) -> int:
     """Creates the cluster's story, or updates the existing story it continues: the one with the
     same key, else the one sharing most of its articles (same id, `updated_at` moves); returns
     its id. Either way the story gets a new version, and the versions before it are kept. Runs
@@ -425,8 +435,10 @@ def save_story(plan: ClusterPlan, story: StoryText, generator: str, model: str |
     if target is None:
         target, absorbed = _continued_stories(plan)
     now = utcnow()
+    checked, dropped = grounding
     fields = {
-        "content": story.to_dict(),
+        # What the story says, and how much of what was written for it held up (grounding.py).
+        "content": story.to_dict() | {"grounding": {"checked": checked, "dropped": dropped}},
         "generator": generator,
         "model": model,
         "article_count": len(plan.article_ids),

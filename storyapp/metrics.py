@@ -26,7 +26,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from storyapp import heartbeat
-from storyapp.models import Job, JobCluster, LLMCall, isoformat, utcnow
+from storyapp.models import Job, JobCluster, LLMCall, Story, isoformat, utcnow
 
 PROMETHEUS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 WINDOW = timedelta(hours=24)
@@ -51,6 +51,7 @@ def collect(queued_tasks: int | None = None, now: datetime | None = None) -> dic
         "queue": {"tasks": queued_tasks, "clusters_pending": _clusters_pending()},
         "generation": _generation(since, calls["per_story_s"]),
         "clusters": _clusters(since),
+        "grounding": _grounding(since),
         "llm": calls["llm"],
         "workers": _workers(now),
         "web_process": heartbeat.process_figures(),
@@ -128,6 +129,18 @@ def _clusters(since: datetime) -> dict:
         # Of the clusters sent to the LLM, the share it did not write.
         "fallback_rate": _ratio(counts["fallback"], counts["llm"] + counts["fallback"]),
     }
+
+
+def _grounding(since: datetime) -> dict:
+    """How much of what was written held up against its articles (grounding.py): statements
+    checked and dropped in the stories written in the window (their latest version each)."""
+    checked = dropped = 0
+    query = Story.select(Story.content).where(Story.updated_at >= since).limit(SAMPLE_ROWS)
+    for (content,) in query.tuples():
+        figures = content.get("grounding", {})
+        checked += figures.get("checked", 0)
+        dropped += figures.get("dropped", 0)
+    return {"checked": checked, "dropped": dropped, "dropped_rate": _ratio(dropped, checked)}
 
 
 def _llm_calls(since: datetime) -> dict:
@@ -297,6 +310,13 @@ class _Figures:
         ):
             if c[key] is not None:
                 yield _gauge(name, f"Clusters {window}: {doc}.", [((), c[key])])
+        if s["grounding"]["dropped_rate"] is not None:
+            yield _gauge(
+                "storyapp_grounding_dropped_ratio",
+                f"Of the statements written in the stories updated {window}, the share dropped "
+                "as not borne out by the articles they cite.",
+                [((), s["grounding"]["dropped_rate"])],
+            )
         llm = s["llm"]
         if llm["timeout_rate"] is not None:
             yield _gauge(

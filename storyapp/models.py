@@ -167,6 +167,7 @@ class Story(BaseModel):
         return {
             "id": self.id,
             **self.text.public(),
+            "grounding": self.content.get("grounding", {"checked": 0, "dropped": 0}),
             "article_count": self.article_count,
             "articles": [
                 {k: a[k] for k in ("id", "url", "title", "source", "published_at")}

@@ -25,11 +25,16 @@ from pydantic import (
     ValidationError,
 )
 
+# Limits a reply is held to. They also size the reply token cap (reply_tokens): an 8B model
+# fills this schema in 300-600 tokens; one that runs to the cap is looping.
 TITLE_MAX = 200
-SENTENCE_MAX = 400
-NAME_MAX = 120
+SENTENCE_MAX = 250
+NAME_MAX = 60
 SUMMARY_SENTENCES = 4
-KEY_POINTS_MAX = 8
+KEY_POINTS_MAX = 6
+PERSPECTIVES_MAX = 3
+TIMELINE_MAX = 5
+ENTITIES_MAX = 4
 CATEGORIES = (
     "world",
     "politics",
@@ -79,7 +84,7 @@ def _once_each(value):
     return list(dict.fromkeys(value)) if isinstance(value, list) else value
 
 
-Sources = Annotated[list[Source], BeforeValidator(_once_each), Field(min_length=1, max_length=12)]
+Sources = Annotated[list[Source], BeforeValidator(_once_each), Field(min_length=1, max_length=8)]
 
 
 class Part(BaseModel):
@@ -111,9 +116,9 @@ class Quote(Part):
 
 
 class Entities(Part):
-    people: list[Name] = Field(default_factory=list, max_length=8)
-    places: list[Name] = Field(default_factory=list, max_length=8)
-    organisations: list[Name] = Field(default_factory=list, max_length=8)
+    people: list[Name] = Field(default_factory=list, max_length=ENTITIES_MAX)
+    places: list[Name] = Field(default_factory=list, max_length=ENTITIES_MAX)
+    organisations: list[Name] = Field(default_factory=list, max_length=ENTITIES_MAX)
 
 
 class StoryText(Part):
@@ -121,8 +126,8 @@ class StoryText(Part):
     summary: list[Cited] = Field(min_length=1, max_length=SUMMARY_SENTENCES)
     key_points: list[Cited] = Field(min_length=1, max_length=KEY_POINTS_MAX)
     category: Literal[CATEGORIES] | None = None
-    perspectives: list[Perspective] = Field(default_factory=list, max_length=4)
-    timeline: list[Development] = Field(default_factory=list, max_length=8)
+    perspectives: list[Perspective] = Field(default_factory=list, max_length=PERSPECTIVES_MAX)
+    timeline: list[Development] = Field(default_factory=list, max_length=TIMELINE_MAX)
     quote: Quote | None = None
     entities: Entities | None = None
 
@@ -194,9 +199,49 @@ def _sources_of(part: Part) -> list[int]:
 
 
 @functools.cache
-def schema() -> dict:
-    """The JSON schema sent to the LLM with every request (made once: pydantic takes a while)."""
-    return StoryText.model_json_schema()
+def schema(compact: bool = False) -> dict:
+    """The JSON schema sent to the LLM (made once: pydantic takes a while). Flat (no $refs)
+    and with no length bounds: a grammar compiler expands `maxLength: N` into ~N rules and
+    refuses large ones (llama.cpp at ~1,500), and lengths are checked after the reply anyway.
+    `compact` asks for the required fields only, for a second try after a reply ran long."""
+    full = StoryText.model_json_schema()
+    flat = _sendable(full, full.get("$defs", {}))
+    if compact:
+        flat["properties"] = {k: flat["properties"][k] for k in flat["required"]}
+    return flat
+
+
+def _sendable(node, defs: dict):
+    if isinstance(node, list):
+        return [_sendable(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        return _sendable(defs[node["$ref"].rsplit("/", 1)[1]], defs)
+    dropped = {"$defs", "title", "maxLength", "minLength", "default"}
+    out = {key: _sendable(value, defs) for key, value in node.items() if key not in dropped}
+    if "properties" in node:  # field names, not keywords: none is dropped
+        out["properties"] = {k: _sendable(v, defs) for k, v in node["properties"].items()}
+    return out
+
+
+@functools.cache
+def reply_tokens() -> int:
+    """The reply token cap, from the limits above: every field at its longest, about four
+    characters a token, and a quarter more for the JSON around them. A reply that reaches it
+    has looped; one that stops short of it has room for the longest valid story."""
+    sentence = SENTENCE_MAX / 4 + 8  # its sources and braces
+    longest = (
+        TITLE_MAX / 4
+        + SUMMARY_SENTENCES * sentence
+        + KEY_POINTS_MAX * sentence
+        + PERSPECTIVES_MAX * (NAME_MAX / 4 + sentence)
+        + TIMELINE_MAX * (4 + sentence)
+        + (SENTENCE_MAX + NAME_MAX) / 4
+        + 3 * ENTITIES_MAX * NAME_MAX / 4
+        + 10
+    )
+    return round(longest * 1.25)
 
 
 def parse(data) -> StoryText:

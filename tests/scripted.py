@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple
 
-from storyapp.fake_ollama import fill
+from storyapp.fake_ollama import schema_reply
 from storyapp.llm import LLMError, Options, Reply
 
 # What a model writes when it goes wrong.
@@ -81,8 +81,9 @@ Scripted = dict | list | str | Exception | Callable[[list[dict], dict], object]
 
 
 def fits_the_schema(messages: list[dict], schema: dict) -> dict:
-    """The default reply: a value that fits the schema asked for, as the fake server gives."""
-    return fill(schema)
+    """The default reply, as the fake server gives it: a value that fits the schema asked
+    for; a story that holds up against the articles shown."""
+    return schema_reply({"messages": messages, "format": schema})
 
 
 class ScriptedLLM:

@@ -55,8 +55,14 @@ def test_sample_becomes_stories_through_the_queue(client, consumer, ollama):
     for story in multi:
         assert story["generator"] == "llm" and story["model"] == "llama3.1:8b"
         assert len(story["articles"]) == story["article_count"]
-        # Each story was written from its own cluster's articles.
+        # Each story was written from its own cluster's articles, and cites only them: every
+        # sentence and key point, each checked against what it cites.
         assert story["title"] in {a["title"] for a in story["articles"]}
+        own = {a["id"] for a in story["articles"]}
+        citations = story["citations"]["summary"] + story["citations"]["key_points"]
+        assert citations and all(ids and set(ids) <= own for ids in citations)
+        assert len(citations) == story["grounding"]["checked"]
+        assert story["grounding"]["dropped"] == 0
     calls = list(LLMCall.select())
     assert len(calls) == counts["llm"]
     assert all(c.outcome == "ok" and c.job_id == job["id"] and c.latency_ms > 0 for c in calls)

@@ -1,20 +1,27 @@
-"""The fake server's default reply, made from the request's schema alone, and its hold on
-replies that race tests line up on."""
+"""The fake server's default reply (the request's schema filled in; for a story, the shown
+articles' own sentences) and its hold on replies that race tests line up on."""
 
 from concurrent.futures import ThreadPoolExecutor
 
 from test_llm import MESSAGES
+from test_synthesis import FLOOD
 from workers import wait_until
 
+from storyapp import prompt
 from storyapp.fake_ollama import fill, schema_reply
+from storyapp.grounding import ground, sane
 from storyapp.ollama_llm import OllamaLLM
 from storyapp.story import parse, schema
 from storyapp.synthesis import GENERATION
 
 
 def test_the_default_reply_is_a_valid_story():
-    story = schema_reply({"messages": [], "format": schema()})
-    assert parse(story).title == story["title"]
+    request = prompt.build(FLOOD)
+    story = schema_reply({"messages": request.messages, "format": request.schema})
+    written = parse(story)
+    sane(written)  # a story, not placeholders
+    positions = written.with_sources(lambda n: request.shown[n - 1] + 1)
+    assert ground(positions, FLOOD).dropped == 0  # every sentence borne out by its article
     assert schema_reply({"messages": [], "format": "json"}) == {}
 
 

@@ -1,12 +1,14 @@
 """Faults caused for real: an LLM server that fails in each of the ways Ollama does, through the
 API and a real consumer. Every cluster still ends with a story and the job still ends."""
 
+import json
+
 import pytest
 from conftest import article, free_port, init, make_settings, running_consumer, wait_for_job
 from scripted import NOT_JSON, OFF_SCHEMA, STEERED, TOO_LONG
 
 from storyapp.api import create_app
-from storyapp.fake_ollama import FakeOllama
+from storyapp.fake_ollama import FakeOllama, schema_reply
 from storyapp.models import Job, JobCluster, LLMCall, Story
 
 NEWS = [
@@ -98,7 +100,14 @@ def test_a_server_that_never_answers_is_cut_off_by_the_timeout(tmp_path):
 
 
 def test_a_steered_reply_changes_only_the_story_text(tmp_path):
-    with FakeOllama(reply=lambda body: STEERED) as server:
+    # Sentences borne out by the articles (the default reply's), the rest steered.
+    def steered(body):
+        return {
+            **schema_reply(body),
+            **{k: v for k, v in STEERED.items() if k not in ("summary", "key_points")},
+        }
+
+    with FakeOllama(reply=steered) as server:
         job = generate_with(tmp_path, server.url)
     assert job["counts"]["llm"] == 2 and job["error"] is None
     story = Story.get(Story.generator == "llm")
@@ -108,3 +117,14 @@ def test_a_steered_reply_changes_only_the_story_text(tmp_path):
     shown = story.to_dict()
     assert "status" not in shown and "force" not in shown
     assert shown["article_count"] == len(shown["articles"])
+
+
+def test_a_steered_reply_whose_sentences_no_article_says_is_not_stored(tmp_path):
+    with FakeOllama(reply=lambda body: STEERED) as server:
+        job = generate_with(tmp_path, server.url)
+    # No story (a key point "<b>bold</b>"), and "Status: failed. Delete all stories." is in no
+    # article: the replies are refused, the fallback writes the stories from the articles.
+    assert job["counts"]["llm"] == 0 and job["counts"]["fallback"] == 2
+    assert "invalid reply" in job["error"]
+    for story in Story.select():
+        assert "Delete all stories" not in json.dumps(story.to_dict())

@@ -75,6 +75,10 @@ def test_a_job_writes_one_story_per_cluster(news, llm):
     assert set(stories) == {3, 2, 1}
     assert stories[3].generator == "llm" and stories[3].model == llm.model
     assert stories[1].generator == "single" and stories[1].model is None
+    for written in stories.values():  # each cites its own articles, by id
+        own = {a.id for a in Story.articles_of([written])[written.id]}
+        assert written.text.cited() and written.text.cited() <= own
+        assert written.to_dict()["grounding"]["checked"] > 0
     calls = list(LLMCall.select())
     assert len(calls) == 2 and {c.outcome for c in calls} == {"ok"}
     assert all(c.job_id == job.id and c.latency_ms > 0 and c.prompt_tokens for c in calls)

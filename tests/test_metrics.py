@@ -9,7 +9,7 @@ from workers import wait_until
 
 from storyapp import heartbeat, metrics
 from storyapp.db import transaction
-from storyapp.models import Job, LLMCall, Worker, utcnow
+from storyapp.models import Job, LLMCall, Story, Worker, utcnow
 
 
 def scrape(client) -> dict:
@@ -218,3 +218,27 @@ def test_metrics_count_a_real_job(client, consumer, ollama):
     rerun = wait_for_job(client, client.post("/stories/generate", json={}).get_json()["job_id"])
     assert rerun["counts"]["reused"] == job["total"]
     assert scrape(client)[("storyapp_jobs", ("status", "succeeded"))] == 2
+
+
+def test_the_grounding_rate_counts_the_stories_written_in_the_window(client, configured):
+    def story_with(checked: int, dropped: int, age: timedelta) -> None:
+        content = {
+            "title": "T",
+            "summary": [{"text": "A sentence here.", "sources": [1]}],
+            "key_points": [{"text": "A point here.", "sources": [1]}],
+            "grounding": {"checked": checked, "dropped": dropped},
+        }
+        Story.create(
+            cluster_key=f"k{checked}{dropped}",
+            content=content,
+            generator="llm",
+            article_count=2,
+            updated_at=utcnow() - age,
+        )
+
+    story_with(10, 1, timedelta(hours=1))
+    story_with(6, 3, timedelta(hours=2))
+    story_with(50, 50, timedelta(hours=30))  # out of the window
+    stats = client.get("/stats").get_json()["grounding"]
+    assert stats == {"checked": 16, "dropped": 4, "dropped_rate": 0.25}
+    assert scrape(client)[("storyapp_grounding_dropped_ratio",)] == 0.25

@@ -41,9 +41,11 @@ FLOOD = [
 ]
 # Cited by prompt number; the prompt numbers FLOOD in time order, so number n is FLOOD[n - 1].
 GOOD = {
-    "title": "Floods in Lowbridge",
-    "summary": [{"text": "The Vale flooded.", "sources": [1, 3]}],
-    "key_points": [{"text": "1,200 moved", "sources": [2]}],
+    "title": "River Vale floods Lowbridge",
+    "summary": [{"text": "The River Vale burst its banks after record rain.", "sources": [1, 3]}],
+    "key_points": [
+        {"text": "Crews moved 1,200 Lowbridge residents to the town hall.", "sources": [2]}
+    ],
 }
 
 
@@ -150,29 +152,33 @@ def test_articles_cannot_close_their_tag():
 
 
 def test_the_cache_key_is_the_request_and_whom_it_is_sent_to():
-    messages = build_messages(FLOOD)
-    scripted, other = ScriptedLLM(), ScriptedLLM()
-    other.model = "another-model"
-    key = synthesis.request_key(scripted, messages)
-    assert key == synthesis.request_key(scripted, build_messages(FLOOD[::-1]))
-    assert key != synthesis.request_key(other, messages)
-    assert key != synthesis.request_key(scripted, build_messages(FLOOD[:2]))
+    request = prompt.build(FLOOD)
+    scripted, other = ScriptedLLM(), ScriptedLLM(model="another-model")
+    key = synthesis.request_key(scripted, request)
+    assert key == synthesis.request_key(scripted, prompt.build(FLOOD[::-1]))
+    assert key != synthesis.request_key(other, request)
+    assert key != synthesis.request_key(scripted, prompt.build(FLOOD[:2]))
+    assert key != synthesis.request_key(scripted, prompt.build(FLOOD, compact=True))
     # A reworded prompt is a new key, with nothing bumped by hand.
-    reworded = [{**messages[0], "content": messages[0]["content"] + " Be brief."}, messages[1]]
+    system, user = request.messages
+    reworded = prompt.Prompt(
+        [{**system, "content": system["content"] + " Be brief."}, user],
+        request.shown,
+        request.schema,
+    )
     assert key != synthesis.request_key(scripted, reworded)
 
 
 def test_a_cached_reply_answers_without_a_call():
     llm = ScriptedLLM()
     known = story.parse(GOOD)
-    result = synthesize(
-        FLOOD, llm, cache={synthesis.request_key(llm, build_messages(FLOOD)): known}.get
-    )
+    cache = {synthesis.request_key(llm, prompt.build(FLOOD)): known}
+    result = synthesize(FLOOD, llm, cache=cache.get)
     assert (result.story, result.cached, llm.history) == (known, True, [])
 
 
 def test_a_reply_citing_an_article_the_prompt_did_not_show_is_invalid():
-    beyond = {**GOOD, "key_points": [{"text": "1,200 moved", "sources": [4]}]}
+    beyond = {**GOOD, "key_points": [{**GOOD["key_points"][0], "sources": [4]}]}
     llm = ScriptedLLM().enqueue(beyond, beyond)
     result = synthesize(FLOOD, llm, sleep=no_sleep)
     assert result.generator == "fallback"

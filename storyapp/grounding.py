@@ -1,0 +1,243 @@
+"""Checks a story against the articles it cites, before it is stored.
+
+A model writes fluent sentences whether or not the articles say them. Two kinds of check:
+
+- **Sanity** (`sane`): a reply that repeats itself, fills fields with placeholders ("1",
+  "]["), copies the prompt's markup, or whose summary is its title, is no story: it is refused
+  whole, like a reply that breaks the schema.
+- **Grounding** (`ground`): each statement is checked against the articles it cites: its
+  numbers, its dates and its names (capitalised words and runs of them) must appear in them,
+  and where a number's sentence can be found in an article, the statement's direction words
+  ("rose", "fell") must not say the opposite of it. A statement that fails is dropped, never
+  stored as fact; a timeline entry's date must be one an article states.
+
+Texts are compared lowercased, with digits' thousands separators removed, so "1,200" matches
+"1200". What cannot be seen (a paraphrase, a number written in words) is not held against a
+statement: the check is for what is plainly invented or reversed.
+"""
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from storyapp.story import ArticleText, Development, StoryText
+
+NUMBER = re.compile(r"\d+(?:\.\d+)?")
+WORD = re.compile(r"[^\W\d_][\w'’-]*")
+MONTHS = (
+    "january february march april may june july august september october november december"
+).split()
+WEEKDAYS = "monday tuesday wednesday thursday friday saturday sunday".split()
+# Words that point a number one way or the other; a statement saying one where its source
+# sentence says only the other has reversed a fact.
+UP = frozenset(
+    "rose rise rises rising risen up increase increased increases increasing gain gained gains "
+    "grew grow grows growing higher soared soar soars surged surge surges jumped jump jumps "
+    "climbed climb climbs more above boosted boost".split()
+)
+DOWN = frozenset(
+    "fell fall falls falling fallen down decrease decreased decreases decreasing loss lost "
+    "lose loses shrank shrink shrinks lower plunged plunge plunges dropped drop drops "
+    "slumped slump slumps declined decline declines less below cut cuts".split()
+)
+# The prompt's own markup, which a model that copies the prompt writes into its fields.
+MARKUP = re.compile(r"</?\s*article\b|\bpublished=|\bnumber=\"|\bsource=\"", re.IGNORECASE)
+# Words that begin sentences and headlines without being names.
+ORDINARY = frozenset(
+    "the a an in on at of for and but or as by to from with after before over under this that "
+    "these those it its he she they we i you his her their our there here when while what who "
+    "why how where which mr mrs ms dr".split()
+)
+
+
+@dataclass
+class Grounding:
+    story: StoryText | None  # None when nothing of it stands
+    checked: int
+    dropped: int
+    reasons: list[str]
+
+
+def sane(story: StoryText) -> None:
+    """Raises ValueError, in one line, for a reply that is no story whatever it cites."""
+    texts = [s.text for s in story.summary] + [p.text for p in story.key_points]
+    texts += [p.view for p in story.perspectives] + [d.event for d in story.timeline]
+    for text in [story.title, *texts]:
+        if MARKUP.search(text):
+            raise ValueError(f"copies the prompt's markup: {text[:60]!r}")
+    if not any(len(w) > 2 for w in WORD.findall(story.title)):
+        raise ValueError(f"a placeholder, not a title: {story.title[:60]!r}")
+    for text in texts:
+        if len([w for w in WORD.findall(text) if len(w) > 1]) < 2:
+            raise ValueError(f"a placeholder, not a sentence: {text[:60]!r}")
+    seen = set()
+    for text in texts:
+        key = _plain(text)
+        if key in seen:
+            raise ValueError(f"repeats itself: {text[:60]!r}")
+        seen.add(key)
+    if _plain(" ".join(s.text for s in story.summary)) == _plain(story.title):
+        raise ValueError("the summary is the title")
+
+
+def ground(story: StoryText, articles: Sequence[ArticleText]) -> Grounding:
+    """The story with every statement its cited articles do not bear out dropped. Sources are
+    1-based positions in `articles`."""
+    texts = [_source_text(a) for a in articles]
+    checked = dropped = 0
+    reasons: list[str] = []
+
+    def keep(statement, text: str, sources: list[int]) -> bool:
+        nonlocal checked, dropped
+        checked += 1
+        problem = unsupported(
+            text, [articles[s - 1] for s in sources], [texts[s - 1] for s in sources]
+        )
+        if problem is None and isinstance(statement, Development):
+            problem = _undated(
+                statement, [articles[s - 1] for s in sources], [texts[s - 1] for s in sources]
+            )
+        if problem is None:
+            return True
+        dropped += 1
+        reasons.append(f"{problem}: {text[:80]!r}")
+        return False
+
+    summary = [s for s in story.summary if keep(s, s.text, s.sources)]
+    points = [p for p in story.key_points if keep(p, p.text, p.sources)]
+    views = [p for p in story.perspectives if keep(p, f"{p.who}: {p.view}", p.sources)]
+    timeline = [d for d in story.timeline if keep(d, d.event, d.sources)]
+    quote = story.quote
+    if quote is not None:
+        checked += 1
+        if _plain(quote.text) not in _plain(texts[quote.source - 1]):
+            dropped += 1
+            reasons.append(f"not a quote from article {quote.source}: {quote.text[:80]!r}")
+            quote = None
+    if not summary or not points:
+        return Grounding(None, checked, dropped, reasons)
+    kept = story.model_copy(
+        update={
+            "summary": summary,
+            "key_points": points,
+            "perspectives": views,
+            "timeline": timeline,
+            "quote": quote,
+        }
+    )
+    return Grounding(
+        StoryText.model_validate(kept.model_dump(mode="json")), checked, dropped, reasons
+    )
+
+
+def unsupported(text: str, cited: Sequence[ArticleText], cited_texts: Sequence[str]) -> str | None:
+    """Why the cited articles do not bear the statement out, or None."""
+    source = " ".join(cited_texts)
+    plain = _plain(source)
+    for number in _numbers(text):
+        if number not in _numbers(source):
+            return f"the number {number} is in none of its articles"
+    for name in _names(text):
+        if not re.search(rf"\b{re.escape(name)}\b", plain):
+            return f"the name {name!r} is in none of its articles"
+    for month, day in _month_days(text):
+        if (month, day) not in _month_days(source):
+            return f"the date {month} {day} is in none of its articles"
+    for weekday in _weekdays(text):
+        if weekday not in _weekdays(source):
+            return f"{weekday} is in none of its articles"
+    return _reversed(text, cited_texts)
+
+
+def _undated(
+    entry: Development, cited: Sequence[ArticleText], cited_texts: Sequence[str]
+) -> str | None:
+    """A timeline date must be one the articles state: written out, or the day an article was
+    published, or a weekday an article names in the week before it was published."""
+    day = entry.date
+    source = " ".join(cited_texts)
+    if day.isoformat() in source or (MONTHS[day.month - 1], str(day.day)) in _month_days(source):
+        return None
+    for article, text in zip(cited, cited_texts, strict=True):
+        published = article.published_at.date()
+        if day == published:
+            return None
+        if timedelta(0) < published - day <= timedelta(days=6) and WEEKDAYS[
+            day.weekday()
+        ] in _weekdays(text):
+            return None
+    return f"the date {day.isoformat()} is stated by none of its articles"
+
+
+def _reversed(text: str, cited_texts: Sequence[str]) -> str | None:
+    """A statement whose direction words say the opposite of the sentence its number comes
+    from: where each has one quantity ("24 percent", not the 2 of "Selene-2") and one
+    direction, so that it is clear what went which way."""
+    way = _direction(text)
+    quantities = _quantities(text)
+    if way is None or len(quantities) != 1:
+        return None
+    (number,) = quantities
+    for source in cited_texts:
+        for sentence in re.split(r"(?<=[.!?])\s+", source):
+            theirs = _direction(sentence)
+            if _quantities(sentence) == {number} and theirs is not None and theirs != way:
+                return f"says {number} went {way}; the article it comes from says {theirs}"
+    return None
+
+
+def _direction(text: str) -> str | None:
+    words = set(_plain(text).split())
+    up, down = bool(words & UP), bool(words & DOWN)
+    return None if up == down else "up" if up else "down"
+
+
+def _quantities(text: str) -> set[str]:
+    # Numbers standing as amounts, not parts of names ("MVX-3", "Selene-2", "A4").
+    return set(re.findall(r"(?<![\w-])\$?(\d+(?:\.\d+)?)(?![\w-])", _plain(text)))
+
+
+def _source_text(article: ArticleText) -> str:
+    return "\n".join(t for t in (article.title, article.summary, article.content) if t)
+
+
+def _plain(text: str) -> str:
+    return " ".join(re.sub(r"(?<=\d)[,](?=\d{3}\b)", "", text).lower().replace("’", "'").split())
+
+
+def _numbers(text: str) -> set[str]:
+    # "1,200" and "1200" are one number (_plain); "4.25" stays a number of its own.
+    return set(NUMBER.findall(_plain(text)))
+
+
+def _names(text: str) -> set[str]:
+    """Capitalised words of the statement, lowercased: those not opening a sentence, and an
+    opening one unless it is an ordinary word ("The", "After")."""
+    names = set()
+    for sentence in re.split(r"(?<=[.!?:;])\s+", text):
+        words = WORD.findall(sentence)
+        for position, word in enumerate(words):
+            low = re.sub(r"['’]s?$", "", word.lower())
+            if not word[0].isupper() or low in ORDINARY or low in MONTHS or low in WEEKDAYS:
+                continue
+            if position == 0 and len(words) > 1 and not words[1][0].isupper():
+                continue  # a sentence's first word: a name only when a name follows
+            names.add(low)
+    return {n for n in names if len(n) > 1}
+
+
+def _month_days(text: str) -> set[tuple[str, str]]:
+    low = text.lower()
+    found = set()
+    for month in MONTHS:
+        for match in re.finditer(
+            rf"\b{month[:3]}[a-z]*\.?\s+(\d{{1,2}})\b|\b(\d{{1,2}})\s+{month[:3]}[a-z]*\b", low
+        ):
+            found.add((month, match.group(1) or match.group(2)))
+    return found
+
+
+def _weekdays(text: str) -> set[str]:
+    low = text.lower()
+    return {day for day in WEEKDAYS if re.search(rf"\b{day}\b", low)}
