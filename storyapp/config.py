@@ -12,12 +12,19 @@ class ConfigError(ValueError):
     """A setting that cannot be used; the message names the variable."""
 
 
+# Which LLM server writes the stories (llm.from_settings), and the model each uses by default:
+# for `local`, the small model the package index carries (local_llm.py).
+BACKENDS = ("ollama", "local")
+DEFAULT_MODELS = {"ollama": "llama3.1:8b", "local": "gemma3-270m"}
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
     database_url: str
     queue_url: str
     queue_name: str
+    llm_backend: str  # ollama | local
     ollama_hosts: tuple[str, ...]
     model: str
     llm_concurrency: int
@@ -38,14 +45,20 @@ class Settings:
         if not all(hosts):
             raise ConfigError("OLLAMA_HOST has an empty entry")
         queue_url = env.get("STORYAPP_QUEUE_URL") or f"sqlite:///{data_dir}/queue.db"
+        backend = (env.get("STORYAPP_LLM_BACKEND") or "ollama").strip().lower()
+        if backend not in BACKENDS:
+            raise ConfigError(
+                f"STORYAPP_LLM_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}"
+            )
         return cls(
             data_dir=data_dir,
             database_url=env.get("STORYAPP_DATABASE_URL") or f"sqlite:///{data_dir}/storyapp.db",
             queue_url=queue_url,
             # Keys the queue: deployments (or test runs) sharing one Redis keep to their own.
             queue_name=(env.get("STORYAPP_QUEUE_NAME") or "storyapp").strip(),
+            llm_backend=backend,
             ollama_hosts=tuple(_ollama_host(h) for h in hosts),
-            model=env.get("STORYAPP_MODEL") or "llama3.1:8b",
+            model=env.get("STORYAPP_MODEL") or DEFAULT_MODELS[backend],
             llm_concurrency=_number(env, "STORYAPP_LLM_CONCURRENCY", 4, int, 1, 256),
             llm_concurrency_scope=_scope(env.get("STORYAPP_LLM_CONCURRENCY_SCOPE"), queue_url),
             llm_timeout=_number(env, "STORYAPP_LLM_TIMEOUT", 120.0, float, 0.1, 3600),

@@ -2,7 +2,7 @@
 schema, options) -> Reply`, one request a call; `check()`, whether the server answers and has the
 model; `close()`. The options are the server's business to map (`Options`); retrying is the
 caller's (synthesis.py), so each attempt is logged on its own. `from_settings` makes the one the
-settings name: Ollama's /api/chat (ollama_llm.py) for now.
+settings name: Ollama's /api/chat (ollama_llm.py), or a model in-process (local_llm.py).
 """
 
 from dataclasses import dataclass
@@ -80,6 +80,10 @@ RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 
 def from_settings(settings: Settings, slots: Slots | None = None) -> LLM:
     """The LLM the settings name; `slots` bound its requests in flight (default: per process)."""
+    if settings.llm_backend == "local":
+        from storyapp.local_llm import LocalLLM
+
+        return LocalLLM(settings.model, timeout=settings.llm_timeout)
     from storyapp.ollama_llm import OllamaLLM
 
     return OllamaLLM(

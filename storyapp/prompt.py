@@ -84,7 +84,7 @@ def build(articles: Sequence[ArticleText], compact: bool = False) -> Prompt:
         {"role": "system", "content": COMPACT_PROMPT if compact else SYSTEM_PROMPT},
         {"role": "user", "content": "\n\n".join(blocks)},
     ]
-    return Prompt(messages, shown, story.schema(compact))
+    return Prompt(messages, shown, story.schema(compact, len(shown)))
 
 
 def build_messages(articles: Sequence[ArticleText]) -> list[dict]:

@@ -198,30 +198,45 @@ def _sources_of(part: Part) -> list[int]:
     return [part.source] if isinstance(part, Quote) else list(part.sources)
 
 
+# A grammar compiler expands `maxLength: N` into ~N rules, and llama.cpp's refuses N at
+# ~1,500: longer bounds are left to the check after the reply. Shorter ones stay: they are what
+# stops a small model looping inside a string until the token cap.
+SENT_LENGTH_MAX = 1000
+
+
 @functools.cache
-def schema(compact: bool = False) -> dict:
-    """The JSON schema sent to the LLM (made once: pydantic takes a while). Flat (no $refs)
-    and with no length bounds: a grammar compiler expands `maxLength: N` into ~N rules and
-    refuses large ones (llama.cpp at ~1,500), and lengths are checked after the reply anyway.
-    `compact` asks for the required fields only, for a second try after a reply ran long."""
+def schema(compact: bool = False, articles: int | None = None) -> dict:
+    """The JSON schema sent to the LLM (made once: pydantic takes a while): flat (no $refs),
+    no bound a grammar compiler chokes on, and, given the number of `articles` shown, no
+    source beyond it. `compact` asks for the required fields only, for a second try after a
+    reply ran long."""
     full = StoryText.model_json_schema()
-    flat = _sendable(full, full.get("$defs", {}))
+    flat = _sendable(full, full.get("$defs", {}), articles)
     if compact:
         flat["properties"] = {k: flat["properties"][k] for k in flat["required"]}
     return flat
 
 
-def _sendable(node, defs: dict):
+def _sendable(node, defs: dict, articles: int | None, name: str = ""):
     if isinstance(node, list):
-        return [_sendable(item, defs) for item in node]
+        return [_sendable(item, defs, articles, name) for item in node]
     if not isinstance(node, dict):
         return node
     if "$ref" in node:
-        return _sendable(defs[node["$ref"].rsplit("/", 1)[1]], defs)
-    dropped = {"$defs", "title", "maxLength", "minLength", "default"}
-    out = {key: _sendable(value, defs) for key, value in node.items() if key not in dropped}
+        return _sendable(defs[node["$ref"].rsplit("/", 1)[1]], defs, articles, name)
+    out = {
+        key: _sendable(value, defs, articles, key)
+        for key, value in node.items()
+        if key not in ("$defs", "title", "default", "properties")
+        and not (key == "maxLength" and value > SENT_LENGTH_MAX)
+    }
     if "properties" in node:  # field names, not keywords: none is dropped
-        out["properties"] = {k: _sendable(v, defs) for k, v in node["properties"].items()}
+        out["properties"] = {
+            key: _sendable(value, defs, articles, key) for key, value in node["properties"].items()
+        }
+    if articles is not None and name in ("source", "sources"):
+        target = out["items"] if out.get("type") == "array" else out
+        target["maximum"] = articles
     return out
 
 

@@ -190,7 +190,7 @@ def _accept(
 def _shorter(request: prompt.Prompt, articles) -> prompt.Prompt | None:
     """After a reply the token cap cut off: the short story, or nothing if that was it. (The
     same articles, numbered the same: a reply to it is cached under the first request's key.)"""
-    if request.schema == story.schema(True):
+    if request.schema == story.schema(True, len(request.shown)):
         return None
     return prompt.build(articles, compact=True)
 

@@ -171,7 +171,7 @@ def test_a_reply_cut_off_by_the_token_cap_is_not_sent_again_unchanged():
     assert result.generator == "llm"
     first, second = llm.history
     assert first.schema == prompt.build(FLOOD).schema
-    assert second.schema == story.schema(compact=True) and second.messages != first.messages
+    assert second.schema == story.schema(True, 3) and second.messages != first.messages
     # The short request cut off too: that was the last try.
     llm = ScriptedLLM().enqueue(cut, cut, GOOD)
     assert synthesize(FLOOD, llm, sleep=no_sleep).generator == "fallback"

@@ -62,7 +62,7 @@ def test_valid_reply_makes_an_llm_story():
     assert [c.outcome for c in result.calls] == ["ok"]
     assert result.calls[0].prompt_tokens == llm.prompt_tokens
     ((messages, schema, options),) = llm.history
-    assert (schema, options) == (story.schema(), synthesis.GENERATION)
+    assert (schema, options) == (prompt.build(FLOOD).schema, synthesis.GENERATION)
     assert all(a.title in messages[-1]["content"] for a in FLOOD)
 
 
