@@ -4,6 +4,7 @@ set latency and a set number of parallel slots, a synthetic corpus with a known 
 events, the real queue and a real `storyapp worker` process. It prints a Markdown report.
 """
 
+import json
 import math
 import multiprocessing
 import os
@@ -19,14 +20,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from storyapp import clustering, db, ingest, jobs, synthesis, tasks
+from storyapp import clustering, db, ingest, jobs, prompt, synthesis, tasks
 from storyapp.config import Settings
-from storyapp.corpus import synthetic_corpus
+from storyapp.corpus import SAMPLE, big_event_day, synthetic_corpus
 from storyapp.db import database
 from storyapp.fake_ollama import FakeOllama
 from storyapp.migrations import migrate
 from storyapp.models import Job, utcnow
 from storyapp.ollama_llm import OllamaLLM
+from storyapp.story import ArticleText
 
 ENDED = ("succeeded", "failed", "cancelled")
 
@@ -128,6 +130,8 @@ def report(options: Options, out=sys.stdout) -> None:
             p50, p99 = percentile(samples, 50), percentile(samples, 99)
             say(f"| {name} | {len(samples)} | {p50:.1f} | {p99:.1f} |")
         say()
+    prompt_report(out)
+    say()
     say("## Planning (each size in a fresh process)")
     say()
     say("| articles | clusters | cluster (s) | plan job (s) | peak RSS (MB) |")
@@ -357,3 +361,94 @@ def in_fresh_process(function, *args):
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
         return pool.apply(function, args)
+
+
+def prompt_report(out) -> None:
+    """Prompt tokens per story and how much of each event the prompt shows, next to the
+    first version's prompt (the twelve oldest articles of a cluster, whole), at about four
+    characters a token: on the sample, and on the generated 500-article event."""
+
+    def say(line: str = "") -> None:
+        print(line, file=out, flush=True)
+
+    sample = [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]
+    say("## Prompts: tokens a story, and how much of its event the prompt shows")
+    say()
+    say("| corpus | prompt | stories | tokens (mean/max) | reply cap | latest shown | outlets |")
+    say("|---|---|---|---|---|---|---|")
+    for corpus, records, largest in (
+        ("data/sample", sample, False),
+        ("the 500-article event (in its day)", big_event_day(now=utcnow()), True),
+    ):
+        before, after = _prompts(records, largest)
+        for name, rows, cap in (
+            ("first version", before, 700),
+            ("now", after, synthesis.GENERATION.reply_tokens),
+        ):
+            tokens = [r["chars"] / 4 for r in rows]
+            latest = sum(r["latest"] for r in rows)
+            outlets = sum(r["outlets"] for r in rows) / max(1, sum(r["all_outlets"] for r in rows))
+            say(
+                f"| {corpus} | {name} | {len(rows)} | {statistics.mean(tokens):.0f} / "
+                f"{max(tokens):.0f} | {cap} | {latest} of {len(rows)} | {outlets:.0%} |"
+            )
+
+
+def _prompts(records: list[dict], largest: bool) -> tuple[list[dict], list[dict]]:
+    """Each story of two or more articles (or only the largest), as the first version's
+    prompt and today's show it."""
+    texts = [
+        ArticleText(
+            r["title"],
+            r.get("summary", ""),
+            r.get("content", ""),
+            r.get("source", ""),
+            ingest.parse_datetime(r["published_at"]),
+            r["url"],
+        )
+        for r in records
+    ]
+    docs = [clustering.Doc(t.title, t.published_at, t.summary, t.content) for t in texts]
+    groups = [g for g in clustering.cluster(docs) if len(g) > 1]
+    before, after = [], []
+    for group in groups[:1] if largest else groups:
+        articles = [texts[i] for i in group]
+        first = _first_version_prompt(articles)
+        request = prompt.build(articles)
+        shown = [articles[i] for i in request.shown]
+        before.append(_coverage(articles, first, _chars(_first_messages(first))))
+        after.append(_coverage(articles, shown, _chars(request.messages)))
+    return before, after
+
+
+def _chars(messages: list[dict]) -> int:
+    return sum(len(m["content"]) for m in messages)
+
+
+def _first_version_prompt(articles: list) -> list:
+    return sorted(articles, key=lambda a: (a.published_at, a.content_hash))[
+        : prompt.PROMPT_MAX_ARTICLES
+    ]
+
+
+def _first_messages(chosen: list) -> list[dict]:
+    # The first version's prompt: each article whole (title, summary, content), in a budget.
+    per_article = max(prompt.ARTICLE_MIN_CHARS, prompt.PROMPT_BUDGET_CHARS // len(chosen))
+    blocks = [
+        (f"{a.title}\n{a.summary}\n\n{a.content}" if a.content else a.summary)[:per_article]
+        for a in chosen
+    ]
+    return [
+        {"role": "system", "content": prompt.SYSTEM_PROMPT},
+        {"role": "user", "content": "\n\n".join(blocks)},
+    ]
+
+
+def _coverage(articles: list, shown: list, chars: int) -> dict:
+    latest = max(articles, key=lambda a: a.published_at)
+    return {
+        "chars": chars,
+        "latest": latest in shown,
+        "outlets": len({a.source for a in shown}),
+        "all_outlets": len({a.source for a in articles}),
+    }

@@ -273,8 +273,13 @@ def demo():
     "FILE (`text` or `title`/`summary`/`content`, `event`, optional `published_at`) and on the "
     "built-in corpora.",
 )
+@click.option(
+    "--prompts",
+    is_flag=True,
+    help="Only the prompt figures: tokens a story, and how much of its event the prompt shows.",
+)
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def bench(events, latency, jitter, slots, sizes, no_baseline, clustering, files):
+def bench(events, latency, jitter, slots, sizes, no_baseline, clustering, prompts, files):
     """Measure generation end to end against a local fake Ollama, or with --clustering how well
     articles are grouped into events (see BENCHMARKS.md)."""
     if clustering:
@@ -288,6 +293,11 @@ def bench(events, latency, jitter, slots, sizes, no_baseline, clustering, files)
         return
     if files:
         raise UserError("labeled files go with --clustering: storyapp bench --clustering FILE ...")
+    if prompts:
+        from storyapp.bench import prompt_report
+
+        prompt_report(sys.stdout)
+        return
     from storyapp.bench import Options, report
 
     report(

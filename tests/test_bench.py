@@ -47,3 +47,5 @@ def test_bench_report_on_a_tiny_corpus():
     assert int(follow[3]) == int(name.split()[1])
     assert "clusters/s" in text and "GET /jobs/<id>" in text
     assert rows["300"][2].strip() != ""  # planning figures for 300 articles
+    prompts = [line for line in text.splitlines() if line.startswith("| data/sample |")]
+    assert [line.split("|")[2].strip() for line in prompts] == ["first version", "now"]
