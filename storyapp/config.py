@@ -3,7 +3,7 @@
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
@@ -14,8 +14,9 @@ class ConfigError(ValueError):
 
 # Which LLM server writes the stories (llm.from_settings), and the model each uses by default:
 # for `local`, the small model the package index carries (local_llm.py).
-BACKENDS = ("ollama", "local")
-DEFAULT_MODELS = {"ollama": "llama3.1:8b", "local": "gemma3-270m"}
+BACKENDS = ("ollama", "openai", "local")
+DEFAULT_MODELS = {"ollama": "llama3.1:8b", "openai": "llama3.1:8b", "local": "gemma3-270m"}
+OLLAMA_PORT = 11434
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,9 @@ class Settings:
     database_url: str
     queue_url: str
     queue_name: str
-    llm_backend: str  # ollama | local
-    ollama_hosts: tuple[str, ...]
+    llm_backend: str  # ollama | openai | local
+    llm_urls: tuple[str, ...]  # the servers (for local, none)
+    llm_api_key: str | None
     model: str
     llm_concurrency: int
     llm_concurrency_scope: str  # process | redis
@@ -39,11 +41,6 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
         data_dir = Path(env.get("STORYAPP_DATA_DIR") or "./data").resolve()
-        hosts = tuple(
-            h.strip() for h in env.get("OLLAMA_HOST", "http://localhost:11434").split(",")
-        )
-        if not all(hosts):
-            raise ConfigError("OLLAMA_HOST has an empty entry")
         queue_url = env.get("STORYAPP_QUEUE_URL") or f"sqlite:///{data_dir}/queue.db"
         backend = (env.get("STORYAPP_LLM_BACKEND") or "ollama").strip().lower()
         if backend not in BACKENDS:
@@ -57,7 +54,8 @@ class Settings:
             # Keys the queue: deployments (or test runs) sharing one Redis keep to their own.
             queue_name=(env.get("STORYAPP_QUEUE_NAME") or "storyapp").strip(),
             llm_backend=backend,
-            ollama_hosts=tuple(_ollama_host(h) for h in hosts),
+            llm_urls=_llm_urls(env, backend),
+            llm_api_key=env.get("STORYAPP_LLM_API_KEY") or None,
             model=env.get("STORYAPP_MODEL") or DEFAULT_MODELS[backend],
             llm_concurrency=_number(env, "STORYAPP_LLM_CONCURRENCY", 4, int, 1, 256),
             llm_concurrency_scope=_scope(env.get("STORYAPP_LLM_CONCURRENCY_SCOPE"), queue_url),
@@ -81,17 +79,41 @@ def _scope(raw: str | None, queue_url: str) -> str:
     return scope
 
 
-def _ollama_host(host: str) -> str:
-    # Ollama's own tools accept "localhost:11434"; so do we.
-    url = host if "://" in host else f"http://{host}"
+def _llm_urls(env, backend: str) -> tuple[str, ...]:
+    """The servers STORYAPP_LLM_URL names (a comma-separated list): for ollama, OLLAMA_HOST when
+    it is unset; for openai, base URLs as OpenAI's client takes them (ending in /v1)."""
+    if backend == "local":
+        return ()
+    name = "STORYAPP_LLM_URL"
+    raw = env.get(name)
+    if not raw and backend == "ollama":
+        name, raw = "OLLAMA_HOST", env.get("OLLAMA_HOST") or f"http://localhost:{OLLAMA_PORT}"
+    if not raw:
+        raise ConfigError(
+            f"STORYAPP_LLM_URL is needed with STORYAPP_LLM_BACKEND={backend}: the server's base "
+            "URL, such as http://localhost:8000/v1"
+        )
+    entries = [h.strip() for h in raw.split(",")]
+    if not all(entries):
+        raise ConfigError(f"{name} has an empty entry")
+    return tuple(_server_url(entry, name, backend) for entry in entries)
+
+
+def _server_url(entry: str, name: str, backend: str) -> str:
+    # Ollama's own tools take "localhost" and "localhost:11434" to mean http://localhost:11434:
+    # so does storyapp. An OpenAI-compatible server has no one port: its URL is as given.
+    url = entry if "://" in entry else f"http://{entry}"
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 (raises for a port that is no port)
+        port = parts.port  # raises for a port that is no port
     except ValueError:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"OLLAMA_HOST entries must be like http://host:11434, got {host!r}")
-    return url
+        example = "http://host:11434" if backend == "ollama" else "http://host:8000/v1"
+        raise ConfigError(f"{name} entries must be like {example}, got {entry!r}")
+    if backend == "ollama" and port is None:
+        url = urlunsplit(parts._replace(netloc=f"{parts.netloc}:{OLLAMA_PORT}"))
+    return url.rstrip("/")
 
 
 def _number(env, name, default, kind, low, high):

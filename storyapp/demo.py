@@ -49,7 +49,7 @@ def run_demo(settings: Settings, out=sys.stdout) -> int:
 
     echo(f"Loaded {count} sample articles ({result.created} new) into {settings.database_url}")
     health = tasks.llm().check()
-    hosts = ", ".join(settings.ollama_hosts)
+    hosts = ", ".join(settings.llm_urls)
     if not health["reachable"]:
         echo(
             f"Ollama is not reachable at {hosts}: every story will be written by the "

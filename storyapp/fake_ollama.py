@@ -1,5 +1,6 @@
-"""A small HTTP server that speaks Ollama's API (/api/chat, /api/tags, /api/version), for the
-tests and the benchmark: no GPU, a set latency, a set number of parallel slots, and switches
+"""A small HTTP server that speaks Ollama's API (/api/chat, /api/tags, /api/version), and
+OpenAI's as Ollama's own /v1 does (/v1/chat/completions, /v1/models), for the tests and the
+benchmark: no GPU, a set latency, a set number of parallel slots, and switches
 for the ways a real server fails. What it answers comes from a reply function given the request;
 the default fills in the JSON schema the request carries, so the reply fits whatever shape a
 story has, and its sentences are the shown articles' own first sentences, cited, so that it
@@ -116,6 +117,15 @@ class FakeOllama:
         with self._lock:
             return self.script.pop(0) if self.script else self.mode
 
+    def completion(self, body: dict) -> tuple[int, dict]:
+        """OpenAI's /v1/chat/completions, as Ollama's own /v1 maps it: the JSON schema of
+        `response_format` is the request's format; the answer and its errors in OpenAI's shape."""
+        schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema")
+        chat = {"model": body.get("model"), "messages": body.get("messages", []), "api": "openai"}
+        if schema is not None:
+            chat["format"] = schema
+        return _as_completion(*self.chat(chat))
+
     def chat(self, body: dict) -> tuple[int, dict]:
         mode = self.next_mode()
         with self._lock:
@@ -158,6 +168,29 @@ class FakeOllama:
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+
+def _as_completion(status: int, answer: dict) -> tuple[int, dict]:
+    """An /api/chat answer as OpenAI's /v1/chat/completions gives it."""
+    if status != 200:
+        return status, {"error": {"message": answer["error"], "type": "server_error"}}
+    return 200, {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "model": answer["model"],
+        "choices": [
+            {
+                "index": 0,
+                "message": answer["message"],
+                "finish_reason": "length" if answer["done_reason"] == "length" else "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": answer["prompt_eval_count"],
+            "completion_tokens": answer["eval_count"],
+            "total_tokens": answer["prompt_eval_count"] + answer["eval_count"],
+        },
+    }
 
 
 def schema_reply(body: dict) -> Content:
@@ -259,7 +292,11 @@ def _handler_for(server: FakeOllama):
         disable_nagle_algorithm = True
 
         def do_GET(self):
-            if self.path == "/api/tags":
+            if self.path == "/v1/models":
+                self._send(
+                    200, {"object": "list", "data": [{"id": server.model, "object": "model"}]}
+                )
+            elif self.path == "/api/tags":
                 model = {"name": server.model, "model": server.model, "size": 4_900_000_000}
                 self._send(200, {"models": [model]})
             elif self.path == "/api/version":
@@ -274,10 +311,12 @@ def _handler_for(server: FakeOllama):
             except ValueError:
                 self._send(400, {"error": "invalid JSON"})
                 return
-            if self.path != "/api/chat":
+            if self.path == "/v1/chat/completions":
+                self._send(*server.completion(body))
+            elif self.path == "/api/chat":
+                self._send(*server.chat(body))
+            else:
                 self._send(404, {"error": "not found"})
-                return
-            self._send(*server.chat(body))
 
         def _send(self, status: int, payload: dict) -> None:
             data = json.dumps(payload).encode()

@@ -84,10 +84,21 @@ def from_settings(settings: Settings, slots: Slots | None = None) -> LLM:
         from storyapp.local_llm import LocalLLM
 
         return LocalLLM(settings.model, timeout=settings.llm_timeout)
+    if settings.llm_backend == "openai":
+        from storyapp.openai_llm import OpenAILLM
+
+        return OpenAILLM(
+            settings.llm_urls,
+            settings.model,
+            timeout=settings.llm_timeout,
+            concurrency=settings.llm_concurrency,
+            api_key=settings.llm_api_key,
+            slots=slots,
+        )
     from storyapp.ollama_llm import OllamaLLM
 
     return OllamaLLM(
-        settings.ollama_hosts,
+        settings.llm_urls,
         settings.model,
         timeout=settings.llm_timeout,
         concurrency=settings.llm_concurrency,

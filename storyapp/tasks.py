@@ -93,7 +93,7 @@ def shared_slots(s: Settings) -> RedisSlots:
     return RedisSlots(
         queue.redis_connection(),
         f"storyapp.llm-slots.{s.queue_name}",
-        s.ollama_hosts,
+        s.llm_urls,
         s.llm_concurrency,
         lease_s=s.llm_timeout + SLOT_LEASE_MARGIN_S,
     )

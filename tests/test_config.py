@@ -15,7 +15,7 @@ def test_defaults_follow_the_contract(tmp_path, monkeypatch):
     assert s.data_dir == data
     assert s.database_url == f"sqlite:///{data}/storyapp.db"
     assert s.queue_url == f"sqlite:///{data}/queue.db"
-    assert s.ollama_hosts == ("http://localhost:11434",)
+    assert s.llm_urls == ("http://localhost:11434",)
     assert (s.model, s.llm_concurrency, s.llm_timeout, s.workers) == ("llama3.1:8b", 4, 120.0, 8)
     assert s.schedule == "0 * * * *" and s.api_token is None
     assert s.retention_days == 30
@@ -31,7 +31,31 @@ def test_llm_slots_shared_through_redis_need_a_redis_queue():
 
 def test_several_hosts_and_bare_host_port():
     s = Settings.from_env({"OLLAMA_HOST": "http://a:11434, b:11434"})
-    assert s.ollama_hosts == ("http://a:11434", "http://b:11434")
+    assert s.llm_urls == ("http://a:11434", "http://b:11434")
+
+
+@pytest.mark.parametrize("host", ["localhost", "http://localhost", "127.0.0.1", "0.0.0.0"])
+def test_an_ollama_host_without_a_port_gets_ollamas_port(host):
+    # As Ollama's own tools read OLLAMA_HOST: not port 80.
+    (url,) = Settings.from_env({"OLLAMA_HOST": host}).llm_urls
+    assert url.endswith(":11434") and url.startswith("http://")
+
+
+def test_the_llm_backend_and_its_urls():
+    ollama = Settings.from_env({"STORYAPP_LLM_URL": "gpu-a, http://gpu-b:9000", "OLLAMA_HOST": "x"})
+    assert ollama.llm_backend == "ollama"
+    assert ollama.llm_urls == ("http://gpu-a:11434", "http://gpu-b:9000")  # STORYAPP_LLM_URL wins
+    openai = Settings.from_env(
+        {
+            "STORYAPP_LLM_BACKEND": "openai",
+            "STORYAPP_LLM_URL": "http://vllm:8000/v1/, https://api.example/v1",
+            "STORYAPP_LLM_API_KEY": "k",
+        }
+    )
+    assert openai.llm_urls == ("http://vllm:8000/v1", "https://api.example/v1")
+    assert openai.llm_api_key == "k" and openai.model == "llama3.1:8b"
+    local = Settings.from_env({"STORYAPP_LLM_BACKEND": "Local"})
+    assert (local.llm_backend, local.llm_urls, local.model) == ("local", (), "gemma3-270m")
 
 
 def test_a_list_of_hosts_does_not_break_the_command(tmp_path):
@@ -57,6 +81,9 @@ def test_a_list_of_hosts_does_not_break_the_command(tmp_path):
         ({"STORYAPP_RETENTION_DAYS": "0"}, "STORYAPP_RETENTION_DAYS must be between 1 and"),
         ({"STORYAPP_RETENTION_DAYS": "2.5"}, "STORYAPP_RETENTION_DAYS must be a number"),
         ({"STORYAPP_LLM_CONCURRENCY_SCOPE": "host"}, "must be process or redis"),
+        ({"STORYAPP_LLM_BACKEND": "vllm"}, "STORYAPP_LLM_BACKEND must be one of ollama, openai"),
+        ({"STORYAPP_LLM_BACKEND": "openai"}, "STORYAPP_LLM_URL is needed"),
+        ({"STORYAPP_LLM_URL": "ftp://x"}, "STORYAPP_LLM_URL entries must be like"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):
