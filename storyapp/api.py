@@ -298,14 +298,21 @@ def cancel_job(job_id):
 # --- stories -------------------------------------------------------------------------------
 
 
+def story_order() -> str:
+    order = request.args.get("sort", "importance")
+    if order not in Story.ORDERS:
+        raise ApiError(422, "invalid_value", f"sort must be one of {', '.join(Story.ORDERS)}")
+    return order
+
+
 @bp.get("/stories")
 def list_stories():
     limit, offset = page()
-    query = Story.newest().where(Story.updated_at >= since_hours())
+    query = Story.listed(story_order()).where(Story.updated_at >= since_hours())
     stories = list(query.limit(limit).offset(offset))
-    articles = Story.articles_of(stories)
+    articles, now = Story.articles_of(stories), utcnow()
     return {
-        "stories": [s.to_dict(articles[s.id]) for s in stories],
+        "stories": [s.to_dict(articles[s.id], now) for s in stories],
         "total": query.count(),
     }
 

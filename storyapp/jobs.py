@@ -7,12 +7,13 @@ write is a short transaction: the LLM is never called with one open.
 """
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 from peewee import IntegrityError, fn
 
-from storyapp import clustering, synthesis
+from storyapp import clustering, ranking, synthesis
 from storyapp.db import in_chunks, lock, transaction
 from storyapp.extractive import lead_story
 from storyapp.llm import LLM
@@ -121,7 +122,7 @@ def plan_job(job_id: str, worker: str | None = None) -> list[int]:
                 outcome = "single"
                 (article_id,) = plan.article_ids
                 written = lead_story(singles[article_id]).with_sources(lambda _, a=article_id: a)
-                story = save_story(plan, written, "single", None)
+                story = save_story(plan, written, "single", None, [singles[article_id]])
             else:
                 pending_rows.append(row)
                 continue
@@ -270,7 +271,7 @@ def run_cluster(
         # its story back, so an ended job's counts are final.
         written_by = result.generator  # a cached reply was written by the LLM too
         story_id = save_story(
-            plan, result.story, written_by, model if written_by == "llm" else None
+            plan, result.story, written_by, model if written_by == "llm" else None, texts
         )
         settled = JobCluster.settle(cluster_id, outcome, story_id, result.error) and Job.count(
             job_id, outcome
@@ -414,12 +415,19 @@ def _log_calls(
     )
 
 
-def save_story(plan: ClusterPlan, story: StoryText, generator: str, model: str | None) -> int:
+def save_story(
+    plan: ClusterPlan,
+    story: StoryText,
+    generator: str,
+    model: str | None,
+    articles: Sequence[ArticleText],
+) -> int:
     """Creates the cluster's story, or updates the existing story it continues: the one with the
-    same key, else the one sharing most of its articles (same id, `updated_at` moves); returns
-    its id. Either way the story gets a new version, and the versions before it are kept. Runs
-    in the caller's transaction, which it makes the only one matching stories until it ends:
-    two clusters settled at once must not both pick the same old story to continue."""
+    same key, else the one sharing most of its articles (same id, `updated_at` moves), ranked
+    by its `articles` (ranking.py); returns its id. Either way the story gets a new version, and
+    the versions before it are kept. Runs in the caller's transaction, which it makes the only
+    one matching stories until it ends: two clusters settled at once must not both pick the
+    same old story to continue."""
     lock("storyapp.stories")
     target, absorbed = Story.keyed(plan.key), []
     if target is None:
@@ -432,11 +440,12 @@ def save_story(plan: ClusterPlan, story: StoryText, generator: str, model: str |
         "article_count": len(plan.article_ids),
         "version": 1 if target is None else target[1] + 1,
     }
+    reach = asdict(ranking.reach(articles, now))
     if target is None:
-        story_id = Story.add(plan.key, now, **fields)
+        story_id = Story.add(plan.key, now, **fields, **reach)
     else:
         story_id = target[0]
-        Story.rewrite(story_id, plan.key, now, **fields)
+        Story.rewrite(story_id, plan.key, now, **fields, **reach)
     StoryArticle.link(story_id, plan.article_ids)
     StoryVersion.record(story_id, plan.article_ids, now, **fields)
     if absorbed:

@@ -20,6 +20,7 @@ from peewee import (
     TextField,
 )
 
+from storyapp import ranking
 from storyapp.db import Prepared, database, param
 from storyapp.story import StoryText
 
@@ -117,15 +118,22 @@ class Story(BaseModel):
     # Set when a cluster that continued another story took in this one's event too: the story
     # is then listed no more (it would tell the same event twice), but stays readable.
     merged_into = ForeignKeyField("self", null=True, backref="merged", on_delete="SET NULL")
+    # What ranks it (ranking.py), fixed while its articles stay the same: its distinct outlets,
+    # its earliest and latest article, and the rank that orders stories by importance. A story
+    # written before m008 whose articles were all gone has no first or last seen.
+    sources = IntegerField(default=0, constraints=[SQL("DEFAULT 0")])
+    first_seen = DateTimeField(null=True)
+    last_seen = DateTimeField(null=True)
+    rank = FloatField(default=0.0, index=True, constraints=[SQL("DEFAULT 0")])
+
+    ORDERS = ("importance", "recent")
 
     @classmethod
-    def newest(cls):
-        """The stories to list: newest first, none merged into another."""
-        return (
-            cls.select()
-            .where(cls.merged_into.is_null())
-            .order_by(cls.updated_at.desc(), cls.id.desc())
-        )
+    def listed(cls, order: str = "importance"):
+        """The stories to list, none merged into another: the most important first, or the
+        most recently updated (`recent`)."""
+        key = cls.rank if order == "importance" else cls.updated_at
+        return cls.select().where(cls.merged_into.is_null()).order_by(key.desc(), cls.id.desc())
 
     @staticmethod
     def articles_of(stories: list["Story"]) -> dict[int, list[Article]]:
@@ -149,7 +157,8 @@ class Story(BaseModel):
 
     @classmethod
     def add(cls, key: str, now: datetime, **fields) -> int:
-        """A new story (fields: content, generator, model, article_count, version); its id."""
+        """A new story (fields: content, generator, model, article_count, version, and those
+        of ranking.Reach); its id."""
         return _ADD_STORY.insert(cluster_key=key, created_at=now, updated_at=now, **fields)
 
     @classmethod
@@ -161,7 +170,8 @@ class Story(BaseModel):
     def text(self) -> StoryText:
         return StoryText.model_validate(self.content)
 
-    def to_dict(self, articles: list[Article] | None = None) -> dict:
+    def to_dict(self, articles: list[Article] | None = None, now: datetime | None = None) -> dict:
+        """The story in the API; its importance as of `now` (a list reads them all at once)."""
         if articles is None:
             articles = Story.articles_of([self])[self.id]
         return {
@@ -176,6 +186,10 @@ class Story(BaseModel):
             "model": self.model,
             "created_at": isoformat(self.created_at),
             "updated_at": isoformat(self.updated_at),
+            "importance": ranking.importance(self.rank, now or utcnow()),
+            "sources": self.sources,
+            "first_seen": isoformat(self.first_seen),
+            "last_seen": isoformat(self.last_seen),
             "version": self.version,
             "merged_into": self.merged_into_id,
         }
@@ -199,7 +213,8 @@ class StoryVersion(BaseModel):
 
     @classmethod
     def record(cls, story_id: int, article_ids: list[int], now: datetime, **fields) -> None:
-        """Keeps the story as it was just written (the fields of Story.add)."""
+        """Keeps the story as it was just written (fields: content, generator, model,
+        article_count, version)."""
         _RECORD.execute(story=story_id, article_ids=article_ids, created_at=now, **fields)
 
     def to_dict(self) -> dict:
@@ -462,6 +477,7 @@ _SKIP = Prepared(
         JobCluster.id == param("id"), JobCluster.status == "pending"
     )
 )
+
 _COUNT = {
     outcome: Prepared(
         lambda outcome=outcome: Job.update(
@@ -499,16 +515,20 @@ def _values(model, *names: str) -> dict:
 
 
 _STORY_FIELDS = ("content", "generator", "model", "article_count", "version")
+# A version keeps what was written, not how it ranked.
+_REACH_FIELDS = ("sources", "first_seen", "last_seen", "rank")
 _KEYED = Prepared(
     lambda: Story.select(Story.id, Story.version).where(Story.cluster_key == param("key"))
 )
 _ADD_STORY = Prepared(
-    lambda: Story.insert(_values(Story, "cluster_key", "created_at", "updated_at", *_STORY_FIELDS))
+    lambda: Story.insert(
+        _values(Story, "cluster_key", "created_at", "updated_at", *_STORY_FIELDS, *_REACH_FIELDS)
+    )
 )
 _REWRITE_STORY = Prepared(
     lambda: Story.update(
         {
-            **_values(Story, "cluster_key", "updated_at", *_STORY_FIELDS),
+            **_values(Story, "cluster_key", "updated_at", *_STORY_FIELDS, *_REACH_FIELDS),
             Story.merged_into: None,
         }
     ).where(Story.id == param("id"))

@@ -371,7 +371,11 @@ def save(article_ids: list[int]) -> int:
         title="T", summary=[Cited(text="S", sources=[1])], key_points=[Cited(text="K", sources=[1])]
     )
     with transaction():
-        return jobs.save_story(plan, story, "fallback", None)
+        return jobs.save_story(plan, story, "fallback", None, texts(article_ids))
+
+
+def texts(article_ids: list[int]) -> list:
+    return list(jobs.load_texts(article_ids).values())
 
 
 def test_which_story_a_cluster_continues(configured):
@@ -439,7 +443,9 @@ def test_two_clusters_settled_at_once_do_not_both_continue_one_story(configured,
     )
     window = (utcnow() - timedelta(hours=24), utcnow())
     with transaction():
-        old = jobs.save_story(jobs.ClusterPlan("old", ids, [], window), story, "llm", None)
+        old = jobs.save_story(
+            jobs.ClusterPlan("old", ids, [], window), story, "llm", None, texts(ids)
+        )
     # Each half of the old story's articles is a cluster of its own now, and each shares half
     # of the old story: each alone would continue it. Settled at once, only one may.
     first = jobs.ClusterPlan("first", ids[:2], [], window)
@@ -448,14 +454,14 @@ def test_two_clusters_settled_at_once_do_not_both_continue_one_story(configured,
 
     def settle_first():
         with transaction():
-            story_id = jobs.save_story(first, story, "llm", None)
+            story_id = jobs.save_story(first, story, "llm", None, texts(ids[:2]))
             first_saved.set()
             first_may_commit.wait(60)
         return story_id
 
     def settle_second():
         with transaction():
-            return jobs.save_story(second, story, "llm", None)
+            return jobs.save_story(second, story, "llm", None, texts(ids[2:]))
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         try:
