@@ -331,6 +331,13 @@ def m008_story_ranking(db: Database) -> None:
         ).execute()
 
 
+def m009_upgraded_stories(db: Database) -> None:
+    """Job.upgraded: the fallback's stories the LLM wrote again (jobs.plan_job)."""
+    migrator = schema.SchemaMigrator.from_database(db)
+    upgraded = IntegerField(default=0, constraints=[SQL("DEFAULT 0")])
+    schema.migrate(migrator.add_column("job", "upgraded", upgraded, allow_not_null=True))
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     m001_initial,
     m002_feeds_and_story_versions,
@@ -340,6 +347,7 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     m006_story_content,
     m007_cited_stories,
     m008_story_ranking,
+    m009_upgraded_stories,
 ]
 
 

@@ -150,10 +150,10 @@ class Story(BaseModel):
         return found
 
     @classmethod
-    def keyed(cls, key: str) -> tuple[int, int] | None:
-        """The (id, version) of the story last written from the cluster with this key."""
-        row = _KEYED.row(key=key)
-        return None if row is None else (row["id"], row["version"])
+    def keyed(cls, key: str) -> dict | None:
+        """The id, version and generator of the story last written from the cluster with this
+        key."""
+        return _KEYED.row(key=key)
 
     @classmethod
     def add(cls, key: str, now: datetime, **fields) -> int:
@@ -271,6 +271,9 @@ class Job(BaseModel):
     reused = IntegerField(default=0)
     single = IntegerField(default=0)
     failed = IntegerField(default=0)
+    # Not an outcome: of the clusters written by the LLM (llm or cached), those whose story the
+    # fallback had written from the same articles (jobs.plan_job sends them to the LLM again).
+    upgraded = IntegerField(default=0, constraints=[SQL("DEFAULT 0")])
     error = TextField(null=True)
     created_at = DateTimeField(default=utcnow, index=True)
     started_at = DateTimeField(null=True)
@@ -281,10 +284,10 @@ class Job(BaseModel):
         return f"{float(hours)!r}:{int(force)}"
 
     @classmethod
-    def count(cls, job_id: str, outcome: str) -> bool:
-        """Counts one settled cluster of a running job under its outcome; False if the job
-        ended meanwhile (its counts are final)."""
-        return _COUNT[outcome].rowcount(job=job_id) == 1
+    def count(cls, job_id: str, outcome: str, upgraded: bool = False) -> bool:
+        """Counts one settled cluster of a running job under its outcome, and as `upgraded`
+        if it was; False if the job ended meanwhile (its counts are final)."""
+        return _COUNT[outcome, upgraded].rowcount(job=job_id) == 1
 
     @classmethod
     def finish_if_complete(cls, job_id: str) -> bool:
@@ -309,6 +312,7 @@ class Job(BaseModel):
                 "reused": self.reused,
                 "single": self.single,
                 "failed": self.failed,
+                "upgraded": self.upgraded,
             },
             "time_window_hours": self.time_window_hours,
             "force": self.force,
@@ -478,13 +482,21 @@ _SKIP = Prepared(
     )
 )
 
+
+def _count(outcome: str, upgraded: bool):
+    counts = {Job.done: Job.done + 1, getattr(Job, outcome): getattr(Job, outcome) + 1}
+    if upgraded:
+        counts[Job.upgraded] = Job.upgraded + 1
+    return Job.update(counts).where(Job.id == param("job"), Job.status == "running")
+
+
 _COUNT = {
-    outcome: Prepared(
-        lambda outcome=outcome: Job.update(
-            {Job.done: Job.done + 1, getattr(Job, outcome): getattr(Job, outcome) + 1}
-        ).where(Job.id == param("job"), Job.status == "running")
-    )
+    (outcome, False): Prepared(lambda outcome=outcome: _count(outcome, False))
     for outcome in ("llm", "cached", "fallback", "reused", "single", "failed")
+} | {
+    # Only a story the LLM wrote upgrades one.
+    (outcome, True): Prepared(lambda outcome=outcome: _count(outcome, True))
+    for outcome in ("llm", "cached")
 }
 _FINISH = Prepared(
     lambda: Job.update(
@@ -518,7 +530,9 @@ _STORY_FIELDS = ("content", "generator", "model", "article_count", "version")
 # A version keeps what was written, not how it ranked.
 _REACH_FIELDS = ("sources", "first_seen", "last_seen", "rank")
 _KEYED = Prepared(
-    lambda: Story.select(Story.id, Story.version).where(Story.cluster_key == param("key"))
+    lambda: Story.select(Story.id, Story.version, Story.generator).where(
+        Story.cluster_key == param("key")
+    )
 )
 _ADD_STORY = Prepared(
     lambda: Story.insert(

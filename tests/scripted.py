@@ -95,6 +95,7 @@ class ScriptedLLM:
     def __init__(self, model: str = "test-model", default: Scripted = fits_the_schema):
         self.model = model
         self.default = default  # the reply when none is queued
+        self.reachable = True  # what check() says: a test of an outage sets it False
         self.history: list[Call] = []
         self.closed = False
         self._queue: deque[Scripted] = deque()
@@ -129,7 +130,7 @@ class ScriptedLLM:
         )
 
     def check(self, timeout: float = 3.0) -> dict:
-        return {"reachable": True, "model_available": True, "model": self.model}
+        return {"reachable": self.reachable, "model_available": self.reachable, "model": self.model}
 
     def close(self) -> None:
         self.closed = True

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 from conftest import article
-from scripted import refused
+from scripted import fits_the_schema, refused
 from workers import wait_until
 
 from storyapp import clustering, ingest, jobs
@@ -47,7 +47,7 @@ def run_inline(llm, hours: float = 24, force: bool = False) -> Job:
     """A job planned and written in this thread, each cluster by `llm`."""
     job, created = jobs.request_job(hours, force)
     assert created
-    for cluster_id in jobs.plan_job(job.id):
+    for cluster_id in jobs.plan_job(job.id, llm=llm):
         jobs.run_cluster(cluster_id, llm)
     return Job.get_by_id(job.id)
 
@@ -242,6 +242,53 @@ def test_server_down_gives_fallback_stories_and_a_successful_job(news, llm, monk
     assert {s.generator for s in Story.select()} == {"fallback", "single"}
 
 
+def test_fallback_stories_are_written_again_once_the_llm_answers(news, llm, monkeypatch):
+    monkeypatch.setattr("storyapp.synthesis.BACKOFF_S", (0.0, 0.0))
+    llm.default, llm.reachable = (lambda messages, schema: refused()), False
+    outage = run_inline(llm)
+    assert (outage.fallback, outage.single, outage.upgraded) == (2, 1, 0)
+    asked = len(llm.history)
+
+    # Still down: its check says so, and the fallback stories are kept without a request.
+    still_down = run_inline(llm)
+    assert (still_down.reused, still_down.llm, still_down.fallback) == (3, 0, 0)
+    assert len(llm.history) == asked
+
+    llm.default, llm.reachable = fits_the_schema, True
+    back = run_inline(llm)
+    counts = back.to_dict()["counts"]
+    assert (counts["llm"], counts["upgraded"], counts["reused"], counts["fallback"]) == (2, 2, 1, 0)
+    assert len(llm.history) == asked + 2
+    stories = list(Story.select().where(Story.article_count > 1))
+    assert [(s.generator, s.version) for s in stories] == [("llm", 2), ("llm", 2)]
+    assert Story.get(Story.article_count == 1).version == 1  # a single stays as it was
+
+    settled = run_inline(llm)  # nothing left to upgrade
+    assert (settled.reused, settled.upgraded) == (3, 0) and len(llm.history) == asked + 2
+
+
+def test_a_story_upgraded_from_the_cache_counts_too(news, llm, monkeypatch):
+    monkeypatch.setattr("storyapp.synthesis.BACKOFF_S", (0.0, 0.0))
+    run_inline(llm)
+    cached = {s.cluster_key: s.content for s in Story.select()}
+    # The stories of the multi-article clusters turned fallback (the LLM failed a forced run),
+    # while the cache still holds the replies to the same requests.
+    with transaction():
+        Story.update(generator="fallback", model=None).where(Story.article_count > 1).execute()
+    back = run_inline(llm)
+    assert (back.cached, back.upgraded, back.llm) == (2, 2, 0)
+    assert {s.cluster_key: s.content for s in Story.select()} == cached
+
+
+def test_without_an_llm_to_ask_fallback_stories_are_kept(news, llm, monkeypatch):
+    monkeypatch.setattr("storyapp.synthesis.BACKOFF_S", (0.0, 0.0))
+    llm.default = lambda messages, schema: refused()
+    run_inline(llm)
+    job, _ = jobs.request_job(24, False)
+    assert jobs.plan_job(job.id) == []  # no LLM named: nothing to send anywhere
+    assert Job.get_by_id(job.id).reused == 3
+
+
 def test_an_empty_window_succeeds_with_nothing_to_do(configured, llm):
     job = run_inline(llm)
     assert (job.status, job.total, job.done) == ("succeeded", 0, 0)
@@ -371,7 +418,7 @@ def save(article_ids: list[int]) -> int:
         title="T", summary=[Cited(text="S", sources=[1])], key_points=[Cited(text="K", sources=[1])]
     )
     with transaction():
-        return jobs.save_story(plan, story, "fallback", None, texts(article_ids))
+        return jobs.save_story(plan, story, "fallback", None, texts(article_ids)).id
 
 
 def texts(article_ids: list[int]) -> list:
@@ -445,7 +492,7 @@ def test_two_clusters_settled_at_once_do_not_both_continue_one_story(configured,
     with transaction():
         old = jobs.save_story(
             jobs.ClusterPlan("old", ids, [], window), story, "llm", None, texts(ids)
-        )
+        ).id
     # Each half of the old story's articles is a cluster of its own now, and each shares half
     # of the old story: each alone would continue it. Settled at once, only one may.
     first = jobs.ClusterPlan("first", ids[:2], [], window)
@@ -454,14 +501,14 @@ def test_two_clusters_settled_at_once_do_not_both_continue_one_story(configured,
 
     def settle_first():
         with transaction():
-            story_id = jobs.save_story(first, story, "llm", None, texts(ids[:2]))
+            story_id = jobs.save_story(first, story, "llm", None, texts(ids[:2])).id
             first_saved.set()
             first_may_commit.wait(60)
         return story_id
 
     def settle_second():
         with transaction():
-            return jobs.save_story(second, story, "llm", None, texts(ids[2:]))
+            return jobs.save_story(second, story, "llm", None, texts(ids[2:])).id
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         try:

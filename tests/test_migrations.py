@@ -21,6 +21,7 @@ from storyapp.migrations import MIGRATIONS, migrate
 from storyapp.models import (
     TABLES,
     Feed,
+    Job,
     JobCluster,
     Migration,
     Story,
@@ -191,6 +192,7 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
         "m006_story_content",
         "m007_cited_stories",
         "m008_story_ranking",
+        "m009_upgraded_stories",
     ]
     assert migrate(db) == []
 
@@ -206,6 +208,7 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
         first, last = datetime(2026, 1, 1, 6), datetime(2026, 1, 1, 9, 30)
         assert (story.sources, story.first_seen, story.last_seen) == (1, first, last)
         assert story.rank == ranking.rank_of(1, 2, last)
+        assert Job.get_by_id("j1").upgraded == 0
         # The story had no citations: each sentence cites the articles it was written from.
         assert story.content == {
             "title": "Quake",

@@ -78,7 +78,7 @@ def story_of(first: int, outlets: int, articles: int, hours_ago: float) -> int:
     window = (utcnow() - timedelta(hours=48), utcnow())
     plan = jobs.ClusterPlan(clustering.cluster_key([a.content_hash for a in rows]), ids, [], window)
     with transaction():
-        return jobs.save_story(plan, STORY, "llm", "m", list(jobs.load_texts(ids).values()))
+        return jobs.save_story(plan, STORY, "llm", "m", list(jobs.load_texts(ids).values())).id
 
 
 @pytest.fixture
