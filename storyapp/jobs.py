@@ -97,6 +97,7 @@ class ClusterPlan:
 @dataclass(frozen=True)
 class Saved:
     id: int
+    version: int
     # The LLM wrote anew a story the fallback had written from the same articles.
     upgraded: bool
 
@@ -321,7 +322,8 @@ def run_cluster(
             JobCluster.skip(cluster_id)  # of an ended job: as if never started
         if outcome == "llm":  # the reply serves the next run either way
             SynthesisCache.remember(result.key, model, result.reply)
-        _log_calls(job_id, plan.key, model, result.calls)  # the calls were made either way
+        # The calls were made either way; they name the story only if it was kept.
+        _log_calls(job_id, plan.key, model, result, saved if settled else None)
     if not settled:
         return None
     if result.error:
@@ -431,7 +433,11 @@ def load_texts(article_ids: list[int]) -> dict[int, ArticleText]:
 
 
 def _log_calls(
-    job_id: str, cluster_key: str, model: str | None, calls: list[synthesis.CallRecord]
+    job_id: str,
+    cluster_key: str,
+    model: str | None,
+    result: synthesis.Synthesis,
+    saved: Saved | None,
 ) -> None:
     LLMCall.log(
         [
@@ -439,6 +445,10 @@ def _log_calls(
                 "job": job_id,
                 "cluster_key": cluster_key,
                 "model": model,
+                "story": None if saved is None else saved.id,
+                "story_version": None if saved is None else saved.version,
+                "prompt": result.messages,
+                "reply": call.reply,
                 "host": call.host,
                 "attempt": call.attempt,
                 "outcome": call.outcome,
@@ -448,7 +458,7 @@ def _log_calls(
                 "prompt_tokens": call.prompt_tokens,
                 "completion_tokens": call.completion_tokens,
             }
-            for call in calls
+            for call in result.calls
         ]
     )
 
@@ -493,7 +503,7 @@ def save_story(
             Story.id.in_(absorbed) | Story.merged_into.in_(absorbed)
         ).execute()
     upgraded = same is not None and same["generator"] == "fallback" and generator == "llm"
-    return Saved(story_id, upgraded)
+    return Saved(story_id, fields["version"], upgraded)
 
 
 def _continued_stories(plan: ClusterPlan) -> tuple[tuple[int, int] | None, list[int]]:

@@ -338,6 +338,23 @@ def m009_upgraded_stories(db: Database) -> None:
     schema.migrate(migrator.add_column("job", "upgraded", upgraded, allow_not_null=True))
 
 
+def m010_call_contents(db: Database) -> None:
+    """In the call log, the story and version each call was made for, its prompt and reply."""
+
+    class Story(Model):
+        class Meta:
+            database = db
+
+    migrator = schema.SchemaMigrator.from_database(db)
+    story = ForeignKeyField(Story, field=Story.id, null=True, on_delete="SET NULL")
+    schema.migrate(
+        migrator.add_column("llmcall", "story_id", story),
+        migrator.add_column("llmcall", "story_version", IntegerField(null=True)),
+        migrator.add_column("llmcall", "prompt", TextField(null=True)),
+        migrator.add_column("llmcall", "reply", TextField(null=True)),
+    )
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     m001_initial,
     m002_feeds_and_story_versions,
@@ -348,6 +365,7 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     m007_cited_stories,
     m008_story_ranking,
     m009_upgraded_stories,
+    m010_call_contents,
 ]
 
 

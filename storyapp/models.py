@@ -393,6 +393,16 @@ class ScheduledRun(BaseModel):
     claimed_at = DateTimeField(default=utcnow)
 
 
+# A call row keeps what was sent and what came back, cut at these sizes, so that a bad story
+# can be explained afterwards without the log outgrowing the stories. A prompt holds at most
+# 24k characters of articles plus the instructions and the articles' tags (prompt.py): 32k
+# keeps every prompt whole. A reply is cut by the server at the reply's token cap, a few
+# thousand characters; 16k leaves room for a larger cap, and bounds what a server answers
+# when it does not answer JSON. A cut text ends saying how long it was.
+PROMPT_MAX_CHARS = 32_000
+REPLY_MAX_CHARS = 16_000
+
+
 class LLMCall(BaseModel):
     """One request to an LLM server, whatever came of it."""
 
@@ -408,13 +418,95 @@ class LLMCall(BaseModel):
     prompt_tokens = IntegerField(null=True)
     completion_tokens = IntegerField(null=True)
     created_at = DateTimeField(default=utcnow, index=True)
+    # The story and version the call was made for, whatever came of it (the calls before a
+    # fallback story too); none when the write was undone (a cancelled job's cluster).
+    story = ForeignKeyField(Story, null=True, backref="llm_calls", on_delete="SET NULL")
+    story_version = IntegerField(null=True)
+    prompt = JSONField(null=True)  # the messages sent, cut at PROMPT_MAX_CHARS in all
+    reply = TextField(null=True)  # as the server sent it, cut at REPLY_MAX_CHARS
 
     @classmethod
     def log(cls, calls: list[dict]) -> None:
-        """One row a call: job, cluster_key, model and the fields of synthesis.CallRecord."""
+        """One row a call: job, cluster_key, model, story, story_version, prompt (the messages)
+        and the fields of synthesis.CallRecord; the prompt and the reply cut to their bounds."""
         now = utcnow()
         for call in calls:
-            _LOG_CALL.execute(created_at=now, **call)
+            bounded = {
+                "prompt": bounded_prompt(call["prompt"]),
+                "reply": cut(storable(call["reply"]), REPLY_MAX_CHARS),
+            }
+            _LOG_CALL.execute(created_at=now, **{**call, **bounded})
+
+    @classmethod
+    def of_versions(cls, story_id: int, versions: list[int]) -> dict[int, list["LLMCall"]]:
+        """The calls that wrote these versions of a story, by version, oldest first; without
+        the prompt and the reply."""
+        found = {version: [] for version in versions}
+        query = (
+            cls.select(cls.id, cls.attempt, cls.outcome, cls.created_at, cls.story_version)
+            .where(cls.story == story_id, cls.story_version.in_(versions))
+            .order_by(cls.id)
+        )
+        for call in query:
+            found[call.story_version].append(call)
+        return found
+
+    def link(self) -> dict:
+        """The call as its story lists it."""
+        return {
+            "id": self.id,
+            "url": f"/calls/{self.id}",
+            "attempt": self.attempt,
+            "outcome": self.outcome,
+            "created_at": isoformat(self.created_at),
+        }
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "job_id": self.job_id,
+            "story_id": self.story_id,
+            "story_version": self.story_version,
+            "cluster_key": self.cluster_key,
+            "model": self.model,
+            "host": self.host,
+            "attempt": self.attempt,
+            "outcome": self.outcome,
+            "status_code": self.status_code,
+            "error": self.error,
+            "latency_ms": self.latency_ms,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "created_at": isoformat(self.created_at),
+            "prompt": self.prompt,
+            "reply": self.reply,
+        }
+
+
+def storable(text: str | None) -> str | None:
+    # A server may send what no engine stores: a NUL, or a lone surrogate from a JSON escape.
+    if text is None:
+        return None
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+def cut(text: str | None, limit: int) -> str | None:
+    """`text` up to `limit` characters, then a line saying how long it was."""
+    if text is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n[… cut here: {len(text)} characters in all]"
+
+
+def bounded_prompt(messages: list[dict] | None) -> list[dict] | None:
+    """The messages with their contents cut to PROMPT_MAX_CHARS in all, the first ones kept
+    whole (the instructions come first)."""
+    if messages is None:
+        return None
+    left, kept = PROMPT_MAX_CHARS, []
+    for message in messages:
+        kept.append({**message, "content": cut(message["content"], left)})
+        left = max(left - len(message["content"]), 0)
+    return kept
 
 
 class SynthesisCache(BaseModel):

@@ -115,18 +115,21 @@ class ScriptedLLM:
             reply = reply(messages, schema)
         if isinstance(reply, Exception):
             raise reply
-        if isinstance(reply, str):
-            try:
-                reply = json.loads(reply)
-            except json.JSONDecodeError:
-                message = f"reply is not JSON: {reply[:80]!r}"
-                raise _failure(message, "invalid", latency_ms=self.latency_ms) from None
+        text = reply if isinstance(reply, str) else json.dumps(reply)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            message = f"reply is not JSON: {text[:80]!r}"
+            raise _failure(
+                message, "invalid", latency_ms=self.latency_ms, reply_text=text
+            ) from None
         return Reply(
-            data=reply,
+            data=data,
             host=self.host,
             latency_ms=self.latency_ms,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
+            text=text,
         )
 
     def check(self, timeout: float = 3.0) -> dict:

@@ -1,16 +1,19 @@
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 from conftest import article
-from scripted import fits_the_schema, refused
+from scripted import NOT_JSON, fits_the_schema, refused
 from workers import wait_until
 
-from storyapp import clustering, ingest, jobs
+from storyapp import clustering, ingest, jobs, prompt
 from storyapp.corpus import same_kind_day
 from storyapp.db import transaction
 from storyapp.models import (
+    PROMPT_MAX_CHARS,
+    REPLY_MAX_CHARS,
     Article,
     Job,
     JobCluster,
@@ -19,9 +22,10 @@ from storyapp.models import (
     StoryArticle,
     StoryVersion,
     SynthesisCache,
+    bounded_prompt,
     utcnow,
 )
-from storyapp.story import Cited, StoryText
+from storyapp.story import ArticleText, Cited, StoryText
 
 # Exactly once, on every engine: these are the rules that concurrent writers must not break.
 pytestmark = pytest.mark.backends
@@ -216,8 +220,9 @@ def test_a_cluster_ending_after_its_job_was_cancelled_leaves_the_job_as_it_ended
     assert (ended["done"], ended["counts"]) == (cancelled["done"], cancelled["counts"])
     assert JobCluster.get_by_id(second).status == "skipped"
     assert Story.select().count() == stories  # its story was rolled back
-    # What the LLM wrote is kept for the next run, and its call is logged.
+    # What the LLM wrote is kept for the next run, and its call is logged, naming no story.
     assert SynthesisCache.select().count() == 2 and LLMCall.select().count() == 2
+    assert LLMCall.select().where(LLMCall.story.is_null()).count() == 1
 
 
 def test_a_cluster_that_cannot_be_settled_fails_the_job_with_a_reason(news, llm):
@@ -287,6 +292,73 @@ def test_without_an_llm_to_ask_fallback_stories_are_kept(news, llm, monkeypatch)
     job, _ = jobs.request_job(24, False)
     assert jobs.plan_job(job.id) == []  # no LLM named: nothing to send anywhere
     assert Job.get_by_id(job.id).reused == 3
+
+
+def test_each_call_names_the_story_it_wrote_with_its_prompt_and_reply(news, llm):
+    llm.enqueue(NOT_JSON)  # the first cluster's first reply is no JSON; it is asked again
+    run_inline(llm)
+    calls = list(LLMCall.select().order_by(LLMCall.id))
+    assert [c.outcome for c in calls] == ["invalid", "ok", "ok"]
+    assert calls[0].reply == NOT_JSON
+    for call, asked in zip(calls, llm.history, strict=True):
+        story = Story.get_by_id(call.story_id)
+        assert call.story_version == story.version == 1
+        assert call.prompt == asked.messages
+    assert calls[0].story_id == calls[1].story_id != calls[2].story_id
+    assert json.loads(calls[1].reply)["title"] == Story.get_by_id(calls[1].story_id).text.title
+
+
+def test_a_reply_no_engine_could_store_is_logged_readable(news, llm):
+    llm.enqueue("\x00 not JSON \ud800")
+    run_inline(llm)
+    first = LLMCall.select().order_by(LLMCall.id).first()
+    assert (first.outcome, first.reply) == ("invalid", "\ufffd not JSON ?")
+
+
+def test_the_call_log_keeps_prompts_and_replies_up_to_a_bound(configured):
+    # The longest prompt prompt.py builds fits whole.
+    long = "A sentence that goes on. " * 2000
+    articles = [
+        ArticleText(f"Title {n}", long[:300], long, f"Outlet {n}", utcnow(), f"h{n}")
+        for n in range(20)
+    ]
+    messages = prompt.build(articles).messages
+    assert sum(len(m["content"]) for m in messages) <= PROMPT_MAX_CHARS
+    assert bounded_prompt(messages) == messages
+    # A longer one keeps the instructions and is cut in the articles, saying so.
+    longer = [messages[0], {"role": "user", "content": "x" * (PROMPT_MAX_CHARS * 2)}]
+    kept = bounded_prompt(longer)
+    assert kept[0] == messages[0]
+    assert kept[1]["content"].startswith("x" * (PROMPT_MAX_CHARS - len(messages[0]["content"])))
+    assert kept[1]["content"].endswith(f"[… cut here: {PROMPT_MAX_CHARS * 2} characters in all]")
+    assert sum(len(m["content"]) for m in kept) < PROMPT_MAX_CHARS + 100
+    reply = "y" * (REPLY_MAX_CHARS + 1)
+    with transaction():
+        LLMCall.log([call_row(prompt=longer, reply=reply)])
+    stored = LLMCall.get()
+    assert stored.prompt == kept
+    assert len(stored.reply) < REPLY_MAX_CHARS + 100 and stored.reply.startswith("y" * 100)
+
+
+def call_row(**fields) -> dict:
+    row = {
+        "job": None,
+        "cluster_key": "k",
+        "model": "m",
+        "story": None,
+        "story_version": None,
+        "prompt": None,
+        "reply": None,
+        "host": "h",
+        "attempt": 1,
+        "outcome": "ok",
+        "status_code": None,
+        "error": None,
+        "latency_ms": 1.0,
+        "prompt_tokens": None,
+        "completion_tokens": None,
+    }
+    return {**row, **fields}
 
 
 def test_an_empty_window_succeeds_with_nothing_to_do(configured, llm):
