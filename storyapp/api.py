@@ -15,7 +15,7 @@ from werkzeug.routing import IntegerConverter
 from storyapp import dashboard, events, feeds, heartbeat, ingest, jobs, metrics, queue, tasks
 from storyapp.config import Settings
 from storyapp.db import database
-from storyapp.models import MAX_ID, Article, Feed, Job, Story, StoryVersion, utcnow
+from storyapp.models import MAX_ID, Article, Feed, Job, LLMCall, Story, StoryVersion, utcnow
 from storyapp.recovery import Orphans
 
 log = logging.getLogger(__name__)
@@ -298,14 +298,21 @@ def cancel_job(job_id):
 # --- stories -------------------------------------------------------------------------------
 
 
+def story_order() -> str:
+    order = request.args.get("sort", "importance")
+    if order not in Story.ORDERS:
+        raise ApiError(422, "invalid_value", f"sort must be one of {', '.join(Story.ORDERS)}")
+    return order
+
+
 @bp.get("/stories")
 def list_stories():
     limit, offset = page()
-    query = Story.newest().where(Story.updated_at >= since_hours())
+    query = Story.listed(story_order()).where(Story.updated_at >= since_hours())
     stories = list(query.limit(limit).offset(offset))
-    articles = Story.articles_of(stories)
+    articles, now = Story.articles_of(stories), utcnow()
     return {
-        "stories": [s.to_dict(articles[s.id]) for s in stories],
+        "stories": [s.to_dict(articles[s.id], now) for s in stories],
         "total": query.count(),
     }
 
@@ -319,7 +326,9 @@ def get_story_or_404(story_id: int) -> Story:
 
 @bp.get("/stories/<id:story_id>")
 def get_story(story_id):
-    return get_story_or_404(story_id).to_dict()
+    story = get_story_or_404(story_id)
+    calls = LLMCall.of_versions(story.id, [story.version])[story.version]
+    return {**story.to_dict(), "calls": [call.link() for call in calls]}
 
 
 @bp.get("/stories/<id:story_id>/versions")
@@ -327,12 +336,24 @@ def list_story_versions(story_id):
     story = get_story_or_404(story_id)
     limit, offset = page()
     query = StoryVersion.select().where(StoryVersion.story == story.id)
-    rows = query.order_by(StoryVersion.version.desc()).limit(limit).offset(offset)
+    rows = list(query.order_by(StoryVersion.version.desc()).limit(limit).offset(offset))
+    calls = LLMCall.of_versions(story.id, [version.version for version in rows])
     return {
         "story_id": story.id,
-        "versions": [version.to_dict() for version in rows],
+        "versions": [
+            {**version.to_dict(), "calls": [call.link() for call in calls[version.version]]}
+            for version in rows
+        ],
         "total": query.count(),
     }
+
+
+@bp.get("/calls/<id:call_id>")
+def get_call(call_id):
+    call = LLMCall.get_or_none(LLMCall.id == call_id)
+    if call is None:
+        raise ApiError(404, "not_found", f"no LLM call with id {call_id}")
+    return call.to_dict()
 
 
 # --- feeds ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""GET /: one server-rendered page with the latest stories, the current job and the figures.
+"""GET /: one server-rendered page with the top stories, the current job and the figures.
 
 The page is whole without JavaScript; `static/dashboard.js` only moves the progress bar from
 the job's event stream and, when the job ends, fetches this page again and swaps its sections
@@ -9,17 +9,17 @@ machine may be offline.
 from flask import Blueprint, render_template
 
 from storyapp import metrics, queue
-from storyapp.models import Job, Story
+from storyapp.models import Job, Story, utcnow
 
 bp = Blueprint("dashboard", __name__)
 
-LATEST_STORIES = 20
+TOP_STORIES = 20
 
 
 @bp.get("/")
 def page():
-    stories = list(Story.newest().limit(LATEST_STORIES))
-    articles = Story.articles_of(stories)
+    stories = list(Story.listed().limit(TOP_STORIES))  # as GET /stories orders them
+    articles, now = Story.articles_of(stories), utcnow()
     # The job to watch: the oldest one still active (the one workers are on), else the last one.
     job = (
         Job.select().where(Job.status.in_(Job.ACTIVE)).order_by(Job.created_at, Job.id).first()
@@ -27,7 +27,7 @@ def page():
     )
     return render_template(
         "dashboard.html",
-        stories=[s.to_dict(articles[s.id]) for s in stories],
+        stories=[s.to_dict(articles[s.id], now) for s in stories],
         job=job.to_dict() if job else None,
         active=Job.ACTIVE,
         stats=metrics.collect(queued_tasks=queue.pending_count()),
@@ -43,6 +43,12 @@ def seconds(value: float | None) -> str:
     if value < 120:
         return f"{value:.1f} s"
     return f"{value // 60:.0f} min {value % 60:.0f} s"
+
+
+@bp.app_template_filter()
+def minute(value: str) -> str:
+    """An API timestamp ("2026-11-30T05:45:12Z") to the minute, as a reader scans it."""
+    return value[:16].replace("T", " ")
 
 
 @bp.app_template_filter()

@@ -79,9 +79,9 @@ def run_demo(settings: Settings, out=sys.stdout) -> int:
 
 
 def print_stories(job: dict, echo) -> None:
-    stories = list(Story.newest().where(Story.updated_at >= utcnow() - timedelta(hours=24)))
+    # As GET /stories lists them: the most important first.
+    stories = list(Story.listed().where(Story.updated_at >= utcnow() - timedelta(hours=24)))
     articles = Story.articles_of(stories)
-    stories.sort(key=lambda s: (-s.article_count, s.id))
     echo()
     for story in stories:
         sources = sorted({a.source for a in articles[story.id] if a.source})

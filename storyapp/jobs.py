@@ -7,12 +7,13 @@ write is a short transaction: the LLM is never called with one open.
 """
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 from peewee import IntegrityError, fn
 
-from storyapp import clustering, synthesis
+from storyapp import clustering, ranking, synthesis
 from storyapp.db import in_chunks, lock, transaction
 from storyapp.llm import LLM
 from storyapp.models import (
@@ -92,9 +93,19 @@ class ClusterPlan:
     window: tuple[datetime, datetime]  # the job's: which articles this run could see
 
 
-def plan_job(job_id: str, worker: str | None = None) -> list[int]:
+@dataclass(frozen=True)
+class Saved:
+    id: int
+    version: int
+    # The LLM wrote anew a story the fallback had written from the same articles.
+    upgraded: bool
+
+
+def plan_job(job_id: str, worker: str | None = None, llm: LLM | None = None) -> list[int]:
     """Starts a queued job: clusters its window and settles what needs no LLM. Returns the
-    ids of the JobCluster rows left for `run_cluster`; [] if the job was not queued."""
+    ids of the JobCluster rows left for `run_cluster`; [] if the job was not queued. `llm` is
+    the one the clusters will be written with: asked whether it answers before the fallback's
+    stories of unchanged clusters are sent to it again."""
     with transaction():
         started = (
             Job.update(status="running", started_at=utcnow(), planner=worker)
@@ -107,7 +118,7 @@ def plan_job(job_id: str, worker: str | None = None) -> list[int]:
     window_end = job.created_at
     window_start = window_end - timedelta(hours=job.time_window_hours)
     plans = cluster_window(window_start, window_end, job.force)
-    reusable = {} if job.force else _stories_by_key([p.key for p in plans])
+    reusable = {} if job.force else _reusable(job_id, [p.key for p in plans], llm)
     singles = load_texts([p.article_ids[0] for p in plans if len(p.article_ids) == 1])
 
     pending_rows, counts = [], dict.fromkeys(OUTCOMES, 0)
@@ -121,7 +132,10 @@ def plan_job(job_id: str, worker: str | None = None) -> list[int]:
                 (article_id,) = plan.article_ids
                 single = synthesis.synthesize([singles[article_id]], None)
                 written = single.story.with_sources(lambda _, a=article_id: a)
-                story = save_story(plan, written, "single", None, (single.checked, 0))
+                grounding = (single.checked, 0)
+                story = save_story(
+                    plan, written, "single", None, [singles[article_id]], grounding
+                ).id
             else:
                 pending_rows.append(row)
                 continue
@@ -225,6 +239,35 @@ def _story_seeds(start, end, position: dict[int, int]) -> list[list[int]]:
     return list(seeds.values())
 
 
+def _reusable(job_id: str, keys: list[str], llm: LLM | None) -> dict[str, Story]:
+    """The stories of these clusters to leave as they are: all, but for those the fallback
+    wrote when an LLM answers now. Whether it does is asked once a run, and only when there
+    is such a story: a server still down costs one quick check, not a failed request (and its
+    retries) for each of them at every run."""
+    stories = _stories_by_key(keys)
+    stale = [key for key, story in stories.items() if story.generator == "fallback"]
+    if not stale:
+        return stories
+    answers = _answers(llm)
+    log.info(
+        "job %s: %d fallback stories of unchanged clusters %s",
+        job_id,
+        len(stale),
+        "go to the LLM again" if answers else "are kept: no LLM answers",
+        extra={"job": job_id, "fallback_stories": len(stale), "llm_answers": answers},
+    )
+    if not answers:
+        return stories
+    return {key: story for key, story in stories.items() if key not in stale}
+
+
+def _answers(llm: LLM | None) -> bool:
+    if llm is None:
+        return False
+    status = llm.check()
+    return bool(status["reachable"] and status["model_available"])
+
+
 def _stories_by_key(keys: list[str]) -> dict[str, Story]:
     # A merged story is not listed: its cluster coming back is written, not reused, which
     # lists it again (save_story).
@@ -269,15 +312,16 @@ def run_cluster(
         # a task delivered twice, or a cluster that ends after its job was cancelled, rolls
         # its story back, so an ended job's counts are final.
         written_by = result.generator  # a cached reply was written by the LLM too
-        story_id = save_story(
+        saved = save_story(
             plan,
             result.story.with_sources(lambda position: ids[position - 1]),
             written_by,
             model if written_by == "llm" else None,
+            texts,
             (result.checked, result.dropped),
         )
-        settled = JobCluster.settle(cluster_id, outcome, story_id, result.error) and Job.count(
-            job_id, outcome
+        settled = JobCluster.settle(cluster_id, outcome, saved.id, result.error) and Job.count(
+            job_id, outcome, saved.upgraded
         )
         if settled:
             _finish_if_complete(job_id)
@@ -286,7 +330,8 @@ def run_cluster(
             JobCluster.skip(cluster_id)  # of an ended job: as if never started
         if outcome == "llm":  # the reply serves the next run either way
             SynthesisCache.remember(result.key, model, result.reply)
-        _log_calls(job_id, plan.key, model, result.calls)  # the calls were made either way
+        # The calls were made either way; they name the story only if it was kept.
+        _log_calls(job_id, plan.key, model, result, saved if settled else None)
     if not settled:
         return None
     if result.error:
@@ -396,7 +441,11 @@ def load_texts(article_ids: list[int]) -> dict[int, ArticleText]:
 
 
 def _log_calls(
-    job_id: str, cluster_key: str, model: str | None, calls: list[synthesis.CallRecord]
+    job_id: str,
+    cluster_key: str,
+    model: str | None,
+    result: synthesis.Synthesis,
+    saved: Saved | None,
 ) -> None:
     LLMCall.log(
         [
@@ -404,6 +453,10 @@ def _log_calls(
                 "job": job_id,
                 "cluster_key": cluster_key,
                 "model": model,
+                "story": None if saved is None else saved.id,
+                "story_version": None if saved is None else saved.version,
+                "prompt": result.messages,
+                "reply": call.reply,
                 "host": call.host,
                 "attempt": call.attempt,
                 "outcome": call.outcome,
@@ -413,7 +466,7 @@ def _log_calls(
                 "prompt_tokens": call.prompt_tokens,
                 "completion_tokens": call.completion_tokens,
             }
-            for call in calls
+            for call in result.calls
         ]
     )
 
@@ -423,15 +476,18 @@ def save_story(
     story: StoryText,
     generator: str,
     model: str | None,
+    articles: Sequence[ArticleText],
     grounding: tuple[int, int] = (0, 0),
-) -> int:
+) -> Saved:
     """Creates the cluster's story, or updates the existing story it continues: the one with the
-    same key, else the one sharing most of its articles (same id, `updated_at` moves); returns
-    its id. Either way the story gets a new version, and the versions before it are kept. Runs
-    in the caller's transaction, which it makes the only one matching stories until it ends:
-    two clusters settled at once must not both pick the same old story to continue."""
+    same key, else the one sharing most of its articles (same id, `updated_at` moves), ranked
+    by its `articles` (ranking.py); returns it as Saved. Either way the story gets a new version,
+    and the versions before it are kept. Runs in the caller's transaction, which it makes the
+    only one matching stories until it ends: two clusters settled at once must not both pick the
+    same old story to continue."""
     lock("storyapp.stories")
-    target, absorbed = Story.keyed(plan.key), []
+    same = Story.keyed(plan.key)
+    target, absorbed = (None if same is None else (same["id"], same["version"])), []
     if target is None:
         target, absorbed = _continued_stories(plan)
     now = utcnow()
@@ -444,11 +500,12 @@ def save_story(
         "article_count": len(plan.article_ids),
         "version": 1 if target is None else target[1] + 1,
     }
+    reach = asdict(ranking.reach(articles, now))
     if target is None:
-        story_id = Story.add(plan.key, now, **fields)
+        story_id = Story.add(plan.key, now, **fields, **reach)
     else:
         story_id = target[0]
-        Story.rewrite(story_id, plan.key, now, **fields)
+        Story.rewrite(story_id, plan.key, now, **fields, **reach)
     StoryArticle.link(story_id, plan.article_ids)
     StoryVersion.record(story_id, plan.article_ids, now, **fields)
     if absorbed:
@@ -456,7 +513,8 @@ def save_story(
         Story.update(merged_into=story_id).where(
             Story.id.in_(absorbed) | Story.merged_into.in_(absorbed)
         ).execute()
-    return story_id
+    upgraded = same is not None and same["generator"] == "fallback" and generator == "llm"
+    return Saved(story_id, fields["version"], upgraded)
 
 
 def _continued_stories(plan: ClusterPlan) -> tuple[tuple[int, int] | None, list[int]]:

@@ -10,6 +10,7 @@ models of today, which a later migration may change again.
 import json
 import re
 from collections.abc import Callable
+from datetime import datetime
 
 from peewee import (
     SQL,
@@ -25,6 +26,7 @@ from peewee import (
 )
 from playhouse import migrate as schema
 
+from storyapp import ranking
 from storyapp.db import in_chunks, lock
 from storyapp.models import TABLES, Migration, utcnow
 
@@ -261,6 +263,98 @@ def m007_cited_stories(db: Database) -> None:
         ).execute()
 
 
+def m008_story_ranking(db: Database) -> None:
+    """What ranks a story (ranking.py): its distinct outlets, its first and last article, and
+    its rank. Existing stories are ranked from the articles they still have."""
+
+    class Base(Model):
+        class Meta:
+            database = db
+
+    class Story(Base):
+        article_count = IntegerField()
+        updated_at = DateTimeField()
+        sources = IntegerField()
+        first_seen = DateTimeField(null=True)
+        last_seen = DateTimeField(null=True)
+        rank = FloatField()
+
+    class Article(Base):
+        source = TextField()
+        published_at = DateTimeField()
+
+    class StoryArticle(Base):
+        story = ForeignKeyField(Story)
+        article = ForeignKeyField(Article)
+
+    migrator = schema.SchemaMigrator.from_database(db)
+    # NOT NULL with a default in one ALTER, as m002 did: no table rebuild.
+    schema.migrate(
+        migrator.add_column(
+            "story",
+            "sources",
+            IntegerField(default=0, constraints=[SQL("DEFAULT 0")]),
+            allow_not_null=True,
+        ),
+        migrator.add_column("story", "first_seen", DateTimeField(null=True)),
+        migrator.add_column("story", "last_seen", DateTimeField(null=True)),
+        migrator.add_column(
+            "story",
+            "rank",
+            FloatField(default=0.0, index=True, constraints=[SQL("DEFAULT 0")]),
+            allow_not_null=True,
+        ),
+    )
+
+    articles: dict[int, list[tuple[str, datetime]]] = {}
+    query = StoryArticle.select(StoryArticle.story, Article.source, Article.published_at).join(
+        Article
+    )
+    for story_id, source, published in query.tuples():
+        articles.setdefault(story_id, []).append((source, published))
+    now = utcnow()
+    for story_id, article_count, updated_at in Story.select(
+        Story.id, Story.article_count, Story.updated_at
+    ).tuples():
+        found = articles.get(story_id)
+        if found:
+            sources = ranking.outlets(source for source, _ in found)
+            first_seen = min(published for _, published in found)
+            last_seen = max(published for _, published in found)
+        else:
+            # Its articles are gone (retention): it ranks as of its last write.
+            sources, first_seen, last_seen = 0, None, None
+        # By today's formula: a change to it is a migration of its own that ranks them again.
+        rank = ranking.rank_of(sources, article_count, min(last_seen or updated_at, now))
+        Story.update(sources=sources, first_seen=first_seen, last_seen=last_seen, rank=rank).where(
+            Story.id == story_id
+        ).execute()
+
+
+def m009_upgraded_stories(db: Database) -> None:
+    """Job.upgraded: the fallback's stories the LLM wrote again (jobs.plan_job)."""
+    migrator = schema.SchemaMigrator.from_database(db)
+    upgraded = IntegerField(default=0, constraints=[SQL("DEFAULT 0")])
+    schema.migrate(migrator.add_column("job", "upgraded", upgraded, allow_not_null=True))
+
+
+def m010_call_contents(db: Database) -> None:
+    """In the call log, the story and version each call was made for, its prompt and reply."""
+
+    class Story(Model):
+        class Meta:
+            database = db
+
+    migrator = schema.SchemaMigrator.from_database(db)
+    story = ForeignKeyField(Story, field=Story.id, null=True, on_delete="SET NULL")
+    schema.migrate(
+        migrator.add_column("llmcall", "story_id", story),
+        migrator.add_column("llmcall", "story_version", IntegerField(null=True)),
+        migrator.add_column("llmcall", "prompt", TextField(null=True)),
+        migrator.add_column("llmcall", "reply", TextField(null=True)),
+    )
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     m001_initial,
     m002_feeds_and_story_versions,
@@ -269,6 +363,9 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     m005_worker_figures,
     m006_story_content,
     m007_cited_stories,
+    m008_story_ranking,
+    m009_upgraded_stories,
+    m010_call_contents,
 ]
 
 

@@ -20,6 +20,7 @@ from peewee import (
     TextField,
 )
 
+from storyapp import ranking
 from storyapp.db import Prepared, database, param
 from storyapp.story import StoryText
 
@@ -117,15 +118,22 @@ class Story(BaseModel):
     # Set when a cluster that continued another story took in this one's event too: the story
     # is then listed no more (it would tell the same event twice), but stays readable.
     merged_into = ForeignKeyField("self", null=True, backref="merged", on_delete="SET NULL")
+    # What ranks it (ranking.py), fixed while its articles stay the same: its distinct outlets,
+    # its earliest and latest article, and the rank that orders stories by importance. A story
+    # written before m008 whose articles were all gone has no first or last seen.
+    sources = IntegerField(default=0, constraints=[SQL("DEFAULT 0")])
+    first_seen = DateTimeField(null=True)
+    last_seen = DateTimeField(null=True)
+    rank = FloatField(default=0.0, index=True, constraints=[SQL("DEFAULT 0")])
+
+    ORDERS = ("importance", "recent")
 
     @classmethod
-    def newest(cls):
-        """The stories to list: newest first, none merged into another."""
-        return (
-            cls.select()
-            .where(cls.merged_into.is_null())
-            .order_by(cls.updated_at.desc(), cls.id.desc())
-        )
+    def listed(cls, order: str = "importance"):
+        """The stories to list, none merged into another: the most important first, or the
+        most recently updated (`recent`)."""
+        key = cls.rank if order == "importance" else cls.updated_at
+        return cls.select().where(cls.merged_into.is_null()).order_by(key.desc(), cls.id.desc())
 
     @staticmethod
     def articles_of(stories: list["Story"]) -> dict[int, list[Article]]:
@@ -142,14 +150,15 @@ class Story(BaseModel):
         return found
 
     @classmethod
-    def keyed(cls, key: str) -> tuple[int, int] | None:
-        """The (id, version) of the story last written from the cluster with this key."""
-        row = _KEYED.row(key=key)
-        return None if row is None else (row["id"], row["version"])
+    def keyed(cls, key: str) -> dict | None:
+        """The id, version and generator of the story last written from the cluster with this
+        key."""
+        return _KEYED.row(key=key)
 
     @classmethod
     def add(cls, key: str, now: datetime, **fields) -> int:
-        """A new story (fields: content, generator, model, article_count, version); its id."""
+        """A new story (fields: content, generator, model, article_count, version, and those
+        of ranking.Reach); its id."""
         return _ADD_STORY.insert(cluster_key=key, created_at=now, updated_at=now, **fields)
 
     @classmethod
@@ -161,7 +170,8 @@ class Story(BaseModel):
     def text(self) -> StoryText:
         return StoryText.model_validate(self.content)
 
-    def to_dict(self, articles: list[Article] | None = None) -> dict:
+    def to_dict(self, articles: list[Article] | None = None, now: datetime | None = None) -> dict:
+        """The story in the API; its importance as of `now` (a list reads them all at once)."""
         if articles is None:
             articles = Story.articles_of([self])[self.id]
         return {
@@ -177,6 +187,10 @@ class Story(BaseModel):
             "model": self.model,
             "created_at": isoformat(self.created_at),
             "updated_at": isoformat(self.updated_at),
+            "importance": ranking.importance(self.rank, now or utcnow()),
+            "sources": self.sources,
+            "first_seen": isoformat(self.first_seen),
+            "last_seen": isoformat(self.last_seen),
             "version": self.version,
             "merged_into": self.merged_into_id,
         }
@@ -200,7 +214,8 @@ class StoryVersion(BaseModel):
 
     @classmethod
     def record(cls, story_id: int, article_ids: list[int], now: datetime, **fields) -> None:
-        """Keeps the story as it was just written (the fields of Story.add)."""
+        """Keeps the story as it was just written (fields: content, generator, model,
+        article_count, version)."""
         _RECORD.execute(story=story_id, article_ids=article_ids, created_at=now, **fields)
 
     def to_dict(self) -> dict:
@@ -257,6 +272,9 @@ class Job(BaseModel):
     reused = IntegerField(default=0)
     single = IntegerField(default=0)
     failed = IntegerField(default=0)
+    # Not an outcome: of the clusters written by the LLM (llm or cached), those whose story the
+    # fallback had written from the same articles (jobs.plan_job sends them to the LLM again).
+    upgraded = IntegerField(default=0, constraints=[SQL("DEFAULT 0")])
     error = TextField(null=True)
     created_at = DateTimeField(default=utcnow, index=True)
     started_at = DateTimeField(null=True)
@@ -267,10 +285,10 @@ class Job(BaseModel):
         return f"{float(hours)!r}:{int(force)}"
 
     @classmethod
-    def count(cls, job_id: str, outcome: str) -> bool:
-        """Counts one settled cluster of a running job under its outcome; False if the job
-        ended meanwhile (its counts are final)."""
-        return _COUNT[outcome].rowcount(job=job_id) == 1
+    def count(cls, job_id: str, outcome: str, upgraded: bool = False) -> bool:
+        """Counts one settled cluster of a running job under its outcome, and as `upgraded`
+        if it was; False if the job ended meanwhile (its counts are final)."""
+        return _COUNT[outcome, upgraded].rowcount(job=job_id) == 1
 
     @classmethod
     def finish_if_complete(cls, job_id: str) -> bool:
@@ -295,6 +313,7 @@ class Job(BaseModel):
                 "reused": self.reused,
                 "single": self.single,
                 "failed": self.failed,
+                "upgraded": self.upgraded,
             },
             "time_window_hours": self.time_window_hours,
             "force": self.force,
@@ -375,6 +394,16 @@ class ScheduledRun(BaseModel):
     claimed_at = DateTimeField(default=utcnow)
 
 
+# A call row keeps what was sent and what came back, cut at these sizes, so that a bad story
+# can be explained afterwards without the log outgrowing the stories. A prompt holds at most
+# 24k characters of articles plus the instructions and the articles' tags (prompt.py): 32k
+# keeps every prompt whole. A reply is cut by the server at the reply's token cap, a few
+# thousand characters; 16k leaves room for a larger cap, and bounds what a server answers
+# when it does not answer JSON. A cut text ends saying how long it was.
+PROMPT_MAX_CHARS = 32_000
+REPLY_MAX_CHARS = 16_000
+
+
 class LLMCall(BaseModel):
     """One request to an LLM server, whatever came of it."""
 
@@ -390,13 +419,95 @@ class LLMCall(BaseModel):
     prompt_tokens = IntegerField(null=True)
     completion_tokens = IntegerField(null=True)
     created_at = DateTimeField(default=utcnow, index=True)
+    # The story and version the call was made for, whatever came of it (the calls before a
+    # fallback story too); none when the write was undone (a cancelled job's cluster).
+    story = ForeignKeyField(Story, null=True, backref="llm_calls", on_delete="SET NULL")
+    story_version = IntegerField(null=True)
+    prompt = JSONField(null=True)  # the messages sent, cut at PROMPT_MAX_CHARS in all
+    reply = TextField(null=True)  # as the server sent it, cut at REPLY_MAX_CHARS
 
     @classmethod
     def log(cls, calls: list[dict]) -> None:
-        """One row a call: job, cluster_key, model and the fields of synthesis.CallRecord."""
+        """One row a call: job, cluster_key, model, story, story_version, prompt (the messages)
+        and the fields of synthesis.CallRecord; the prompt and the reply cut to their bounds."""
         now = utcnow()
         for call in calls:
-            _LOG_CALL.execute(created_at=now, **call)
+            bounded = {
+                "prompt": bounded_prompt(call["prompt"]),
+                "reply": cut(storable(call["reply"]), REPLY_MAX_CHARS),
+            }
+            _LOG_CALL.execute(created_at=now, **{**call, **bounded})
+
+    @classmethod
+    def of_versions(cls, story_id: int, versions: list[int]) -> dict[int, list["LLMCall"]]:
+        """The calls that wrote these versions of a story, by version, oldest first; without
+        the prompt and the reply."""
+        found = {version: [] for version in versions}
+        query = (
+            cls.select(cls.id, cls.attempt, cls.outcome, cls.created_at, cls.story_version)
+            .where(cls.story == story_id, cls.story_version.in_(versions))
+            .order_by(cls.id)
+        )
+        for call in query:
+            found[call.story_version].append(call)
+        return found
+
+    def link(self) -> dict:
+        """The call as its story lists it."""
+        return {
+            "id": self.id,
+            "url": f"/calls/{self.id}",
+            "attempt": self.attempt,
+            "outcome": self.outcome,
+            "created_at": isoformat(self.created_at),
+        }
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "job_id": self.job_id,
+            "story_id": self.story_id,
+            "story_version": self.story_version,
+            "cluster_key": self.cluster_key,
+            "model": self.model,
+            "host": self.host,
+            "attempt": self.attempt,
+            "outcome": self.outcome,
+            "status_code": self.status_code,
+            "error": self.error,
+            "latency_ms": self.latency_ms,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "created_at": isoformat(self.created_at),
+            "prompt": self.prompt,
+            "reply": self.reply,
+        }
+
+
+def storable(text: str | None) -> str | None:
+    # A server may send what no engine stores: a NUL, or a lone surrogate from a JSON escape.
+    if text is None:
+        return None
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+def cut(text: str | None, limit: int) -> str | None:
+    """`text` up to `limit` characters, then a line saying how long it was."""
+    if text is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n[… cut here: {len(text)} characters in all]"
+
+
+def bounded_prompt(messages: list[dict] | None) -> list[dict] | None:
+    """The messages with their contents cut to PROMPT_MAX_CHARS in all, the first ones kept
+    whole (the instructions come first)."""
+    if messages is None:
+        return None
+    left, kept = PROMPT_MAX_CHARS, []
+    for message in messages:
+        kept.append({**message, "content": cut(message["content"], left)})
+        left = max(left - len(message["content"]), 0)
+    return kept
 
 
 class SynthesisCache(BaseModel):
@@ -463,13 +574,22 @@ _SKIP = Prepared(
         JobCluster.id == param("id"), JobCluster.status == "pending"
     )
 )
+
+
+def _count(outcome: str, upgraded: bool):
+    counts = {Job.done: Job.done + 1, getattr(Job, outcome): getattr(Job, outcome) + 1}
+    if upgraded:
+        counts[Job.upgraded] = Job.upgraded + 1
+    return Job.update(counts).where(Job.id == param("job"), Job.status == "running")
+
+
 _COUNT = {
-    outcome: Prepared(
-        lambda outcome=outcome: Job.update(
-            {Job.done: Job.done + 1, getattr(Job, outcome): getattr(Job, outcome) + 1}
-        ).where(Job.id == param("job"), Job.status == "running")
-    )
+    (outcome, False): Prepared(lambda outcome=outcome: _count(outcome, False))
     for outcome in ("llm", "cached", "fallback", "reused", "single", "failed")
+} | {
+    # Only a story the LLM wrote upgrades one.
+    (outcome, True): Prepared(lambda outcome=outcome: _count(outcome, True))
+    for outcome in ("llm", "cached")
 }
 _FINISH = Prepared(
     lambda: Job.update(
@@ -500,16 +620,22 @@ def _values(model, *names: str) -> dict:
 
 
 _STORY_FIELDS = ("content", "generator", "model", "article_count", "version")
+# A version keeps what was written, not how it ranked.
+_REACH_FIELDS = ("sources", "first_seen", "last_seen", "rank")
 _KEYED = Prepared(
-    lambda: Story.select(Story.id, Story.version).where(Story.cluster_key == param("key"))
+    lambda: Story.select(Story.id, Story.version, Story.generator).where(
+        Story.cluster_key == param("key")
+    )
 )
 _ADD_STORY = Prepared(
-    lambda: Story.insert(_values(Story, "cluster_key", "created_at", "updated_at", *_STORY_FIELDS))
+    lambda: Story.insert(
+        _values(Story, "cluster_key", "created_at", "updated_at", *_STORY_FIELDS, *_REACH_FIELDS)
+    )
 )
 _REWRITE_STORY = Prepared(
     lambda: Story.update(
         {
-            **_values(Story, "cluster_key", "updated_at", *_STORY_FIELDS),
+            **_values(Story, "cluster_key", "updated_at", *_STORY_FIELDS, *_REACH_FIELDS),
             Story.merged_into: None,
         }
     ).where(Story.id == param("id"))

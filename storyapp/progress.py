@@ -55,4 +55,6 @@ def describe_job(job: dict) -> str:
         f"{job['total'] or 0} clusters ({c['llm']} by the LLM, {c['cached']} from the cache, "
         f"{c['fallback']} fallback, {c['reused']} unchanged, {c['single']} single-article)"
     )
+    if c["upgraded"]:
+        line += f"; {c['upgraded']} fallback stories rewritten by the LLM"
     return line + (f"; error: {job['error']}" if job["error"] else "")

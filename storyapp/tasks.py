@@ -133,7 +133,7 @@ def _release_connection(task, task_value, exc) -> None:
 @huey.task()
 def plan_job(job_id: str) -> None:
     try:
-        cluster_ids = jobs.plan_job(job_id, worker=worker["id"])
+        cluster_ids = jobs.plan_job(job_id, worker=worker["id"], llm=llm())
     except Exception as exc:
         log.exception("job %s: planning failed", job_id, extra={"job": job_id})
         jobs.fail_job(job_id, f"planning failed: {type(exc).__name__}: {exc}")

@@ -96,6 +96,7 @@ class ScriptedLLM:
     def __init__(self, model: str = "test-model", default: Scripted = fits_the_schema):
         self.model = model
         self.default = default  # the reply when none is queued
+        self.reachable = True  # what check() says: a test of an outage sets it False
         self.history: list[Call] = []
         self.closed = False
         self._queue: deque[Scripted] = deque()
@@ -115,22 +116,25 @@ class ScriptedLLM:
             reply = reply(messages, schema)
         if isinstance(reply, Exception):
             raise reply
-        if isinstance(reply, str):
-            try:
-                reply = json.loads(reply)
-            except json.JSONDecodeError:
-                message = f"reply is not JSON: {reply[:80]!r}"
-                raise _failure(message, "invalid", latency_ms=self.latency_ms) from None
+        text = reply if isinstance(reply, str) else json.dumps(reply)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            message = f"reply is not JSON: {text[:80]!r}"
+            raise _failure(
+                message, "invalid", latency_ms=self.latency_ms, reply_text=text
+            ) from None
         return Reply(
-            data=reply,
+            data=data,
             host=self.host,
             latency_ms=self.latency_ms,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
+            text=text,
         )
 
     def check(self, timeout: float = 3.0) -> dict:
-        return {"reachable": True, "model_available": True, "model": self.model}
+        return {"reachable": self.reachable, "model_available": self.reachable, "model": self.model}
 
     def close(self) -> None:
         self.closed = True

@@ -5,8 +5,9 @@ from datetime import timedelta
 
 import pytest
 from conftest import article, free_port, init, make_settings, wait_for_job
+from scripted import NOT_JSON
 
-from storyapp import feeds, jobs, recovery, tasks
+from storyapp import feeds, ingest, jobs, recovery, tasks
 from storyapp.api import create_app
 from storyapp.db import database
 from storyapp.models import TABLES, Job, Story, utcnow
@@ -410,9 +411,67 @@ def test_stories_empty_and_unknown(client):
     assert_error(client.get("/stories/-1"), 404, "not_found")
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=501", "offset=-1", "hours=0", "hours=721"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=0",
+        "limit=501",
+        "offset=-1",
+        "hours=0",
+        "hours=721",
+        "sort=",
+        "sort=newest",
+        "sort=IMPORTANCE",
+        "sort=importance,recent",
+    ],
+)
 def test_stories_bad_query_is_422(client, query):
     assert_error(client.get(f"/stories?{query}"), 422, "invalid_value")
+
+
+# --- LLM calls --------------------------------------------------------------------------------
+
+FIRE = [
+    article(1, "Wildfire forces evacuation of Brenton valley", "Crews fight the Brenton fire."),
+    article(2, "Brenton valley wildfire: thousands evacuated", "The Brenton fire spreads."),
+]
+
+
+def run_inline(llm) -> None:
+    job, _ = jobs.request_job(24, False)
+    for cluster_id in jobs.plan_job(job.id, llm=llm):
+        jobs.run_cluster(cluster_id, llm)
+
+
+@pytest.mark.backends
+def test_a_story_links_the_calls_that_wrote_each_version(client, llm):
+    ingest.store(FIRE)
+    llm.enqueue(NOT_JSON)  # the first reply is no JSON: asked again
+    run_inline(llm)
+    ingest.store([article(3, "Brenton valley wildfire doubles in size", "The fire spreads.")])
+    run_inline(llm)
+
+    (story_id,) = [s.id for s in Story.select()]
+    story = client.get(f"/stories/{story_id}").get_json()
+    assert story["version"] == 2
+    (latest,) = story["calls"]
+    assert latest["url"] == f"/calls/{latest['id']}" and latest["outcome"] == "ok"
+    versions = client.get(f"/stories/{story_id}/versions").get_json()["versions"]
+    assert versions[0]["calls"] == story["calls"]
+    assert [c["outcome"] for c in versions[1]["calls"]] == ["invalid", "ok"]
+
+    first = client.get(versions[1]["calls"][0]["url"]).get_json()
+    assert (first["story_id"], first["story_version"], first["attempt"]) == (story_id, 1, 1)
+    assert first["prompt"] == llm.history[0].messages
+    assert first["reply"] == NOT_JSON and "not JSON" in first["error"]
+    written = client.get(latest["url"]).get_json()
+    assert json.loads(written["reply"])["title"] == story["title"]
+
+
+@pytest.mark.backends
+def test_an_unknown_call_is_404(client):
+    assert_error(client.get("/calls/12345"), 404, "not_found")
+    assert_error(client.get("/calls/abc"), 404, "not_found")
 
 
 # --- errors in general ------------------------------------------------------------------------
@@ -596,6 +655,7 @@ def test_a_mistake_in_sql_is_no_outage(tmp_path, ollama):
     [
         ("get", "/stories/9223372036854775808"),
         ("get", "/stories/99999999999999999999999/versions"),
+        ("get", "/calls/9223372036854775808"),
         ("delete", "/feeds/99999999999999999999999"),
     ],
 )
@@ -643,7 +703,12 @@ def test_ingest_generate_and_read_stories(client, consumer, ollama):
 
     one = client.get(f"/stories/{storm_story['id']}")
     assert one.status_code == 200
-    assert one.get_json() == storm_story
+    one = one.get_json()
+    # Read a moment later, it has decayed by a hair at most; and it links the call that wrote it.
+    assert one.pop("importance") == pytest.approx(storm_story.pop("importance"), abs=0.002)
+    (call,) = one.pop("calls")
+    assert client.get(call["url"]).get_json()["story_id"] == storm_story["id"]
+    assert one == storm_story
 
     paged = client.get("/stories?limit=1&offset=2").get_json()
     assert paged["total"] == 3

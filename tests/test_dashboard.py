@@ -13,7 +13,7 @@ from playwright.sync_api import sync_playwright
 
 from storyapp import events, heartbeat, ingest, jobs
 from storyapp.api import create_app
-from storyapp.dashboard import LATEST_STORIES, percent, seconds, sources
+from storyapp.dashboard import TOP_STORIES, percent, seconds, sources
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -79,8 +79,8 @@ def test_the_page_follows_a_job_to_the_end_and_shows_its_stories(app, ollama, br
 
         # The stories and figures came in with the end of the job, without a reload.
         stories = page.locator("#stories article")
-        stories.nth(LATEST_STORIES - 1).wait_for()
-        assert stories.count() == LATEST_STORIES > stories_at_start
+        stories.nth(TOP_STORIES - 1).wait_for()
+        assert stories.count() == TOP_STORIES > stories_at_start
         first = client.get("/stories?limit=1").get_json()["stories"][0]
         assert stories.first.locator("h3").inner_text() == first["title"]
         source_links = stories.first.locator("a")
@@ -95,7 +95,7 @@ def test_the_page_follows_a_job_to_the_end_and_shows_its_stories(app, ollama, br
         phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
         phone.goto(base + "/")
         assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-        assert phone.get_by_role("heading", name="Latest stories").is_visible()
+        assert phone.get_by_role("heading", name="Top stories").is_visible()
         phone.screenshot(path=ARTIFACTS / "dashboard-phone.png")
 
 
@@ -109,7 +109,7 @@ def test_an_idle_page_picks_up_a_new_job(app, ollama, browser):
         assert "No job yet" in page.locator("#job").inner_text()
         client.post("/stories/generate", json={})  # the page looks for new jobs every 5 s
         page.locator("#job .status-succeeded").wait_for(timeout=20_000)
-        assert page.locator("#stories article").count() == LATEST_STORIES
+        assert page.locator("#stories article").count() == TOP_STORIES
 
 
 def test_with_every_stream_refused_the_page_polls_the_job(configured, ollama, browser, monkeypatch):
@@ -125,7 +125,7 @@ def test_with_every_stream_refused_the_page_polls_the_job(configured, ollama, br
         assert page.locator("#job .status").inner_text() in ("queued", "running")
         page.locator("#job .status-succeeded").wait_for(timeout=20_000)
         assert page.locator("#job-progress").evaluate("e => e.value") == 1
-        assert page.locator("#stories article").count() == LATEST_STORIES
+        assert page.locator("#stories article").count() == TOP_STORIES
 
 
 # --- the page as rendered, without a browser ------------------------------------------------

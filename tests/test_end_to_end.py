@@ -90,6 +90,31 @@ def test_with_the_llm_down_every_story_falls_back(tmp_path, monkeypatch, backend
     assert LLMCall.select().where(LLMCall.outcome == "ok").count() == 0
 
 
+def test_fallback_stories_are_upgraded_when_the_llm_comes_back(tmp_path, monkeypatch, backend):
+    monkeypatch.setattr("storyapp.synthesis.BACKOFF_S", (0.01, 0.01))
+    port = free_port()
+    app = create_app(init(make_settings(tmp_path, f"http://127.0.0.1:{port}", **backend.env)))
+    client = app.test_client()
+
+    def rerun() -> dict:
+        return wait_for_job(client, client.post("/stories/generate", json={}).get_json()["job_id"])
+
+    with running_consumer():
+        outage = ingest_and_generate(client)
+        fallback, calls = outage["counts"]["fallback"], LLMCall.select().count()
+        assert fallback > 20
+        still_down = rerun()  # the planner's check finds no server: no request is sent
+        assert still_down["counts"]["reused"] == outage["total"]
+        assert LLMCall.select().count() == calls
+        with FakeOllama(port=port) as ollama:
+            back = rerun()
+    counts = back["counts"]
+    assert (counts["upgraded"], counts["llm"], counts["fallback"]) == (fallback, fallback, 0)
+    assert ollama.chat_count == fallback
+    generators = {s["generator"] for s in client.get("/stories?limit=500").get_json()["stories"]}
+    assert generators == {"llm", "single"}
+
+
 @pytest.fixture
 def served(tmp_path, ollama, backend):
     """`storyapp serve` and `storyapp worker` as the README starts them, in subprocesses."""

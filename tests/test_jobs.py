@@ -1,16 +1,19 @@
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 from conftest import article
-from scripted import refused
+from scripted import NOT_JSON, fits_the_schema, refused
 from workers import wait_until
 
-from storyapp import clustering, ingest, jobs
+from storyapp import clustering, ingest, jobs, prompt
 from storyapp.corpus import same_kind_day
 from storyapp.db import transaction
 from storyapp.models import (
+    PROMPT_MAX_CHARS,
+    REPLY_MAX_CHARS,
     Article,
     Job,
     JobCluster,
@@ -19,9 +22,10 @@ from storyapp.models import (
     StoryArticle,
     StoryVersion,
     SynthesisCache,
+    bounded_prompt,
     utcnow,
 )
-from storyapp.story import Cited, StoryText
+from storyapp.story import ArticleText, Cited, StoryText
 
 # Exactly once, on every engine: these are the rules that concurrent writers must not break.
 pytestmark = pytest.mark.backends
@@ -47,7 +51,7 @@ def run_inline(llm, hours: float = 24, force: bool = False) -> Job:
     """A job planned and written in this thread, each cluster by `llm`."""
     job, created = jobs.request_job(hours, force)
     assert created
-    for cluster_id in jobs.plan_job(job.id):
+    for cluster_id in jobs.plan_job(job.id, llm=llm):
         jobs.run_cluster(cluster_id, llm)
     return Job.get_by_id(job.id)
 
@@ -220,8 +224,9 @@ def test_a_cluster_ending_after_its_job_was_cancelled_leaves_the_job_as_it_ended
     assert (ended["done"], ended["counts"]) == (cancelled["done"], cancelled["counts"])
     assert JobCluster.get_by_id(second).status == "skipped"
     assert Story.select().count() == stories  # its story was rolled back
-    # What the LLM wrote is kept for the next run, and its call is logged.
+    # What the LLM wrote is kept for the next run, and its call is logged, naming no story.
     assert SynthesisCache.select().count() == 2 and LLMCall.select().count() == 2
+    assert LLMCall.select().where(LLMCall.story.is_null()).count() == 1
 
 
 def test_a_cluster_that_cannot_be_settled_fails_the_job_with_a_reason(news, llm):
@@ -244,6 +249,120 @@ def test_server_down_gives_fallback_stories_and_a_successful_job(news, llm, monk
     assert all(c.outcome == "error" and "cannot connect" in c.error for c in calls)
     assert SynthesisCache.select().count() == 0  # fallbacks are never cached
     assert {s.generator for s in Story.select()} == {"fallback", "single"}
+
+
+def test_fallback_stories_are_written_again_once_the_llm_answers(news, llm, monkeypatch):
+    monkeypatch.setattr("storyapp.synthesis.BACKOFF_S", (0.0, 0.0))
+    llm.default, llm.reachable = (lambda messages, schema: refused()), False
+    outage = run_inline(llm)
+    assert (outage.fallback, outage.single, outage.upgraded) == (2, 1, 0)
+    asked = len(llm.history)
+
+    # Still down: its check says so, and the fallback stories are kept without a request.
+    still_down = run_inline(llm)
+    assert (still_down.reused, still_down.llm, still_down.fallback) == (3, 0, 0)
+    assert len(llm.history) == asked
+
+    llm.default, llm.reachable = fits_the_schema, True
+    back = run_inline(llm)
+    counts = back.to_dict()["counts"]
+    assert (counts["llm"], counts["upgraded"], counts["reused"], counts["fallback"]) == (2, 2, 1, 0)
+    assert len(llm.history) == asked + 2
+    stories = list(Story.select().where(Story.article_count > 1))
+    assert [(s.generator, s.version) for s in stories] == [("llm", 2), ("llm", 2)]
+    assert Story.get(Story.article_count == 1).version == 1  # a single stays as it was
+
+    settled = run_inline(llm)  # nothing left to upgrade
+    assert (settled.reused, settled.upgraded) == (3, 0) and len(llm.history) == asked + 2
+
+
+def test_a_story_upgraded_from_the_cache_counts_too(news, llm, monkeypatch):
+    monkeypatch.setattr("storyapp.synthesis.BACKOFF_S", (0.0, 0.0))
+    run_inline(llm)
+    cached = {s.cluster_key: s.content for s in Story.select()}
+    # The stories of the multi-article clusters turned fallback (the LLM failed a forced run),
+    # while the cache still holds the replies to the same requests.
+    with transaction():
+        Story.update(generator="fallback", model=None).where(Story.article_count > 1).execute()
+    back = run_inline(llm)
+    assert (back.cached, back.upgraded, back.llm) == (2, 2, 0)
+    assert {s.cluster_key: s.content for s in Story.select()} == cached
+
+
+def test_without_an_llm_to_ask_fallback_stories_are_kept(news, llm, monkeypatch):
+    monkeypatch.setattr("storyapp.synthesis.BACKOFF_S", (0.0, 0.0))
+    llm.default = lambda messages, schema: refused()
+    run_inline(llm)
+    job, _ = jobs.request_job(24, False)
+    assert jobs.plan_job(job.id) == []  # no LLM named: nothing to send anywhere
+    assert Job.get_by_id(job.id).reused == 3
+
+
+def test_each_call_names_the_story_it_wrote_with_its_prompt_and_reply(news, llm):
+    llm.enqueue(NOT_JSON)  # the first cluster's first reply is no JSON; it is asked again
+    run_inline(llm)
+    calls = list(LLMCall.select().order_by(LLMCall.id))
+    assert [c.outcome for c in calls] == ["invalid", "ok", "ok"]
+    assert calls[0].reply == NOT_JSON
+    for call, asked in zip(calls, llm.history, strict=True):
+        story = Story.get_by_id(call.story_id)
+        assert call.story_version == story.version == 1
+        assert call.prompt == asked.messages
+    assert calls[0].story_id == calls[1].story_id != calls[2].story_id
+    assert json.loads(calls[1].reply)["title"] == Story.get_by_id(calls[1].story_id).text.title
+
+
+def test_a_reply_no_engine_could_store_is_logged_readable(news, llm):
+    llm.enqueue("\x00 not JSON \ud800")
+    run_inline(llm)
+    first = LLMCall.select().order_by(LLMCall.id).first()
+    assert (first.outcome, first.reply) == ("invalid", "\ufffd not JSON ?")
+
+
+def test_the_call_log_keeps_prompts_and_replies_up_to_a_bound(configured):
+    # The longest prompt prompt.py builds fits whole.
+    long = "A sentence that goes on. " * 2000
+    articles = [
+        ArticleText(f"Title {n}", long[:300], long, f"Outlet {n}", utcnow(), f"h{n}")
+        for n in range(20)
+    ]
+    messages = prompt.build(articles).messages
+    assert sum(len(m["content"]) for m in messages) <= PROMPT_MAX_CHARS
+    assert bounded_prompt(messages) == messages
+    # A longer one keeps the instructions and is cut in the articles, saying so.
+    longer = [messages[0], {"role": "user", "content": "x" * (PROMPT_MAX_CHARS * 2)}]
+    kept = bounded_prompt(longer)
+    assert kept[0] == messages[0]
+    assert kept[1]["content"].startswith("x" * (PROMPT_MAX_CHARS - len(messages[0]["content"])))
+    assert kept[1]["content"].endswith(f"[… cut here: {PROMPT_MAX_CHARS * 2} characters in all]")
+    assert sum(len(m["content"]) for m in kept) < PROMPT_MAX_CHARS + 100
+    reply = "y" * (REPLY_MAX_CHARS + 1)
+    with transaction():
+        LLMCall.log([call_row(prompt=longer, reply=reply)])
+    stored = LLMCall.get()
+    assert stored.prompt == kept
+    assert len(stored.reply) < REPLY_MAX_CHARS + 100 and stored.reply.startswith("y" * 100)
+
+
+def call_row(**fields) -> dict:
+    row = {
+        "job": None,
+        "cluster_key": "k",
+        "model": "m",
+        "story": None,
+        "story_version": None,
+        "prompt": None,
+        "reply": None,
+        "host": "h",
+        "attempt": 1,
+        "outcome": "ok",
+        "status_code": None,
+        "error": None,
+        "latency_ms": 1.0,
+        "prompt_tokens": None,
+        "completion_tokens": None,
+    }
+    return {**row, **fields}
 
 
 def test_an_empty_window_succeeds_with_nothing_to_do(configured, llm):
@@ -375,7 +494,11 @@ def save(article_ids: list[int]) -> int:
         title="T", summary=[Cited(text="S", sources=[1])], key_points=[Cited(text="K", sources=[1])]
     )
     with transaction():
-        return jobs.save_story(plan, story, "fallback", None)
+        return jobs.save_story(plan, story, "fallback", None, texts(article_ids)).id
+
+
+def texts(article_ids: list[int]) -> list:
+    return list(jobs.load_texts(article_ids).values())
 
 
 def test_which_story_a_cluster_continues(configured):
@@ -443,7 +566,9 @@ def test_two_clusters_settled_at_once_do_not_both_continue_one_story(configured,
     )
     window = (utcnow() - timedelta(hours=24), utcnow())
     with transaction():
-        old = jobs.save_story(jobs.ClusterPlan("old", ids, [], window), story, "llm", None)
+        old = jobs.save_story(
+            jobs.ClusterPlan("old", ids, [], window), story, "llm", None, texts(ids)
+        ).id
     # Each half of the old story's articles is a cluster of its own now, and each shares half
     # of the old story: each alone would continue it. Settled at once, only one may.
     first = jobs.ClusterPlan("first", ids[:2], [], window)
@@ -452,14 +577,14 @@ def test_two_clusters_settled_at_once_do_not_both_continue_one_story(configured,
 
     def settle_first():
         with transaction():
-            story_id = jobs.save_story(first, story, "llm", None)
+            story_id = jobs.save_story(first, story, "llm", None, texts(ids[:2])).id
             first_saved.set()
             first_may_commit.wait(60)
         return story_id
 
     def settle_second():
         with transaction():
-            return jobs.save_story(second, story, "llm", None)
+            return jobs.save_story(second, story, "llm", None, texts(ids[2:])).id
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         try:

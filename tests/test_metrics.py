@@ -7,7 +7,7 @@ from conftest import ingest_and_generate, wait_for_job
 from prometheus_client.parser import text_string_to_metric_families
 from workers import wait_until
 
-from storyapp import heartbeat, metrics
+from storyapp import heartbeat, jobs, metrics
 from storyapp.db import transaction
 from storyapp.models import Job, LLMCall, Story, Worker, utcnow
 
@@ -206,8 +206,8 @@ def test_metrics_count_a_real_job(client, consumer, ollama):
     model, host = ("model", "llama3.1:8b"), ("host", ollama.url)
     assert m[("storyapp_llm_calls", host, model, ("outcome", "ok"))] == len(calls)
     assert len(calls) == ollama.chat_count == job["counts"]["llm"] > 20
-    for outcome, n in job["counts"].items():
-        assert m[("storyapp_clusters", ("outcome", outcome))] == n
+    for outcome in (*jobs.OUTCOMES, "failed"):  # `upgraded` is no outcome of its own
+        assert m[("storyapp_clusters", ("outcome", outcome))] == job["counts"][outcome]
     assert m[("storyapp_llm_tokens", host, ("kind", "prompt"), model)] == sum(
         c.prompt_tokens for c in calls
     )

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import threading
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -13,12 +14,14 @@ from playhouse.pool import PooledPostgresqlDatabase
 from workers import wait_until
 
 from storyapp import db as storyapp_db
+from storyapp import ranking
 from storyapp.config import ConfigError
 from storyapp.db import open_database
 from storyapp.migrations import MIGRATIONS, migrate
 from storyapp.models import (
     TABLES,
     Feed,
+    Job,
     JobCluster,
     Migration,
     Story,
@@ -167,8 +170,10 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
         "INSERT INTO migration VALUES ('m001_initial', '2026-01-01 00:00:00');"
         "INSERT INTO article (id, url, title, summary, content, source, published_at,"
         " ingested_at, content_hash) VALUES"
-        " (1, 'https://a.example/1', 'One', '', '', '', '2026-01-01', '2026-01-01', 'h1'),"
-        " (2, 'https://a.example/2', 'Two', '', '', '', '2026-01-01', '2026-01-01', 'h2');"
+        " (1, 'https://a.example/1', 'One', '', '', 'Coast Wire', '2026-01-01 06:00:00',"
+        " '2026-01-01', 'h1'),"
+        " (2, 'https://a.example/2', 'Two', '', '', 'coast  wire', '2026-01-01 09:30:00',"
+        " '2026-01-01', 'h2');"
         "INSERT INTO story VALUES (7, 'k7', 'Quake', 'It shook.', '[\"Homes damaged\"]',"
         " 'llm', 'llama3.1:8b', 2, '2026-01-01 01:00:00', '2026-01-01 02:00:00');"
         "INSERT INTO storyarticle (story_id, article_id) VALUES (7, 1), (7, 2);"
@@ -186,6 +191,9 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
         "m005_worker_figures",
         "m006_story_content",
         "m007_cited_stories",
+        "m008_story_ranking",
+        "m009_upgraded_stories",
+        "m010_call_contents",
     ]
     assert migrate(db) == []
 
@@ -197,6 +205,11 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
     with db.bind_ctx(TABLES):
         story = Story.get_by_id(7)
         assert story.version == 1
+        # Ranked from the articles it has: one outlet, two articles, the later one's time.
+        first, last = datetime(2026, 1, 1, 6), datetime(2026, 1, 1, 9, 30)
+        assert (story.sources, story.first_seen, story.last_seen) == (1, first, last)
+        assert story.rank == ranking.rank_of(1, 2, last)
+        assert Job.get_by_id("j1").upgraded == 0
         # The story had no citations: each sentence cites the articles it was written from.
         assert story.content == {
             "title": "Quake",
