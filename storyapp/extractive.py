@@ -16,7 +16,8 @@ from storyapp.story import (
     trim,
 )
 
-SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[])")
+# A sentence ends at a full stop (or ! or ?), after any closing quote or bracket, which it keeps.
+SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)\]]))\s+(?=[A-Z0-9\"'“‘(\[])")
 
 
 def extractive_story(articles: Sequence[ArticleText]) -> StoryText:
@@ -60,10 +61,45 @@ def _sentences(articles: Sequence[ArticleText]) -> list[tuple[str, int]]:
     order = sorted(range(len(articles)), key=lambda i: articles[i].published_at)
     for i in order:
         for text in (articles[i].summary, articles[i].content):
-            for sentence in SENTENCE_END.split(" ".join(text.split())):
+            for sentence in _split(text):
                 if 30 <= len(sentence) <= SENTENCE_MAX:
                     seen.setdefault(sentence.strip(), i + 1)
     return list(seen.items())
+
+
+# "Dr. Nwosu", "St. Brigid's": a full stop that ends a title, not a sentence.
+TITLE_STOP = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Mx|Prof|St|Sgt|Capt|Gen|Col|Lt|Gov|Sen|Rep|No)\.$")
+
+
+def _split(text: str) -> list[str]:
+    """The sentences of `text`. A line with no full stop among lines that have one is a
+    byline, a heading or a caption, not a sentence; a feed that strips all punctuation still
+    has its text."""
+    pieces = [piece for line in text.splitlines() for piece in _line_sentences(line)]
+    return [piece for piece in pieces if ENDED.search(piece)] or pieces
+
+
+ENDED = re.compile(r"[.!?][\"'”’)\]]?$")
+
+
+def _line_sentences(line: str) -> list[str]:
+    """The sentences of one paragraph. A quotation of two sentences stays whole, or the story
+    would carry its halves: '"I thought it was a bag.' and 'Then it turned its head," she said.'
+    News style leaves a quotation open at a paragraph's end, so this stops at the line."""
+    sentences: list[str] = []
+    for piece in SENTENCE_END.split(" ".join(line.split())):
+        # A stray quote mark must not glue the rest into one overlong sentence.
+        if sentences and _unfinished(sentences[-1]) and len(sentences[-1]) < SENTENCE_MAX:
+            sentences[-1] += " " + piece
+        elif piece:
+            sentences.append(piece)
+    return sentences
+
+
+def _unfinished(sentence: str) -> bool:
+    """Whether a quotation opened in `sentence` is still open, or it ends on a title."""
+    open_quote = sentence.count('"') % 2 or sentence.count("“") > sentence.count("”")
+    return bool(open_quote or TITLE_STOP.search(sentence))
 
 
 # Two sentences this similar (TF-IDF cosine) mostly say the same thing: keep the more central
