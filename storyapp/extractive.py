@@ -4,6 +4,7 @@ LLM cannot write one, and the one-article story that needs no LLM at all."""
 import re
 from collections.abc import Sequence
 
+import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from storyapp.story import (
@@ -21,11 +22,10 @@ SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)\]]))\s+(?=[A-Z0-9
 
 
 def extractive_story(articles: Sequence[ArticleText]) -> StoryText:
-    """Title from the most central headline; summary and key points from the most central
-    sentences that do not repeat one another, in the order they were written, each citing the
-    article it comes from (1-based positions in `articles`)."""
-    titles = [a.title for a in articles]
-    title = titles[_central_picks(titles, 1)[0]]
+    """Title from the most central headline that reports what happened; summary and key points
+    from the most central sentences that do not repeat one another, in the order they were
+    written, each citing the article it comes from (1-based positions in `articles`)."""
+    title = _title([a.title for a in articles])
     sentences = _sentences(articles)
     if not sentences:
         return lead_story(articles[0])
@@ -46,6 +46,66 @@ def lead_story(article: ArticleText) -> StoryText:
         title=trim(article.title, TITLE_MAX),
         summary=[Cited(text=trim(s, SENTENCE_MAX), sources=[1]) for s in lead[:SUMMARY_SENTENCES]],
         key_points=[Cited(text=trim(p, SENTENCE_MAX), sources=[1]) for p in points],
+    )
+
+
+def _title(titles: Sequence[str]) -> str:
+    """The most central headline that reports what happened; the most central of all when
+    every one previews, explains or comments."""
+    ranking = _ranking(_similarity(titles))
+    return next((titles[i] for i in ranking if is_report(titles[i])), titles[ranking[0]])
+
+
+# What is to come, in a headline's lead clause (before any ";"): a preview, a forecast, a plan.
+# "46,000 without power; repairs could take days" reports; "cuts could last until Monday" not.
+PREVIEW = re.compile(
+    r"""\bpreview\b | \bahead\ of\b | \b(?:set|poised|expected|likely|slated|scheduled)\ to\b
+    | \bhead(?:s|ing)?\ for\b | \b(?:will|could|might|would)\b | (?-i:\bmay\b)""",
+    re.IGNORECASE | re.VERBOSE,
+)
+# "Board to vote on fares", "Haldane to shut 18 stores": headline English for what is to come,
+# its subject a name or a short noun phrase. Not when the words before "to" hold a verb
+# ("nurses agree to resume talks", "residents told to boil water"), nor when "to" leads to a
+# number, a name or a noun ("toll rises to 83", "team flies to Kestria", "to the capital").
+TO_VERB = re.compile(r"^((?:[\w’'-]+ ){1,3})to ([a-z]+)\b")
+VERB_BEFORE_TO = frozenset(
+    "agree agrees vote votes move moves vow vows pledge pledges decide decides refuse refuses "
+    "fail fails threaten threatens offer offers seek seeks promise promises try tries want "
+    "wants aim aims hope hopes ask asks urge urges order orders allow allows force forces "
+    "need needs plan plans tell tells told made is are was were has have had be been going "
+    "able back return returns rise rises fall falls climb climbs jump jumps drop drops turn "
+    "turns point points lead leads come comes go goes get gets up down close next due "
+    "according".split()
+)
+NOT_A_VERB = frozenset(
+    "the a an his her their its our my this that these those one two three four five six "
+    "seven eight nine ten power death prison jail court work life date".split()
+)
+# What explains, advises, asks, comments or quotes rather than reports, anywhere in a headline.
+NOT_A_REPORT = re.compile(
+    r"""
+    (?:^|[:;]\s*)(?:what|how|why|who|where|which)\b | \?
+    | \b(?:explained|explainer|q&a|what\ we\ know|full\ list|guide|hands-on)\b
+    | \byou(?:r|rs|rself)?\b
+    | \blive(?:\ updates|\ blog|\ coverage)?:|\blive\ (?:updates|blog|coverage)\b
+    | \bas\ it\ happened\b | ^(?:opinion|comment|analysis|editorial|letters?|view)\b
+    | \b(?:should|must)\b | ^['"‘“][^'"’”]+['"’”]:
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+
+
+def is_report(headline: str) -> bool:
+    """Whether `headline` reads as a report of what happened: not a preview, an explainer, a
+    live page, an opinion or a voice."""
+    lead = headline.split(";")[0]
+    if NOT_A_REPORT.search(headline) or PREVIEW.search(lead):
+        return False
+    future = TO_VERB.match(lead)
+    return not (
+        future
+        and future[2] not in NOT_A_VERB
+        and not any(w in VERB_BEFORE_TO or w.endswith("ed") for w in future[1].lower().split())
     )
 
 
@@ -107,17 +167,27 @@ def _unfinished(sentence: str) -> bool:
 REPEAT_SIMILARITY = 0.25
 
 
-def _central_picks(texts: Sequence[str], count: int) -> list[int]:
-    """Up to `count` indexes of `texts`, most central first (highest TF-IDF similarity to all
-    the others), skipping any too close to one already picked: outlets repeat each other."""
+def _similarity(texts: Sequence[str]) -> np.ndarray:
+    """TF-IDF cosine similarity of every pair of `texts` (none, when they have no words)."""
     try:
         vectors = TfidfVectorizer(sublinear_tf=True, stop_words="english").fit_transform(texts)
     except ValueError:
-        return list(range(min(count, len(texts))))
-    similarity = (vectors @ vectors.T).toarray()
+        return np.zeros((len(texts), len(texts)))
+    return (vectors @ vectors.T).toarray()
+
+
+def _ranking(similarity: np.ndarray) -> list[int]:
+    """Indexes, most central first (highest similarity to all the others), ties in order."""
     centrality = similarity.sum(axis=1)
+    return sorted(range(len(similarity)), key=lambda i: (-centrality[i], i))
+
+
+def _central_picks(texts: Sequence[str], count: int) -> list[int]:
+    """Up to `count` indexes of `texts`, most central first, skipping any too close to one
+    already picked: outlets repeat each other."""
+    similarity = _similarity(texts)
     picks: list[int] = []
-    for i in sorted(range(len(texts)), key=lambda i: (-centrality[i], i)):
+    for i in _ranking(similarity):
         if all(similarity[i, j] < REPEAT_SIMILARITY for j in picks):
             picks.append(i)
             if len(picks) == count:
