@@ -3,6 +3,7 @@ LLM cannot write one, and the one-article story that needs no LLM at all."""
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -23,30 +24,92 @@ SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)\]]))\s+(?=[A-Z0-9
 
 def extractive_story(articles: Sequence[ArticleText]) -> StoryText:
     """Title from the most central headline that reports what happened; summary and key points
-    from the most central sentences that do not repeat one another, in the order they were
-    written, each citing the article it comes from (1-based positions in `articles`)."""
+    from the most central sentences that do not repeat one another and read on their own, in
+    the order they were written, each citing the article it comes from (1-based positions in
+    `articles`)."""
     title = _title([a.title for a in articles])
     sentences = _sentences(articles)
     if not sentences:
         return lead_story(articles[0])
-    texts = [text for text, _ in sentences]
-    picks = _central_picks(texts, 7)
-    summary = [_cited(sentences[i]) for i in sorted(picks[: SUMMARY_SENTENCES - 1])]
-    points = [_cited(sentences[i]) for i in sorted(picks[SUMMARY_SENTENCES - 1 :])] or summary
-    return StoryText(title=trim(title, TITLE_MAX), summary=summary, key_points=points)
+    similarity = _similarity([s.text for s in sentences])
+    summary = _picks(sentences, similarity, SUMMARY_SENTENCES - 1, taken=[])
+    points = _picks(sentences, similarity, 4, taken=summary)
+    return StoryText(
+        title=trim(title, TITLE_MAX),
+        summary=[_cited(sentences[i]) for i in sorted(summary)],
+        key_points=[_cited(sentences[i]) for i in sorted(points or summary)],
+    )
 
 
 def lead_story(article: ArticleText) -> StoryText:
     """A one-article story: its own headline, its summary (or lead), its next sentences.
     No model and no vectors: news puts what matters first."""
-    sentences = [text for text, _ in _sentences([article])]
-    lead = [s for s in sentences if s in article.summary] or sentences[:2] or [article.title]
-    points = [s for s in sentences if s not in lead][:4] or [article.title]
+    sentences = _sentences([article])
+    summary = " ".join(article.summary.split())
+    everything = range(len(sentences))
+    lead = [i for i in everything if sentences[i].text in summary] or list(everything)[:2]
+    lead = _in_turn(sentences, lead)[:SUMMARY_SENTENCES]
+    points = _in_turn(sentences, [i for i in everything if i not in lead])[:4]
     return StoryText(
         title=trim(article.title, TITLE_MAX),
-        summary=[Cited(text=trim(s, SENTENCE_MAX), sources=[1]) for s in lead[:SUMMARY_SENTENCES]],
-        key_points=[Cited(text=trim(p, SENTENCE_MAX), sources=[1]) for p in points],
+        summary=[_cited(sentences[i]) for i in lead] or [Cited(text=article.title, sources=[1])],
+        key_points=[_cited(sentences[i]) for i in points]
+        or [Cited(text=article.title, sources=[1])],
     )
+
+
+@dataclass(frozen=True)
+class _Sentence:
+    text: str
+    position: int  # of its article, 1-based, in the articles the story is written from
+    previous: int | None  # the sentence just before it in its article's text, if one is kept
+
+
+# A sentence that opens with one of these leans on the one before it ("He said ...", "But
+# ..."): alone, it does not say who or what. "This year", "That night" say when, not who.
+LEANS_BACK = re.compile(
+    r"""^(?:he|she|it|its|they|them|their|his|her|him|this|that|these|those|such
+    |but|and|however|also|then|meanwhile|instead|still|so|yet)\b
+    (?!\s+(?:year|week|month|morning|afternoon|evening|night|season|time)\b)""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
+
+def _picks(
+    sentences: Sequence[_Sentence], similarity, count: int, taken: Sequence[int]
+) -> list[int]:
+    """Up to `count` sentences, one at a time the most central of those that do not repeat
+    one taken already (in `taken` or picked here) and read on their own, or lean on the
+    sentence before them, picked here already: in the story's order it comes right before."""
+    ranking = _ranking(similarity)
+    picked: list[int] = []
+    for _ in range(count):
+        fits = (
+            i
+            for i in ranking
+            if i not in picked
+            and all(similarity[i, j] < REPEAT_SIMILARITY for j in [*taken, *picked])
+            and _reads(sentences[i], picked)
+        )
+        pick = next(fits, None)
+        if pick is None:
+            break
+        picked.append(pick)
+    return picked
+
+
+def _reads(sentence: _Sentence, around: Sequence[int]) -> bool:
+    """Whether `sentence` reads on its own, or after the sentence it leans on, in `around`."""
+    return not LEANS_BACK.match(sentence.text) or sentence.previous in around
+
+
+def _in_turn(sentences: Sequence[_Sentence], indexes: Sequence[int]) -> list[int]:
+    """`indexes`, in order, less the sentences that lean on one not kept right before them."""
+    kept: list[int] = []
+    for i in indexes:
+        if _reads(sentences[i], kept[-1:]):
+            kept.append(i)
+    return kept
 
 
 def _title(titles: Sequence[str]) -> str:
@@ -109,22 +172,26 @@ def is_report(headline: str) -> bool:
     )
 
 
-def _cited(sentence: tuple[str, int]) -> Cited:
-    text, position = sentence
-    return Cited(text=trim(text, SENTENCE_MAX), sources=[position])
+def _cited(sentence: _Sentence) -> Cited:
+    return Cited(text=trim(sentence.text, SENTENCE_MAX), sources=[sentence.position])
 
 
-def _sentences(articles: Sequence[ArticleText]) -> list[tuple[str, int]]:
-    """Distinct sentences of the articles' summaries and texts, short fragments left out, each
-    with the position of the first article (oldest first) that has it."""
-    seen: dict[str, int] = {}
-    order = sorted(range(len(articles)), key=lambda i: articles[i].published_at)
-    for i in order:
+def _sentences(articles: Sequence[ArticleText]) -> list[_Sentence]:
+    """Distinct sentences of the articles' summaries and texts, oldest article first, short
+    fragments left out; a sentence two articles share is the first one's."""
+    seen: set[str] = set()
+    sentences: list[_Sentence] = []
+    for i in sorted(range(len(articles)), key=lambda i: articles[i].published_at):
         for text in (articles[i].summary, articles[i].content):
-            for sentence in _split(text):
-                if 30 <= len(sentence) <= SENTENCE_MAX:
-                    seen.setdefault(sentence.strip(), i + 1)
-    return list(seen.items())
+            previous = None
+            for piece in _split(text):
+                if 30 <= len(piece) <= SENTENCE_MAX and piece not in seen:
+                    seen.add(piece)
+                    sentences.append(_Sentence(piece, i + 1, previous))
+                    previous = len(sentences) - 1
+                else:
+                    previous = None
+    return sentences
 
 
 # "Dr. Nwosu", "St. Brigid's": a full stop that ends a title, not a sentence.
@@ -180,16 +247,3 @@ def _ranking(similarity: np.ndarray) -> list[int]:
     """Indexes, most central first (highest similarity to all the others), ties in order."""
     centrality = similarity.sum(axis=1)
     return sorted(range(len(similarity)), key=lambda i: (-centrality[i], i))
-
-
-def _central_picks(texts: Sequence[str], count: int) -> list[int]:
-    """Up to `count` indexes of `texts`, most central first, skipping any too close to one
-    already picked: outlets repeat each other."""
-    similarity = _similarity(texts)
-    picks: list[int] = []
-    for i in _ranking(similarity):
-        if all(similarity[i, j] < REPEAT_SIMILARITY for j in picks):
-            picks.append(i)
-            if len(picks) == count:
-                break
-    return picks
