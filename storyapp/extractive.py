@@ -1,7 +1,9 @@
 """The extractive fallback: a story made of the articles' own headlines and sentences, when the
 LLM cannot write one, and the one-article story that needs no LLM at all."""
 
+import itertools
 import re
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,16 +26,16 @@ SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)\]]))\s+(?=[A-Z0-9
 
 def extractive_story(articles: Sequence[ArticleText]) -> StoryText:
     """Title from the most central headline that reports what happened; summary and key points
-    from the most central sentences that do not repeat one another and read on their own, in
-    the order they were written, each citing the article it comes from (1-based positions in
-    `articles`)."""
+    from the most central sentences that neither repeat nor contradict one another and read on
+    their own, in the order they were written, each citing the article it comes from (1-based
+    positions in `articles`)."""
     title = _title([a.title for a in articles])
     sentences = _sentences(articles)
     if not sentences:
         return lead_story(articles[0])
-    similarity = _similarity([s.text for s in sentences])
-    summary = _picks(sentences, similarity, SUMMARY_SENTENCES - 1, taken=[])
-    points = _picks(sentences, similarity, 4, taken=summary)
+    pool = _Pool(sentences)
+    summary = pool.picks(SUMMARY_SENTENCES - 1, taken=[])
+    points = pool.picks(4, taken=summary)
     return StoryText(
         title=trim(title, TITLE_MAX),
         summary=[_cited(sentences[i]) for i in sorted(summary)],
@@ -75,27 +77,52 @@ LEANS_BACK = re.compile(
 )
 
 
-def _picks(
-    sentences: Sequence[_Sentence], similarity, count: int, taken: Sequence[int]
-) -> list[int]:
-    """Up to `count` sentences, one at a time the most central of those that do not repeat
-    one taken already (in `taken` or picked here) and read on their own, or lean on the
-    sentence before them, picked here already: in the story's order it comes right before."""
-    ranking = _ranking(similarity)
-    picked: list[int] = []
-    for _ in range(count):
-        fits = (
-            i
-            for i in ranking
-            if i not in picked
-            and all(similarity[i, j] < REPEAT_SIMILARITY for j in [*taken, *picked])
-            and _reads(sentences[i], picked)
+class _Pool:
+    """A cluster's sentences, and what choosing among them needs: how alike and how central
+    they are, the figures each gives, which ones a later article corrects and which ones say
+    something is not known that another sentence states."""
+
+    def __init__(self, sentences: Sequence[_Sentence]):
+        self.sentences = sentences
+        self.similarity = _similarity([s.text for s in sentences])
+        self.figures = [_figures(s.text) for s in sentences]
+        corrected = _corrected(sentences, self.figures)
+        answered = _answered(sentences, self.figures)
+        ranking = _ranking(self.similarity)
+        # A figure a later article corrects is news no longer, yet the two may not be the same
+        # thing after all: such a sentence comes last, not never. An answered "not known" is
+        # simply wrong.
+        self.ranking = [i for i in ranking if i not in corrected | answered] + [
+            i for i in ranking if i in corrected - answered
+        ]
+
+    def picks(self, count: int, taken: Sequence[int]) -> list[int]:
+        """Up to `count` sentences, one at a time the most central of those that neither
+        repeat nor contradict one in the story (`taken`, or picked here) and read on their
+        own, or lean on the sentence before them picked here: in the story's order that one
+        comes right before."""
+        picked: list[int] = []
+        for _ in range(count):
+            story = [*taken, *picked]
+            fits = (
+                i
+                for i in self.ranking
+                if i not in picked and self._fits(i, story) and _reads(self.sentences[i], picked)
+            )
+            pick = next(fits, None)
+            if pick is None:
+                break
+            picked.append(pick)
+        return picked
+
+    def _fits(self, i: int, story: Sequence[int]) -> bool:
+        """Whether sentence `i` says something the story does not, and nothing against it."""
+        given = [f for j in story for f in self.figures[j]]
+        return (
+            all(self.similarity[i, j] < REPEAT_SIMILARITY for j in story)
+            and not _restates(self.figures[i], given)
+            and not any(_contradict(self.figures[i], self.figures[j]) for j in story)
         )
-        pick = next(fits, None)
-        if pick is None:
-            break
-        picked.append(pick)
-    return picked
 
 
 def _reads(sentence: _Sentence, around: Sequence[int]) -> bool:
@@ -247,3 +274,190 @@ def _ranking(similarity: np.ndarray) -> list[int]:
     """Indexes, most central first (highest similarity to all the others), ties in order."""
     centrality = similarity.sum(axis=1)
     return sorted(range(len(similarity)), key=lambda i: (-centrality[i], i))
+
+
+# Figures: a number, its scale and what it counts. "1.2 million patients", "74%", "$8.6 billion
+# takeover". Words in them: "MVX-3", "Nova X2" are names, not figures.
+TOKEN = re.compile(r"\$?\d[\d,]*(?:\.\d+)?%?|[^\W\d_][\w'’-]*")
+# How many words either side of a figure tell what it counts: "widespread power cuts to more
+# than 30,000 homes" and "46,000 homes and businesses were without power" share "power".
+NEAR = 6
+SCALE = {"hundred": 1e2, "thousand": 1e3, "million": 1e6, "billion": 1e9, "trillion": 1e12}
+# Words before a figure that say it is rounded: "about 1,200", "more than 30,000", "up to 140".
+ROUNDED = frozenset(
+    "about around nearly almost roughly some approximately over than least up under".split()
+)
+# Words that say nothing of what a figure counts (a scale is part of the number).
+FUNCTION_WORDS = frozenset(
+    """a an the of to in on at by for from with and or but as is are was were be been being
+    has have had do does did will would could should may might can that this these those it
+    its their his her they he she we our you your i me my who whom whose which what when where
+    why how whether than then there here not no nor so if about after before over under into
+    onto up down out off per while during since until also just more most less least many much
+    some any each every all both other such only very own same too said says say according
+    around nearly almost roughly approximately estimated am pm percent cent hundred thousand
+    million billion trillion""".split()
+)
+
+
+@dataclass(frozen=True)
+class _Figure:
+    value: float
+    unit: str  # what it counts, as a word stem ("patient"), or "percent" and of what
+    rounded: bool
+    context: frozenset[str]  # the plain words around it: what it is a figure of
+
+
+def _figures(text: str) -> list[_Figure]:
+    """The figures `text` gives, each with the unit it counts; a bare number (a year, a
+    score, a time) says too little to be compared and is left out."""
+    tokens = TOKEN.findall(text)
+    found = (
+        _figure(tokens, k) for k, token in enumerate(tokens) if token.lstrip("$")[:1].isdigit()
+    )
+    return [f for f in found if f is not None]
+
+
+def _figure(tokens: Sequence[str], k: int) -> _Figure | None:
+    """The figure whose number is `tokens[k]`, if it counts something."""
+    try:
+        value = float(tokens[k].strip("$%,").replace(",", ""))
+    except ValueError:
+        return None
+    end = k + 1
+    if end < len(tokens) and tokens[end].lower() in SCALE:
+        value *= SCALE[tokens[end].lower()]
+        end += 1
+    unit, end = _unit(tokens, end, tokens[k].endswith("%"))
+    if unit is None:
+        return None
+    around = [*tokens[max(0, k - NEAR) : k], *tokens[end : end + NEAR]]
+    return _Figure(
+        value,
+        unit,
+        rounded=any(t.lower() in ROUNDED for t in tokens[max(0, k - 2) : k]),
+        context=frozenset(_stem(t) for t in around if _plain(t)),
+    )
+
+
+def _unit(tokens: Sequence[str], end: int, percent: bool) -> tuple[str | None, int]:
+    """What the figure before `tokens[end]` counts, and where its words end."""
+    words = [t.lower() for t in tokens[end : end + 2]]
+    if words[:1] == ["percent"]:
+        return _share(tokens, end + 1)
+    if words == ["per", "cent"]:
+        return _share(tokens, end + 2)
+    return _share(tokens, end) if percent else _count(tokens, end)
+
+
+def _share(tokens: Sequence[str], end: int) -> tuple[str, int]:
+    """A share is of something: "percent of the vote" is not "percent of shares"."""
+    of = 0
+    if end < len(tokens) and tokens[end].lower() == "of":
+        of = 2 if end + 1 < len(tokens) and tokens[end + 1].lower() in ("the", "a") else 1
+    if end + of < len(tokens) and _plain(tokens[end + of]):
+        return f"percent {_stem(tokens[end + of])}", end + of + 1
+    return "percent", end
+
+
+def _count(tokens: Sequence[str], end: int) -> tuple[str | None, int]:
+    """A count is of its noun, past a name or an adjective: "62,000 Eastvale customers", "37
+    private clinics"; of the first of two words unless the second is the plural one
+    ("children aged 5")."""
+    names = 0
+    while names < 2 and end + names < len(tokens) and tokens[end + names][:1].isupper():
+        names += 1
+    run = list(itertools.takewhile(_plain, tokens[end + names : end + names + 2]))
+    if not run:
+        return None, end
+    noun = run[1] if len(run) == 2 and run[1].endswith("s") else run[0]
+    return _stem(noun), end + names + len(run)
+
+
+def _plain(token: str) -> bool:
+    """A lowercase word that means something: not a name, a number or a function word."""
+    return token[:1].islower() and token.lower() not in FUNCTION_WORDS
+
+
+def _stem(word: str) -> str:
+    word = word.lower().replace("’", "'").removesuffix("'s").rstrip("'")
+    return word[:-1] if word.endswith("s") and not word.endswith("ss") and len(word) > 3 else word
+
+
+def _agree(a: _Figure, b: _Figure) -> bool:
+    """Whether two figures can be the same number: equal, or a rounded one within a tenth."""
+    tolerance = 0.1 if a.rounded or b.rounded else 1e-9
+    return abs(a.value - b.value) <= tolerance * max(abs(a.value), abs(b.value))
+
+
+def _contradict(these: Sequence[_Figure], those: Sequence[_Figure]) -> bool:
+    """Whether two sentences give different figures for the same thing: the same unit, told
+    with a word in common ("47 people were killed" / "killed 61 people")."""
+    return any(
+        a.unit == b.unit and a.context & b.context and not _agree(a, b)
+        for a in these
+        for b in those
+    )
+
+
+def _restates(figures: Sequence[_Figure], given: Sequence[_Figure]) -> bool:
+    """Whether every figure a sentence gives is one the story gives already: outlets retell
+    the same lede around the same number ("1.2 million patients" three times)."""
+    return bool(figures) and all(
+        any(f.unit == g.unit and _agree(f, g) for g in given) for f in figures
+    )
+
+
+def _corrected(sentences: Sequence[_Sentence], figures: Sequence[list[_Figure]]) -> set[int]:
+    """The sentences that give a figure another article, as new or newer, gives otherwise
+    ("at least 47 killed", then "killed 61"): `sentences` run oldest article first."""
+    by_unit: dict[str, list[tuple[int, _Figure]]] = defaultdict(list)
+    for i, found in enumerate(figures):
+        for figure in found:
+            by_unit[figure.unit].append((i, figure))
+    corrected = set()
+    for mentions in by_unit.values():
+        for (i, a), (j, b) in itertools.combinations(mentions, 2):
+            if sentences[i].position != sentences[j].position and _contradict([a], [b]):
+                corrected.add(min(i, j))
+    return corrected
+
+
+# A sentence that says something is not known: "did not say how many patients were affected",
+# "it was not clear whether anyone was hurt". What follows says what is not known.
+UNKNOWN = re.compile(
+    r"""\b(?:(?:did|does|do|would|could|has|have|had)(?:\s+not|n[’']t)|declined\s+to
+    |refused\s+to)\s+(?:yet\s+)?(?:say|said|disclosed?|reveal(?:ed)?|confirm(?:ed)?|specif(?:y|ied)
+    |give|given|know|known|identif(?:y|ied))\b
+    | \b(?:is|was|are|were|remains|remained)\s+(?:still\s+)?(?:not\s+(?:yet\s+)?
+    (?:immediately\s+)?(?:clear|known)|unclear|unknown)\b""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
+
+def _answered(sentences: Sequence[_Sentence], figures: Sequence[list[_Figure]]) -> set[int]:
+    """The sentences that say something is not known which another sentence states: a figure
+    for "how many patients", or every plain word of what was not known."""
+    answered = set()
+    for i, sentence in enumerate(sentences):
+        unknown = UNKNOWN.search(sentence.text)
+        if unknown is None:
+            continue
+        what = re.split(r"[,;:.]", sentence.text[unknown.end() :])[0]
+        words = {_stem(t) for t in TOKEN.findall(what) if _plain(t)}
+        counted = bool(re.match(r"\s*how (?:many|much)\b", what, re.IGNORECASE))
+        if words and any(
+            j != i
+            and not UNKNOWN.search(other.text)
+            and _states(other.text, figures[j], words, counted)
+            for j, other in enumerate(sentences)
+        ):
+            answered.add(i)
+    return answered
+
+
+def _states(text: str, figures: Sequence[_Figure], words: set[str], counted: bool) -> bool:
+    """Whether `text` states what `words` say is not known: how many, when that is asked."""
+    if counted:
+        return any(f.unit in words for f in figures)
+    return words <= {_stem(t) for t in TOKEN.findall(text) if _plain(t)}

@@ -187,3 +187,97 @@ def test_a_sentence_that_leans_on_the_one_before_it_follows_it():
     )
     # One article's story keeps its order, so its sentences stay together too.
     assert sentences(lead_story(hoard[0]))[:2] == together
+
+
+MEDISYNC = [
+    article(
+        0,
+        "MediSync confirms ransomware attack exposed clinic patient records",
+        "MediSync said attackers had encrypted parts of its systems and copied patient data.",
+        "MediSync Health Systems, whose software manages records for private clinics, said late "
+        "on Thursday that attackers had copied patient data. The company did not say how many "
+        "patients were affected. Clinics were told to switch to paper records.",
+    ),
+    article(
+        300,
+        "Health data breach at MediSync affects 1.2 million patients",
+        "About 1.2 million patients at 37 private clinics had personal and medical details "
+        "exposed in a ransomware attack on MediSync, the company said on Friday.",
+        "Records of 1.2 million patients were accessed, making it one of the largest health "
+        "data breaches in the country. The Health Ministry said public hospitals were not "
+        "affected.",
+    ),
+    article(
+        600,
+        "Clinics revert to paper as MediSync outage enters fifth day",
+        "Staff at clinics using MediSync's software have been working from printed schedules "
+        "since Monday.",
+        "The breach affected 1.2 million patients at 37 clinics, and the company hopes to "
+        "restore partial service next week.",
+    ),
+]
+
+
+def test_what_another_sentence_states_is_not_said_to_be_unknown():
+    written = sentences(extractive_story(MEDISYNC))
+    assert "The company did not say how many patients were affected." not in written
+    # Nothing states what was not known: it is news, and it stays.
+    unanswered = [MEDISYNC[0], article(600, MEDISYNC[2].title, MEDISYNC[2].summary)]
+    assert "The company did not say how many patients were affected." in sentences(
+        extractive_story(unanswered)
+    )
+
+
+def test_what_a_later_report_explains_is_not_said_to_be_unclear():
+    unclear = (
+        "Officials said it was not clear what caused the fire at the pumping station, which "
+        "carries crude from the inland fields of Qaradesh to the Ras Halim terminal."
+    )
+    fire = [
+        article(
+            0,
+            "Fire shuts Serran crude pipeline in Qaradesh",
+            "A fire forced a full shutdown of the Serran pipeline early on Friday.",
+            f"{unclear} No one was hurt, the Serran Pipeline Company said.",
+        ),
+        article(
+            300,
+            "Compressor fault behind Serran pipeline fire, company says",
+            "Engineers from the Serran Pipeline Company traced the damage to a compressor seal, "
+            "which caused the fire at the pumping station, the company said in a statement.",
+        ),
+    ]
+    assert unclear not in sentences(extractive_story(fire))
+    assert unclear in sentences(extractive_story(fire[:1] + [PIPELINE[1]]))
+
+
+def test_a_figure_is_told_once():
+    written = sentences(extractive_story(MEDISYNC))
+    assert sum("1.2 million" in s for s in written) == 1
+
+
+QUAKE = [
+    article(
+        0,
+        "Magnitude 6.8 earthquake strikes Kestria's Tarsa Valley",
+        "At least 47 people were killed when a 6.8-magnitude earthquake struck the Tarsa "
+        "Valley late on Thursday, officials said.",
+        "Rescuers searched collapsed homes in the city of Duvan through the night.",
+    ),
+    article(
+        480,
+        "Sixty-strong rescue team flies to Kestria after deadly earthquake",
+        "A 60-member rescue team left for Kestria, where the earthquake has killed at least 61 "
+        "people.",
+        "Interior minister Aurel Danescu said about 12,000 people had lost their homes in the "
+        "Tarsa Valley. Rescue dogs and 20 tonnes of equipment flew with the team.",
+    ),
+]
+
+
+def test_figures_for_the_same_thing_agree_and_the_newest_is_told():
+    written = " ".join(sentences(extractive_story(QUAKE)))
+    assert "61 people" in written
+    assert "47 people" not in written
+    # 12,000 people who lost their homes are not the 61 killed: both are told.
+    assert "12,000 people" in written
