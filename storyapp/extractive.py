@@ -1,6 +1,7 @@
 """The extractive fallback: a story made of the articles' own headlines and sentences, when the
 LLM cannot write one, and the one-article story that needs no LLM at all."""
 
+import dataclasses
 import itertools
 import re
 from collections import defaultdict
@@ -28,14 +29,16 @@ def extractive_story(articles: Sequence[ArticleText]) -> StoryText:
     """Title from the most central headline that reports what happened; summary and key points
     from the most central sentences that neither repeat nor contradict one another and read on
     their own, in the order they were written, each citing the article it comes from (1-based
-    positions in `articles`)."""
-    title = _title([a.title for a in articles])
+    positions in `articles`). Whatever the articles hold, a valid story."""
+    articles = [_cleaned(a) for a in articles]
+    headline = _title([a.title for a in articles])
     sentences = _sentences(articles)
-    if not sentences:
-        return lead_story(articles[0])
     pool = _Pool(sentences)
     summary = pool.picks(SUMMARY_SENTENCES - 1, taken=[])
+    if not summary:
+        return _headline_story(*(headline or (UNTITLED, 1)))
     points = pool.picks(4, taken=summary)
+    title = headline[0] if headline else sentences[min(summary)].text
     return StoryText(
         title=trim(title, TITLE_MAX),
         summary=[_cited(sentences[i]) for i in sorted(summary)],
@@ -46,17 +49,46 @@ def extractive_story(articles: Sequence[ArticleText]) -> StoryText:
 def lead_story(article: ArticleText) -> StoryText:
     """A one-article story: its own headline, its summary (or lead), its next sentences.
     No model and no vectors: news puts what matters first."""
+    article = _cleaned(article)
     sentences = _sentences([article])
     summary = " ".join(article.summary.split())
     everything = range(len(sentences))
-    lead = [i for i in everything if sentences[i].text in summary] or list(everything)[:2]
-    lead = _in_turn(sentences, lead)[:SUMMARY_SENTENCES]
+    lead = _in_turn(sentences, [i for i in everything if sentences[i].text in summary])
+    lead = (lead or _in_turn(sentences, everything)[:2])[:SUMMARY_SENTENCES]
     points = _in_turn(sentences, [i for i in everything if i not in lead])[:4]
+    title = " ".join(article.title.split()) or (sentences[lead[0]].text if lead else UNTITLED)
+    if not lead:
+        return _headline_story(title, 1)
     return StoryText(
-        title=trim(article.title, TITLE_MAX),
-        summary=[_cited(sentences[i]) for i in lead] or [Cited(text=article.title, sources=[1])],
+        title=trim(title, TITLE_MAX),
+        summary=[_cited(sentences[i]) for i in lead],
         key_points=[_cited(sentences[i]) for i in points]
-        or [Cited(text=article.title, sources=[1])],
+        or [Cited(text=trim(title, SENTENCE_MAX), sources=[1])],
+    )
+
+
+# The title of a story whose articles have neither a headline nor a sentence to tell.
+UNTITLED = "Untitled story"
+
+
+def _headline_story(headline: str, position: int) -> StoryText:
+    """A story that can only say what a headline says: its articles have no sentence to tell."""
+    told = [Cited(text=trim(headline, SENTENCE_MAX), sources=[position])]
+    return StoryText(title=trim(headline, TITLE_MAX), summary=told, key_points=told)
+
+
+def _cleaned(article: ArticleText) -> ArticleText:
+    """`article` without what no story can store: a NUL or a lone surrogate, both legal in
+    JSON and in Python strings, refused by the story's check (no database keeps them)."""
+
+    def clean(text: str) -> str:
+        return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+    return dataclasses.replace(
+        article,
+        title=clean(article.title),
+        summary=clean(article.summary),
+        content=clean(article.content),
     )
 
 
@@ -139,11 +171,13 @@ def _in_turn(sentences: Sequence[_Sentence], indexes: Sequence[int]) -> list[int
     return kept
 
 
-def _title(titles: Sequence[str]) -> str:
-    """The most central headline that reports what happened; the most central of all when
-    every one previews, explains or comments."""
-    ranking = _ranking(_similarity(titles))
-    return next((titles[i] for i in ranking if is_report(titles[i])), titles[ranking[0]])
+def _title(titles: Sequence[str]) -> tuple[str, int] | None:
+    """The most central headline that reports what happened, and its article's position; the
+    most central of all when every one previews, explains or comments; none if all are blank."""
+    lines = [" ".join(t.split()) for t in titles]
+    ranking = [i for i in _ranking(_similarity(lines)) if lines[i]]
+    best = next((i for i in ranking if is_report(lines[i])), ranking[0] if ranking else None)
+    return None if best is None else (lines[best], best + 1)
 
 
 # What is to come, in a headline's lead clause (before any ";"): a preview, a forecast, a plan.
