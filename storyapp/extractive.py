@@ -47,15 +47,21 @@ def extractive_story(articles: Sequence[ArticleText]) -> StoryText:
 
 
 def lead_story(article: ArticleText) -> StoryText:
-    """A one-article story: its own headline, its summary (or lead), its next sentences.
-    No model and no vectors: news puts what matters first."""
+    """A one-article story: its own headline, its summary (or lead), its next sentences that
+    do not retell the lead (the text's first sentence often does). No model: news puts what
+    matters first."""
     article = _cleaned(article)
     sentences = _sentences([article])
     summary = " ".join(article.summary.split())
     everything = range(len(sentences))
     lead = _in_turn(sentences, [i for i in everything if sentences[i].text in summary])
     lead = (lead or _in_turn(sentences, everything)[:2])[:SUMMARY_SENTENCES]
-    points = _in_turn(sentences, [i for i in everything if i not in lead])[:4]
+    pool = _Pool(sentences)
+    points: list[int] = []
+    for i in everything:
+        fits = i not in lead and pool.fits(i, [*lead, *points])
+        if len(points) < 4 and fits and _reads(sentences[i], points[-1:]):
+            points.append(i)
     title = " ".join(article.title.split()) or (sentences[lead[0]].text if lead else UNTITLED)
     if not lead:
         return _headline_story(title, 1)
@@ -139,7 +145,7 @@ class _Pool:
             fits = (
                 i
                 for i in self.ranking
-                if i not in picked and self._fits(i, story) and _reads(self.sentences[i], picked)
+                if i not in picked and self.fits(i, story) and _reads(self.sentences[i], picked)
             )
             pick = next(fits, None)
             if pick is None:
@@ -147,7 +153,7 @@ class _Pool:
             picked.append(pick)
         return picked
 
-    def _fits(self, i: int, story: Sequence[int]) -> bool:
+    def fits(self, i: int, story: Sequence[int]) -> bool:
         """Whether sentence `i` says something the story does not, and nothing against it."""
         given = [f for j in story for f in self.figures[j]]
         return (

@@ -45,6 +45,21 @@ def test_a_quotation_a_title_and_a_byline_do_not_cut_sentences():
     assert not any("Coastal Herald staff" in s for s in written)
 
 
+def test_one_article_story_does_not_retell_its_lead():
+    obituary = article(
+        0,
+        "Ines Hartley, novelist of small-town lives, dies aged 88",
+        "Ines Hartley, whose novels about the mill towns won the National Book Prize twice, has "
+        "died at her home in Lisbury aged 88.",
+        "Ines Hartley, one of the country's most beloved novelists, died on Thursday at her home "
+        "in Lisbury, her publisher said. Born in 1938 in the mill town of Kettering Vale, "
+        "Hartley worked as a typist before publishing her first novel at 41.",
+    )
+    written = sentences(lead_story(obituary))
+    assert written[0] == " ".join(obituary.summary.split())
+    assert written[1].startswith("Born in 1938")
+
+
 CUP_TIE = [
     article(
         0,
