@@ -37,12 +37,15 @@ def extractive_story(articles: Sequence[ArticleText]) -> StoryText:
     summary = pool.picks(SUMMARY_SENTENCES - 1, taken=[])
     if not summary:
         return _headline_story(*(headline or (UNTITLED, 1)))
-    points = pool.picks(4, taken=summary)
-    title = headline[0] if headline else sentences[min(summary)].text
+    summary, points = sorted(summary), sorted(pool.picks(4, taken=summary))
+    if not points and len(summary) > 1 and _reads(sentences[summary[-1]], []):
+        # Key points that copy the summary say nothing new: its last sentence moves there.
+        summary, points = summary[:-1], summary[-1:]
+    title = headline[0] if headline else sentences[summary[0]].text
     return StoryText(
         title=trim(title, TITLE_MAX),
-        summary=[_cited(sentences[i]) for i in sorted(summary)],
-        key_points=[_cited(sentences[i]) for i in sorted(points or summary)],
+        summary=[_cited(sentences[i]) for i in summary],
+        key_points=[_cited(sentences[i]) for i in points or summary],
     )
 
 

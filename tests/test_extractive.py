@@ -362,3 +362,10 @@ def test_the_fallback_never_fails_and_cites_what_it_was_given(articles):
             ((position,),) = [sentence.sources]
             assert 1 <= position <= len(source)
             assert sentence.text == UNTITLED or told_in(sentence.text, source[position - 1])
+
+
+def test_key_points_do_not_copy_the_summary():
+    written = extractive_story(CUP_TIE[1:3])
+    summary, points = ([s.text for s in part] for part in (written.summary, written.key_points))
+    assert len(summary + points) == 2
+    assert not set(summary) & set(points)
