@@ -62,8 +62,9 @@ def lead_story(article: ArticleText) -> StoryText:
     pool = _Pool(sentences)
     points: list[int] = []
     for i in everything:
-        fits = i not in lead and pool.fits(i, [*lead, *points])
-        if len(points) < 4 and fits and _reads(sentences[i], points[-1:]):
+        if len(points) == 4:
+            break
+        if i not in lead and pool.fits(i, [*lead, *points]) and _reads(sentences[i], points[-1:]):
             points.append(i)
     title = " ".join(article.title.split()) or (sentences[lead[0]].text if lead else UNTITLED)
     if not lead:
@@ -133,7 +134,8 @@ class _Pool:
         # A figure a later article corrects is news no longer, yet the two may not be the same
         # thing after all: such a sentence comes last, not never. An answered "not known" is
         # simply wrong.
-        self.ranking = [i for i in ranking if i not in corrected | answered] + [
+        left_out = corrected | answered
+        self.ranking = [i for i in ranking if i not in left_out] + [
             i for i in ranking if i in corrected - answered
         ]
 
