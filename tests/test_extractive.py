@@ -1,3 +1,7 @@
+"""The extractive fallback, on articles written like the sample's events: a title that reports,
+sentences that read on their own and neither repeat nor contradict one another, citations that
+hold, and a valid story whatever the articles hold."""
+
 from datetime import datetime, timedelta
 
 import pytest
