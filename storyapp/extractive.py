@@ -328,6 +328,16 @@ TOKEN = re.compile(r"\$?\d[\d,]*(?:\.\d+)?%?|[^\W\d_][\w'’-]*")
 # than 30,000 homes" and "46,000 homes and businesses were without power" share "power".
 NEAR = 6
 SCALE = {"hundred": 1e2, "thousand": 1e3, "million": 1e6, "billion": 1e9, "trillion": 1e12}
+# News spells small numbers out: "at least six MPs are expected to vote against" / "four MPs
+# voted against".
+WORD_NUMBERS = {
+    word: float(n)
+    for n, word in enumerate(
+        "one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen twenty".split(),
+        start=1,
+    )
+}
 # Words before a figure that say it is rounded: "about 1,200", "more than 30,000", "up to 140".
 ROUNDED = frozenset(
     "about around nearly almost roughly some approximately over than least up under".split()
@@ -339,10 +349,11 @@ FUNCTION_WORDS = frozenset(
     its their his her they he she we our you your i me my who whom whose which what when where
     why how whether than then there here not no nor so if about after before over under into
     onto up down out off per while during since until also just more most less least many much
+    against
     some any each every all both other such only very own same too said says say according
     around nearly almost roughly approximately estimated am pm percent cent hundred thousand
     million billion trillion""".split()
-)
+) | set(WORD_NUMBERS)
 
 
 @dataclass(frozen=True)
@@ -358,7 +369,9 @@ def _figures(text: str) -> list[_Figure]:
     score, a time) says too little to be compared and is left out."""
     tokens = TOKEN.findall(text)
     found = (
-        _figure(tokens, k) for k, token in enumerate(tokens) if token.lstrip("$")[:1].isdigit()
+        _figure(tokens, k)
+        for k, token in enumerate(tokens)
+        if token.lstrip("$")[:1].isdigit() or token.lower() in WORD_NUMBERS
     )
     return [f for f in found if f is not None]
 
@@ -366,7 +379,9 @@ def _figures(text: str) -> list[_Figure]:
 def _figure(tokens: Sequence[str], k: int) -> _Figure | None:
     """The figure whose number is `tokens[k]`, if it counts something."""
     try:
-        value = float(tokens[k].strip("$%,").replace(",", ""))
+        value = WORD_NUMBERS.get(tokens[k].lower()) or float(
+            tokens[k].strip("$%,").replace(",", "")
+        )
     except ValueError:
         return None
     end = k + 1

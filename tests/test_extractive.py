@@ -373,3 +373,25 @@ def test_key_points_do_not_copy_the_summary():
     summary, points = ([s.text for s in part] for part in (written.summary, written.key_points))
     assert len(summary + points) == 2
     assert not set(summary) & set(points)
+
+
+def test_figures_spelled_out_are_figures_too():
+    vote = [
+        article(
+            0,
+            "Government faces rebellion as housing bill heads for final vote",
+            "At least six government MPs are expected to vote against the Housing Supply Bill "
+            "on Friday, objecting to powers to override local councils.",
+        ),
+        article(
+            300,
+            "Housing Supply Bill clears lower house despite four government rebels",
+            "The House of Representatives passed the Housing Supply Bill by 163 votes to 141 on "
+            "Friday.",
+            "Four government MPs voted against, fewer than expected, after ministers agreed to "
+            "require that a fifth of the new homes be affordable.",
+        ),
+    ]
+    written = " ".join(sentences(extractive_story(vote)))
+    assert "Four government MPs voted against" in written
+    assert "six government MPs" not in written
