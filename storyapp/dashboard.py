@@ -27,11 +27,26 @@ def page():
     )
     return render_template(
         "dashboard.html",
-        stories=[s.to_dict(articles[s.id], now) for s in stories],
+        stories=[s.to_dict(articles[s.id], now) | _cited(s, articles[s.id]) for s in stories],
         job=job.to_dict() if job else None,
         active=Job.ACTIVE,
         stats=metrics.collect(queued_tasks=queue.pending_count()),
     )
+
+
+def _cited(story: Story, articles: list) -> dict:
+    """The summary's sentences and the key points, each with the articles it cites as links:
+    (number among the story's articles, oldest first, url, headline)."""
+    number = {a.id: (n, a.url, a.title) for n, a in enumerate(articles, 1)}
+
+    def links(sources: list[int]) -> list[tuple]:
+        return [number[i] for i in sources if i in number]
+
+    text = story.text
+    return {
+        "cited_summary": [(s.text, links(s.sources)) for s in text.summary],
+        "cited_points": [(p.text, links(p.sources)) for p in text.key_points],
+    }
 
 
 @bp.app_template_filter()

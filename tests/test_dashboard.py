@@ -160,6 +160,12 @@ def test_the_page_shows_stories_with_sources_and_escapes_them(client, ollama):
     assert html.count(">Coast Wire</a>") == 1 and ">Daily Ledger</a>" in html
     assert 'href="https://news.example/' in html
     assert "1 succeeded" in html
+    # Every sentence and key point links to the articles it cites.
+    story = client.get("/stories").get_json()["stories"][0]
+    urls = {a["id"]: a["url"] for a in story["articles"]}
+    for ids in story["citations"]["summary"] + story["citations"]["key_points"]:
+        for article_id in ids:
+            assert f'<sup><a href="{urls[article_id]}"' in html
 
 
 def test_the_page_watches_the_oldest_active_job(client):
