@@ -16,6 +16,7 @@ Texts are compared lowercased, with digits' thousands separators removed, so "1,
 statement: the check is for what is plainly invented or reversed.
 """
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ MONTHS = (
     "january february march april may june july august september october november december"
 ).split()
 WEEKDAYS = "monday tuesday wednesday thursday friday saturday sunday".split()
+WEEKDAY = re.compile(r"\b(" + "|".join(WEEKDAYS) + r")\b")
+MONTHS_BY_PREFIX = {month[:3]: month for month in MONTHS}
+_MONTH = "(?:" + "|".join(MONTHS_BY_PREFIX) + r")[a-z]*"
+MONTH_DAY = re.compile(rf"\b({_MONTH})\.?\s+(\d{{1,2}})\b|\b(\d{{1,2}})\s+({_MONTH})\b")
 # Words that point a number one way or the other; a statement saying one where its source
 # sentence says only the other has reversed a fact.
 UP = frozenset(
@@ -133,19 +138,21 @@ def ground(story: StoryText, articles: Sequence[ArticleText]) -> Grounding:
 
 def unsupported(text: str, cited: Sequence[ArticleText], cited_texts: Sequence[str]) -> str | None:
     """Why the cited articles do not bear the statement out, or None."""
-    source = " ".join(cited_texts)
-    plain = _plain(source)
+    numbers = frozenset().union(*map(_numbers, cited_texts))
     for number in _numbers(text):
-        if number not in _numbers(source):
+        if number not in numbers:
             return f"the number {number} is in none of its articles"
+    words = frozenset().union(*(_words(_plain(t)) for t in cited_texts))
     for name in _names(text):
-        if not re.search(rf"\b{re.escape(name)}\b", plain):
+        if name not in words:
             return f"the name {name!r} is in none of its articles"
+    dates = frozenset().union(*map(_month_days, cited_texts))
     for month, day in _month_days(text):
-        if (month, day) not in _month_days(source):
+        if (month, day) not in dates:
             return f"the date {month} {day} is in none of its articles"
+    weekdays = frozenset().union(*map(_weekdays, cited_texts))
     for weekday in _weekdays(text):
-        if weekday not in _weekdays(source):
+        if weekday not in weekdays:
             return f"{weekday} is in none of its articles"
     return _reversed(text, cited_texts)
 
@@ -202,13 +209,23 @@ def _source_text(article: ArticleText) -> str:
     return "\n".join(t for t in (article.title, article.summary, article.content) if t)
 
 
+# The articles' texts are read once per story for every statement that cites them: what is
+# derived from a text is kept for the next statement.
+@functools.lru_cache(maxsize=512)
+def _words(plain: str) -> frozenset[str]:
+    words = set(WORD.findall(plain))
+    return frozenset({w[:-2] if w.endswith(("'s", "’s")) else w for w in words})
+
+
+@functools.lru_cache(maxsize=512)
 def _plain(text: str) -> str:
     return " ".join(re.sub(r"(?<=\d)[,](?=\d{3}\b)", "", text).lower().replace("’", "'").split())
 
 
-def _numbers(text: str) -> set[str]:
+@functools.lru_cache(maxsize=512)
+def _numbers(text: str) -> frozenset[str]:
     # "1,200" and "1200" are one number (_plain); "4.25" stays a number of its own.
-    return set(NUMBER.findall(_plain(text)))
+    return frozenset(NUMBER.findall(_plain(text)))
 
 
 def _names(text: str) -> set[str]:
@@ -227,17 +244,17 @@ def _names(text: str) -> set[str]:
     return {n for n in names if len(n) > 1}
 
 
-def _month_days(text: str) -> set[tuple[str, str]]:
-    low = text.lower()
+@functools.lru_cache(maxsize=512)
+def _month_days(text: str) -> frozenset[tuple[str, str]]:
+    """("november", "27") for "Nov. 27", "November 27" or "27 November"."""
     found = set()
-    for month in MONTHS:
-        for match in re.finditer(
-            rf"\b{month[:3]}[a-z]*\.?\s+(\d{{1,2}})\b|\b(\d{{1,2}})\s+{month[:3]}[a-z]*\b", low
-        ):
-            found.add((month, match.group(1) or match.group(2)))
-    return found
+    for match in MONTH_DAY.finditer(text.lower()):
+        month = match.group(1) or match.group(4)
+        found.add((MONTHS_BY_PREFIX[month[:3]], match.group(2) or match.group(3)))
+    return frozenset(found)
 
 
-def _weekdays(text: str) -> set[str]:
+@functools.lru_cache(maxsize=512)
+def _weekdays(text: str) -> frozenset[str]:
     low = text.lower()
-    return {day for day in WEEKDAYS if re.search(rf"\b{day}\b", low)}
+    return frozenset(WEEKDAY.findall(low))
