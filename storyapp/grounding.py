@@ -213,8 +213,12 @@ def _source_text(article: ArticleText) -> str:
 # derived from a text is kept for the next statement.
 @functools.lru_cache(maxsize=512)
 def _words(plain: str) -> frozenset[str]:
+    """Every word a name can be found as: whole ("smith-jones", "o'brien"), without its
+    possessive ("smith's", "players'"), and each part between hyphens and apostrophes."""
     words = set(WORD.findall(plain))
-    return frozenset({w[:-2] if w.endswith(("'s", "’s")) else w for w in words})
+    words |= {re.sub(r"'s?$", "", w) for w in words}
+    words |= set(re.findall(r"[^\W_]+", plain))
+    return frozenset(words)
 
 
 @functools.lru_cache(maxsize=512)

@@ -4,7 +4,7 @@ was."""
 
 import pytest
 from scripted import ScriptedLLM
-from test_synthesis import FLOOD, GOOD, no_sleep
+from test_synthesis import FLOOD, GOOD, no_sleep, text
 
 from storyapp import grounding, prompt, story, synthesis
 from storyapp.llm import LLMError
@@ -57,6 +57,25 @@ def test_what_the_cited_articles_say_stands():
         FLOOD,
     )
     assert (checked.checked, checked.dropped, checked.reasons) == (4, 0, [])
+
+
+def test_a_name_is_found_inside_hyphenated_and_possessive_words():
+    article = text(
+        1,
+        "Vale-Lowbridge road shut",
+        "The Vale-Lowbridge road and Ms O'Hara's office were shut; the Councillors' vote waits.",
+        "",
+    )
+    sentences = [
+        "Lowbridge's road was shut.",  # part of a hyphenated word, with a possessive
+        "O'Hara's office and the Vale were shut.",
+        "The Councillors will vote later.",  # "councillors'" in the article
+    ]
+    checked = grounding.ground(
+        story.parse(reply(*(cited(s, 1) for s in sentences), points=[cited(sentences[0], 1)])),
+        [article],
+    )
+    assert (checked.dropped, checked.reasons) == (0, [])
 
 
 def test_a_sentence_is_held_to_its_own_articles_not_the_clusters():
