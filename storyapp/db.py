@@ -8,9 +8,11 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+import peewee
 from peewee import (
     Alias,
     Database,
@@ -157,20 +159,28 @@ def lock(name: str, db: Database | None = None) -> None:
 
 class Param:
     """A value a `Prepared` statement is given each time it runs, by name, converted as
-    `field` converts it (a JSON field's list to text)."""
+    `field` converts it (a JSON field's list to text); with `index`, that item of a list."""
 
-    def __init__(self, name: str, field: Field | None = None):
+    def __init__(self, name: str, field: Field | None = None, index: int | None = None):
         self.name = name
         self.field = field
+        self.index = index
 
     def bind(self, values: dict):
         value = values[self.name]
+        if self.index is not None:
+            value = value[self.index]
         return value if self.field is None else self.field.db_value(value)
 
 
 def param(name: str, field: Field | None = None) -> Value:
     # Not converted while the SQL is built: a placeholder until the statement runs.
     return Value(Param(name, field), converter=False)
+
+
+def param_list(name: str, size: int) -> list[Value]:
+    """Placeholders for the `size` items of the list given as `name`, for an `IN (...)`."""
+    return [Value(Param(name, index=i), converter=False) for i in range(size)]
 
 
 class Prepared:
@@ -203,6 +213,15 @@ class Prepared:
         bound = [p.bind(values) if isinstance(p, Param) else p for p in params]
         return db.execute_sql(sql, bound)
 
+    def execute_many(self, rows: list[dict]) -> None:
+        """Runs the statement once per row of values, in one call to the driver."""
+        if not rows:
+            return
+        db, sql, params, _ = self._compile()
+        bound = [[p.bind(row) if isinstance(p, Param) else p for p in params] for row in rows]
+        with peewee.__exception_wrapper__:  # the driver's errors as peewee's, as execute_sql
+            db.cursor().executemany(sql, bound)
+
     def rowcount(self, **values) -> int:
         return self.execute(**values).rowcount
 
@@ -216,17 +235,50 @@ class Prepared:
         found = self.execute(**values).fetchone()
         if found is None:
             return None
-        return {
-            name: value if read is None or value is None else read(value)
-            for (name, read), value in zip(self._compiled[3], found, strict=True)
-        }
+        names = [name for name, _ in self._compiled[3]]
+        return dict(zip(names, self._read(found), strict=True))
+
+    def rows(self, **values) -> list[tuple]:
+        """A SELECT's rows, as tuples in the order of its columns."""
+        return [self._read(found) for found in self.execute(**values).fetchall()]
+
+    def _read(self, found: tuple) -> tuple:
+        return tuple(
+            value if read is None or value is None else read(value)
+            for (_, read), value in zip(self._compiled[3], found, strict=True)
+        )
+
+
+class PreparedIn:
+    """A `Prepared` SELECT with an `IN (...)` over a list, whose SQL depends on the list's
+    length: `build(size)` builds it with `param_list(name, size)`, and each length is built
+    once. `rows` runs it over any list, in slices small enough for every engine."""
+
+    def __init__(self, name: str, build: Callable[[int], object]):
+        self._name = name
+        self._build = build
+        self._by_size: dict[int, Prepared] = {}
+
+    def rows(self, items: list, **values) -> list[tuple]:
+        found = []
+        for chunk in in_chunks(items):
+            size = len(chunk)
+            prepared = self._by_size.get(size)
+            if prepared is None:
+                prepared = self._by_size.setdefault(size, Prepared(partial(self._build, size)))
+            found.extend(prepared.rows(**values, **{self._name: chunk}))
+        return found
 
 
 def _reader(column) -> tuple[str, Callable | None]:
     if isinstance(column, Alias):
         field = column.node if isinstance(column.node, Field) else None
         return column._alias, None if field is None else field.python_value
-    return column.name, column.python_value
+    if isinstance(column, Field):
+        return column.name, column.python_value
+    # A function such as COUNT: its value as the driver gives it (peewee's Function would
+    # answer `.python_value` with a new SQL function of that name).
+    return column.name, None
 
 
 def in_chunks(values: list, size: int = 500):

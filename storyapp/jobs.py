@@ -423,21 +423,7 @@ def _in_order(texts: dict[int, ArticleText]) -> tuple[list[int], list[ArticleTex
 
 
 def load_texts(article_ids: list[int]) -> dict[int, ArticleText]:
-    columns = (
-        Article.title,
-        Article.summary,
-        Article.content,
-        Article.source,
-        Article.published_at,
-        Article.content_hash,
-    )
-    texts = {}
-    for chunk in in_chunks(article_ids):
-        for article_id, *fields in (
-            Article.select(Article.id, *columns).where(Article.id.in_(chunk)).tuples()
-        ):
-            texts[article_id] = ArticleText(*fields)
-    return texts
+    return {article_id: ArticleText(*fields) for article_id, *fields in Article.texts(article_ids)}
 
 
 def _log_calls(
@@ -525,28 +511,10 @@ def _continued_stories(plan: ClusterPlan) -> tuple[tuple[int, int] | None, list[
     stories first written apart, now one event, are told once. Articles out of the window
     count for neither side, and new ones do not dilute the share: a story keeps its id while
     its first reports age out over days, and while one report grows into twenty."""
-    shared: dict[int, int] = {}
-    for chunk in in_chunks(plan.article_ids):
-        for story_id, count in (
-            StoryArticle.select(StoryArticle.story, fn.COUNT(StoryArticle.id))
-            .join(Story)
-            .where(StoryArticle.article.in_(chunk), Story.merged_into.is_null())
-            .group_by(StoryArticle.story)
-            .tuples()
-        ):
-            shared[story_id] = shared.get(story_id, 0) + count
+    shared = StoryArticle.shared(plan.article_ids)
     if not shared:
         return None, []
-    start, end = plan.window
-    visible: dict[int, int] = {}
-    for chunk in in_chunks(list(shared)):
-        visible.update(
-            StoryArticle.select(StoryArticle.story, fn.COUNT(StoryArticle.id))
-            .join(Article)
-            .where(StoryArticle.story.in_(chunk), Article.published_at.between(start, end))
-            .group_by(StoryArticle.story)
-            .tuples()
-        )
+    visible = StoryArticle.published_between(list(shared), *plan.window)
     candidates = [
         # An article moved in time since the cluster was planned can leave `visible` short.
         (count, count / max(visible.get(story_id, 0), count), story_id)

@@ -18,10 +18,11 @@ from peewee import (
     IntegerField,
     Model,
     TextField,
+    fn,
 )
 
 from storyapp import ranking
-from storyapp.db import Prepared, database, param
+from storyapp.db import Prepared, PreparedIn, database, param, param_list
 from storyapp.story import StoryText
 
 # The largest id any engine stores (a signed 64-bit integer): a larger one names nothing.
@@ -65,6 +66,12 @@ class Article(BaseModel):
     @classmethod
     def in_window(cls, start: datetime, end: datetime):
         return cls.select().where(cls.published_at >= start, cls.published_at <= end)
+
+    @classmethod
+    def texts(cls, ids: list[int]) -> list[tuple]:
+        """(id, title, summary, content, source, published_at, content_hash) of each of these
+        articles that exists: what a story is written from."""
+        return _TEXTS.rows(ids)
 
     def to_dict(self) -> dict:
         return {
@@ -241,8 +248,20 @@ class StoryArticle(BaseModel):
     def link(cls, story_id: int, article_ids: list[int]) -> None:
         """The story's articles are these, and no others."""
         _UNLINK.execute(story=story_id)
-        for article_id in article_ids:  # a handful each: one prepared insert beats building one
-            _LINK.execute(story=story_id, article=article_id)
+        _LINK.execute_many([{"story": story_id, "article": a} for a in article_ids])
+
+    @classmethod
+    def shared(cls, article_ids: list[int]) -> dict[int, int]:
+        """{story id: how many of these articles it holds}, over stories not merged away."""
+        counts: dict[int, int] = {}
+        for story_id, count in _SHARED.rows(article_ids):  # a story can be in several slices
+            counts[story_id] = counts.get(story_id, 0) + count
+        return counts
+
+    @classmethod
+    def published_between(cls, story_ids: list[int], start: datetime, end: datetime) -> dict:
+        """{story id: how many of its articles were published from start to end}."""
+        return dict(_PUBLISHED_BETWEEN.rows(story_ids, start=start, end=end))
 
 
 def new_job_id() -> str:
@@ -639,6 +658,41 @@ _REWRITE_STORY = Prepared(
             Story.merged_into: None,
         }
     ).where(Story.id == param("id"))
+)
+_TEXTS = PreparedIn(
+    "ids",
+    lambda size: Article.select(
+        Article.id,
+        Article.title,
+        Article.summary,
+        Article.content,
+        Article.source,
+        Article.published_at,
+        Article.content_hash,
+    ).where(Article.id.in_(param_list("ids", size))),
+)
+_SHARED = PreparedIn(
+    "ids",
+    lambda size: (
+        StoryArticle.select(StoryArticle.story, fn.COUNT(StoryArticle.id))
+        .join(Story)
+        .where(StoryArticle.article.in_(param_list("ids", size)), Story.merged_into.is_null())
+        .group_by(StoryArticle.story)
+    ),
+)
+_PUBLISHED_BETWEEN = PreparedIn(
+    "ids",
+    lambda size: (
+        StoryArticle.select(StoryArticle.story, fn.COUNT(StoryArticle.id))
+        .join(Article)
+        .where(
+            StoryArticle.story.in_(param_list("ids", size)),
+            Article.published_at.between(
+                param("start", Article.published_at), param("end", Article.published_at)
+            ),
+        )
+        .group_by(StoryArticle.story)
+    ),
 )
 _UNLINK = Prepared(lambda: StoryArticle.delete().where(StoryArticle.story == param("story")))
 _LINK = Prepared(lambda: StoryArticle.insert(story=param("story"), article=param("article")))
