@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from storyapp.llm import LLMError, Options, Reply
+from storyapp.llm import LLMError, Options, Reply, check_all
 
 SMALL_MODEL = "gemma3-270m"
 HOST = "in-process"
@@ -26,6 +26,7 @@ HOST = "in-process"
 
 class LocalLLM:
     name = "local"
+    hosts = (HOST,)
 
     def __init__(self, model: str = SMALL_MODEL, *, timeout: float, threads: int | None = None):
         self.model = model
@@ -93,17 +94,16 @@ class LocalLLM:
         return Reply(data=data, host=HOST, latency_ms=latency_ms, text=content, **tokens)
 
     def check(self, timeout: float = 3.0) -> dict:
-        """Whether the model can be loaded here: the package installed and the file there."""
+        return check_all(self, timeout)
+
+    def check_host(self, host: str = HOST, timeout: float = 3.0) -> dict:
+        """Whether the model can be loaded here: the package installed and the file there. It
+        does not load the model: a check must be quick, and the web process never loads it."""
         try:
             path = model_path(self.model)
         except (ImportError, FileNotFoundError) as exc:
-            return {
-                "reachable": False,
-                "model_available": False,
-                "model": self.model,
-                "errors": [str(exc)],
-            }
-        return {"reachable": True, "model_available": path.exists(), "model": self.model}
+            return {"reachable": False, "model_available": False, "error": str(exc)}
+        return {"reachable": True, "model_available": path.exists(), "error": None}
 
     def close(self) -> None:
         with self._lock:

@@ -355,6 +355,12 @@ def m010_call_contents(db: Database) -> None:
     )
 
 
+def m012_worker_llm_hosts(db: Database) -> None:
+    """Worker.llm_hosts: each worker's last check of each LLM host (llmhealth.py)."""
+    migrator = schema.SchemaMigrator.from_database(db)
+    schema.migrate(migrator.add_column("worker", "llm_hosts", TextField(null=True)))
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     m001_initial,
     m002_feeds_and_story_versions,
@@ -366,6 +372,7 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     m008_story_ranking,
     m009_upgraded_stories,
     m010_call_contents,
+    m012_worker_llm_hosts,
 ]
 
 

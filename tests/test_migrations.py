@@ -27,6 +27,7 @@ from storyapp.models import (
     Story,
     StoryArticle,
     StoryVersion,
+    Worker,
 )
 from storyapp.story import StoryText
 
@@ -96,6 +97,26 @@ migrations.lock = lock_and_hold
 sys.stdin.readline()
 say(json.dumps(migrations.migrate(database)))
 """
+
+
+@pytest.mark.backends
+def test_m012_gives_the_workers_their_llm_hosts_and_keeps_them(database):
+    # A database as it stood before m012: made today, less the column.
+    before = [m for m in MIGRATIONS if m.__name__ != "m012_worker_llm_hosts"]
+    migrate(database, before)
+    database.execute_sql("ALTER TABLE worker DROP COLUMN llm_hosts")
+    now = datetime(2026, 1, 1, 6)
+    with database.bind_ctx(TABLES):
+        database.execute_sql(
+            "INSERT INTO worker (id, host, pid, started_at, heartbeat_at) VALUES "
+            "('w1', 'box', 7, %s, %s)" % ((database.param,) * 2),
+            (now, now),
+        )
+        assert migrate(database) == ["m012_worker_llm_hosts"]
+        assert Worker.get_by_id("w1").llm_hosts is None
+        Worker.update(llm_hosts='{"http://a:11434": {}}').execute()
+        assert Worker.get_by_id("w1").llm_hosts == '{"http://a:11434": {}}'
+        assert migrate(database) == []
 
 
 @pytest.mark.backends
@@ -194,6 +215,7 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
         "m008_story_ranking",
         "m009_upgraded_stories",
         "m010_call_contents",
+        "m012_worker_llm_hosts",
     ]
     assert migrate(db) == []
 
