@@ -267,6 +267,14 @@ def demo():
 )
 @click.option("--no-baseline", is_flag=True, help="Skip the one-call-after-another run.")
 @click.option(
+    "--backend",
+    type=click.Choice(["ollama", "openai"]),
+    default="ollama",
+    show_default=True,
+    help="The API the server is spoken to in: Ollama's /api/chat or OpenAI's "
+    "/v1/chat/completions (STORYAPP_LLM_BACKEND).",
+)
+@click.option(
     "--clustering",
     is_flag=True,
     help="Score the clustering instead: B-cubed precision, recall and F1 on each labeled JSONL "
@@ -279,8 +287,8 @@ def demo():
     help="Only the prompt figures: tokens a story, and how much of its event the prompt shows.",
 )
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def bench(events, latency, jitter, slots, sizes, no_baseline, clustering, prompts, files):
-    """Measure generation end to end against a local fake Ollama, or with --clustering how well
+def bench(events, latency, jitter, slots, sizes, no_baseline, backend, clustering, prompts, files):
+    """Measure generation end to end against a local fake LLM server, or with --clustering how well
     articles are grouped into events (see BENCHMARKS.md)."""
     if clustering:
         from storyapp.clusterbench import LabeledFileError
@@ -308,6 +316,7 @@ def bench(events, latency, jitter, slots, sizes, no_baseline, clustering, prompt
             slots=_positive_ints(slots, "--slots"),
             sizes=_positive_ints(sizes, "--sizes"),
             baseline=not no_baseline,
+            backend=backend,
         )
     )
 
