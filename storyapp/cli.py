@@ -230,11 +230,16 @@ def serve(host, port):
 
 
 @cli.command()
-def demo():
-    """Load the sample articles and turn them into stories, end to end."""
+@click.argument(
+    "articles", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+def demo(articles):
+    """Load the sample articles (or ARTICLES, a JSON or JSONL file of your own, moved in time
+    so the newest is a minute old) and turn them into stories, end to end."""
+    from storyapp.corpus import SAMPLE
     from storyapp.demo import run_demo
 
-    sys.exit(run_demo(load_settings()))
+    sys.exit(run_demo(load_settings(), sample=articles or SAMPLE))
 
 
 @cli.command()
