@@ -84,6 +84,7 @@ def test_with_no_worker_alive_health_says_unknown_and_does_not_guess(tmp_path, o
     assert body["llm"]["known"] is False
     assert body["llm"]["reachable"] is None and body["llm"]["model_available"] is None
     assert body["llm"]["note"].startswith("unknown: no worker is alive")
+    assert "LLM servers: unknown: no worker is alive" in client.get("/").get_data(as_text=True)
     heartbeat.register()  # alive, but it has checked nothing yet
     note = client.get("/health").get_json()["llm"]["note"]
     assert note.startswith("unknown: no worker has checked")
