@@ -119,7 +119,7 @@ class LocalLLM:
         return Reply(data=data, host=HOST, latency_ms=latency_ms, text=content, **tokens)
 
     def speed(
-        self, messages: list[dict], schema: dict, options: Options, writes: int = 24
+        self, messages: list[dict], schema: dict, options: Options, writes: int = 48
     ) -> Speed:
         """Loads the model and times a warm-up request as `generate` makes it, cut after a few
         tokens: the time to the first token is the prompt's reading (and the schema's grammar),
