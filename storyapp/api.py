@@ -12,11 +12,24 @@ from peewee import InterfaceError, OperationalError, SqliteDatabase, fn
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
 
-from storyapp import dashboard, events, feeds, heartbeat, ingest, jobs, metrics, queue, tasks
+from storyapp import (
+    dashboard,
+    events,
+    feeds,
+    heartbeat,
+    ingest,
+    jobs,
+    metrics,
+    queue,
+    reader,
+    syndication,
+    tasks,
+)
 from storyapp.config import Settings
 from storyapp.db import database
 from storyapp.models import MAX_ID, Article, Feed, Job, LLMCall, Story, StoryVersion, utcnow
 from storyapp.recovery import Orphans
+from storyapp.story import CATEGORIES
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -298,23 +311,52 @@ def cancel_job(job_id):
 # --- stories -------------------------------------------------------------------------------
 
 
-def story_order() -> str:
-    order = request.args.get("sort", "importance")
+# A search or an outlet's name longer than this is no search a reader typed.
+FILTER_MAX_CHARS = 200
+
+
+def query_text(name: str) -> str | None:
+    """A free-text query parameter; absent or blank is no filter."""
+    value = request.args.get(name, "").strip()
+    if len(value) > FILTER_MAX_CHARS:
+        raise ApiError(
+            422, "invalid_value", f"{name} must be at most {FILTER_MAX_CHARS} characters"
+        )
+    if any(ord(c) < 32 for c in value):  # PostgreSQL stores no NUL; no name holds a control
+        raise ApiError(422, "invalid_value", f"{name} must not hold control characters")
+    return value or None
+
+
+def story_filters() -> dict:
+    """The filters of a story listing (GET /stories, its page and the feeds), as
+    Story.filtered takes them."""
+    category = query_text("category")
+    if category is not None and category not in CATEGORIES:
+        raise ApiError(422, "invalid_value", f"category must be one of {', '.join(CATEGORIES)}")
+    return {"category": category, "source": query_text("source"), "text": query_text("q")}
+
+
+def listed_stories(default_order: str = "importance") -> tuple:
+    """The stories a listing asks for: (query of them all, their page as a list, limit,
+    offset)."""
+    limit, offset = page()
+    order = request.args.get("sort", default_order)
     if order not in Story.ORDERS:
         raise ApiError(422, "invalid_value", f"sort must be one of {', '.join(Story.ORDERS)}")
-    return order
+    listed = Story.listed(order).where(Story.updated_at >= since_hours())
+    query = Story.filtered(listed, **story_filters())
+    return query, list(query.limit(limit).offset(offset)), limit, offset
 
 
 @bp.get("/stories")
 def list_stories():
-    limit, offset = page()
-    query = Story.listed(story_order()).where(Story.updated_at >= since_hours())
-    stories = list(query.limit(limit).offset(offset))
+    query, stories, limit, offset = listed_stories()
     articles, now = Story.articles_of(stories), utcnow()
-    return {
-        "stories": [s.to_dict(articles[s.id], now) for s in stories],
-        "total": query.count(),
-    }
+    listed = [s.to_dict(articles[s.id], now) for s in stories]
+    total = query.count()
+    if reader.wants_html():
+        return reader.negotiated(reader.list_page(listed, total, limit, offset))
+    return reader.negotiated({"stories": listed, "total": total})
 
 
 def get_story_or_404(story_id: int) -> Story:
@@ -327,8 +369,10 @@ def get_story_or_404(story_id: int) -> Story:
 @bp.get("/stories/<id:story_id>")
 def get_story(story_id):
     story = get_story_or_404(story_id)
+    if reader.wants_html():
+        return reader.negotiated(reader.story_page(story))
     calls = LLMCall.of_versions(story.id, [story.version])[story.version]
-    return {**story.to_dict(), "calls": [call.link() for call in calls]}
+    return reader.negotiated({**story.to_dict(), "calls": [call.link() for call in calls]})
 
 
 @bp.get("/stories/<id:story_id>/versions")
@@ -354,6 +398,35 @@ def get_call(call_id):
     if call is None:
         raise ApiError(404, "not_found", f"no LLM call with id {call_id}")
     return call.to_dict()
+
+
+# --- feeds out -----------------------------------------------------------------------------
+# The stories of GET /stories, with its filters, newest update first unless `sort` says
+# otherwise: a reader shows items by date anyway, and a page of the most recent is what it polls.
+
+
+def feed_stories() -> list[dict]:
+    _, stories, _, _ = listed_stories(default_order="recent")
+    articles, now = Story.articles_of(stories), utcnow()
+    return [s.to_dict(articles[s.id], now) for s in stories]
+
+
+@bp.get("/feed.xml")
+def rss_feed():
+    body = syndication.rss(feed_stories(), syndication.Site.of_request())
+    return Response(body, content_type=syndication.RSS_TYPE)
+
+
+@bp.get("/feed.atom")
+def atom_feed():
+    body = syndication.atom(feed_stories(), syndication.Site.of_request())
+    return Response(body, content_type=syndication.ATOM_TYPE)
+
+
+@bp.get("/feed.json")
+def json_feed():
+    body = syndication.json_feed(feed_stories(), syndication.Site.of_request())
+    return Response(json.dumps(body, ensure_ascii=False), content_type=syndication.JSON_TYPE)
 
 
 # --- feeds ---------------------------------------------------------------------------------

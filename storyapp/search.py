@@ -67,7 +67,7 @@ def matching(db: Database, text: str) -> Node:
     """A subquery of the ids of the stories holding every word of `text` (none without one)."""
     found = words(text)
     if not found:
-        return NodeList((SQL("SELECT NULL WHERE 1 = 0"),), parens=True)
+        return NodeList((SQL("SELECT id FROM story WHERE 1 = 0"),), parens=True)
     if isinstance(db, PostgresqlDatabase):
         return NodeList(
             (
