@@ -7,7 +7,7 @@ import math
 import re
 from datetime import datetime, timedelta
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from peewee import InterfaceError, OperationalError, SqliteDatabase, fn
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # No connection is opened before a request: the first query opens it, so /health can
     # still answer (503) when the database cannot be reached.
     app.before_request(_check_token)
+    app.after_request(_remember_token)
     app.teardown_request(_close_connection)
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
@@ -82,16 +83,69 @@ def _close_connection(exc):
         database.close()
 
 
+# A browser cannot send an Authorization header on a link or a form, nor a feed reader on its
+# polls: reading also takes the token as `?token=`, which sets this cookie for the pages after.
+TOKEN_PARAM = "token"
+TOKEN_COOKIE = "storyapp_token"
+READING = ("GET", "HEAD")
+OPEN_TO_ALL = ("/health",)  # a load balancer's check carries no token
+
+
 def _check_token():
-    token = current_app.config["STORYAPP"].api_token
-    # Reading needs no token; every change does (POST, and DELETE of a feed).
-    if token is None or request.method in ("GET", "HEAD", "OPTIONS"):
+    settings = current_app.config["STORYAPP"]
+    if request.method == "OPTIONS":
         return None
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    # compare_digest takes as long whatever prefix matches: the token cannot be guessed by timing.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+    if request.method in READING:
+        if settings.read_token is None or request.path in OPEN_TO_ALL:
+            return None
+        # The API token is the stronger one: it reads too.
+        accepted = [settings.read_token, settings.api_token]
+        given = _bearer() or request.args.get(TOKEN_PARAM) or request.cookies.get(TOKEN_COOKIE)
+        if not _matches(given, accepted):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "this server needs the read token: Authorization: Bearer <token>, "
+                f"or ?{TOKEN_PARAM}=<token> in a browser or a feed reader",
+            )
+        if request.args.get(TOKEN_PARAM) is not None:
+            g.token_for_cookie = given
+        return None
+    # Every change (POST, and DELETE of a feed) needs the API token, in the header only: a
+    # cookie would be sent along by any page that makes the browser post here.
+    if settings.api_token is not None and not _matches(_bearer(), [settings.api_token]):
         raise ApiError(401, "unauthorized", "this server needs Authorization: Bearer <token>")
     return None
+
+
+def _bearer() -> str | None:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return given if scheme.lower() == "bearer" else None
+
+
+def _matches(given: str | None, tokens: list[str | None]) -> bool:
+    if given is None:
+        return False
+    # compare_digest takes as long whatever prefix matches: the token cannot be guessed by
+    # timing. Each token is compared, so neither is told apart by time either.
+    found = [
+        hmac.compare_digest(given.encode(errors="surrogatepass"), t.encode(errors="surrogatepass"))
+        for t in tokens
+        if t is not None
+    ]
+    return any(found)
+
+
+def _remember_token(response: Response) -> Response:
+    token = g.pop("token_for_cookie", None)
+    if token is not None:
+        response.set_cookie(
+            TOKEN_COOKIE, token, httponly=True, samesite="Lax", secure=request.is_secure
+        )
+    if current_app.config["STORYAPP"].read_token is not None:
+        # A page opened with ?token= must not hand it to the sites its links lead to.
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
 
 
 def _api_error(error: ApiError):
