@@ -153,8 +153,8 @@ class Story(BaseModel):
         text: str | None = None,
     ):
         """`query` narrowed to the stories of a category (one of story.CATEGORIES), with an
-        article from an outlet (its name in any case and spacing), or saying every word of
-        `text` (search.py)."""
+        article from an outlet (its name in any case and spacing), and saying every word of
+        `text` (search.py): each filter given narrows it further."""
         db = _engine(cls._meta.database)
         if category is not None:
             query = query.where(_category(db) == category)
@@ -261,7 +261,8 @@ def _category(db: Database):
 
 
 def _outlet(name):
-    # As ranking.outlets tells outlets apart: by name, in any case and spacing.
+    # As ranking.outlets tells outlets apart, by name in any case and spacing; SQL has no
+    # collapsing of whitespace runs, so the spaces go altogether ("CoastWire" is Coast Wire).
     return fn.LOWER(fn.REPLACE(name, " ", ""))
 
 
