@@ -392,24 +392,24 @@ def story_filters() -> dict:
 
 def listed_stories(default_order: str = "importance") -> tuple:
     """The stories a listing asks for: (query of them all, their page as a list, limit,
-    offset)."""
+    offset, the start of the window)."""
     limit, offset = page()
     order = request.args.get("sort", default_order)
     if order not in Story.ORDERS:
         raise ApiError(422, "invalid_value", f"sort must be one of {', '.join(Story.ORDERS)}")
-    listed = Story.listed(order).where(Story.updated_at >= since_hours())
-    query = Story.filtered(listed, **story_filters())
-    return query, list(query.limit(limit).offset(offset)), limit, offset
+    since = since_hours()
+    query = Story.filtered(Story.listed(order).where(Story.updated_at >= since), **story_filters())
+    return query, list(query.limit(limit).offset(offset)), limit, offset, since
 
 
 @bp.get("/stories")
 def list_stories():
-    query, stories, limit, offset = listed_stories()
+    query, stories, limit, offset, since = listed_stories()
     articles, now = Story.articles_of(stories), utcnow()
     listed = [s.to_dict(articles[s.id], now) for s in stories]
     total = query.count()
     if reader.wants_html():
-        return reader.negotiated(reader.list_page(listed, total, limit, offset))
+        return reader.negotiated(reader.list_page(listed, total, limit, offset, since))
     return reader.negotiated({"stories": listed, "total": total})
 
 
@@ -460,7 +460,7 @@ def get_call(call_id):
 
 
 def feed_stories() -> list[dict]:
-    _, stories, _, _ = listed_stories(default_order="recent")
+    _, stories, *_ = listed_stories(default_order="recent")
     articles, now = Story.articles_of(stories), utcnow()
     return [s.to_dict(articles[s.id], now) for s in stories]
 

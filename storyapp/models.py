@@ -168,13 +168,14 @@ class Story(BaseModel):
         return query
 
     @classmethod
-    def outlets(cls, limit: int) -> list[str]:
-        """The outlets with the most listed stories, as their articles name them."""
+    def outlets(cls, limit: int, since: datetime) -> list[str]:
+        """The outlets with the most listed stories updated since `since`, as their articles
+        name them."""
         query = (
             Article.select(fn.MIN(Article.source), fn.COUNT(StoryArticle.story.distinct()))
             .join(StoryArticle)
             .join(Story)
-            .where(cls.merged_into.is_null(), Article.source != "")
+            .where(cls.merged_into.is_null(), cls.updated_at >= since, Article.source != "")
             .group_by(_outlet(Article.source))
             .order_by(fn.COUNT(StoryArticle.story.distinct()).desc(), fn.MIN(Article.source))
             .limit(limit)

@@ -7,6 +7,7 @@ their times, and its versions, each with what changed. Server-rendered and whole
 JavaScript; no external assets.
 """
 
+from datetime import datetime
 from urllib.parse import urlencode
 
 from flask import Response, make_response, render_template, request
@@ -49,7 +50,7 @@ def feed_query() -> str:
     return f"?{query}" if query else ""
 
 
-def list_page(stories: list[dict], total: int, limit: int, offset: int) -> str:
+def list_page(stories: list[dict], total: int, limit: int, offset: int, since: datetime) -> str:
     return render_template(
         "reader.html",
         stories=stories,
@@ -60,7 +61,7 @@ def list_page(stories: list[dict], total: int, limit: int, offset: int) -> str:
         older=link(offset=offset + limit) if offset + limit < total else None,
         filters={k: request.args.get(k, "") for k in ("q", "category", "source", "sort", "hours")},
         categories=CATEGORIES,
-        outlets=Story.outlets(OUTLETS_OFFERED),
+        outlets=Story.outlets(OUTLETS_OFFERED, since),  # of the stories the window holds
         feeds=feed_query(),
     )
 

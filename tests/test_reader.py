@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from conftest import article, serving
-from test_dashboard import browser  # noqa: F401 (a fixture)
+from test_dashboard import ARTIFACTS, browser  # noqa: F401 (a fixture)
 
 from storyapp import clustering, ingest, jobs
 from storyapp.db import transaction
@@ -245,6 +245,8 @@ def test_a_reader_finds_opens_and_follows_a_story_in_a_browser(stories, app, bro
         page.wait_for_url(re.compile(r"category=environment"))
         titles = page.locator(".stories h3").all_inner_texts()
         assert titles == ["Floods close the Brenton valley road"]
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "reader.png")
         page.get_by_label("Category").select_option("")
         page.get_by_label("Search").fill("council")
         page.get_by_role("button", name="Show").click()
@@ -260,6 +262,7 @@ def test_a_reader_finds_opens_and_follows_a_story_in_a_browser(stories, app, bro
         assert page.locator("h1").inner_text() == "Council passes the flood defence budget"
         assert page.locator("#sources li").count() == 1
         assert page.locator("#versions li").count() == 1
+        page.screenshot(path=ARTIFACTS / "story.png", full_page=True)
         with page.expect_navigation():
             page.locator("#summary sup a").first.click()
         assert page.url.startswith("https://news.example/")
