@@ -465,22 +465,29 @@ def feed_stories() -> list[dict]:
     return [s.to_dict(articles[s.id], now) for s in stories]
 
 
+def feed_response(body: bytes | str, content_type: str) -> Response:
+    # Readers poll: one sending back the ETag of what it has gets a 304 with no body.
+    response = Response(body, content_type=content_type)
+    response.add_etag()
+    return response.make_conditional(request)
+
+
 @bp.get("/feed.xml")
 def rss_feed():
     body = syndication.rss(feed_stories(), syndication.Site.of_request())
-    return Response(body, content_type=syndication.RSS_TYPE)
+    return feed_response(body, syndication.RSS_TYPE)
 
 
 @bp.get("/feed.atom")
 def atom_feed():
     body = syndication.atom(feed_stories(), syndication.Site.of_request())
-    return Response(body, content_type=syndication.ATOM_TYPE)
+    return feed_response(body, syndication.ATOM_TYPE)
 
 
 @bp.get("/feed.json")
 def json_feed():
     body = syndication.json_feed(feed_stories(), syndication.Site.of_request())
-    return Response(json.dumps(body, ensure_ascii=False), content_type=syndication.JSON_TYPE)
+    return feed_response(json.dumps(body, ensure_ascii=False), syndication.JSON_TYPE)
 
 
 # --- feeds ---------------------------------------------------------------------------------

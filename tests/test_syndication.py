@@ -128,3 +128,15 @@ def test_an_empty_feed_is_still_a_feed(configured, client):
         _, feed = parsed(client, path)
         assert feed.entries == [] and feed.feed.title == "storyapp"
     assert json.loads(client.get("/feed.json").get_data())["items"] == []
+
+
+def test_a_reader_polling_an_unchanged_feed_gets_a_304(configured, client):
+    write_story(900, "Quake hits Eldham", "A quake hit Eldham.", ["Coast Wire"])
+    for path in (*FEEDS, "/feed.json"):
+        etag = client.get(path).headers["ETag"]
+        unchanged = client.get(path, headers={"If-None-Match": etag})
+        assert unchanged.status_code == 304 and unchanged.get_data() == b"", path
+    etags = {path: client.get(path).headers["ETag"] for path in (*FEEDS, "/feed.json")}
+    write_story(900, "Eldham quake: homes damaged", "Homes were damaged.", ["Coast Wire", "X"])
+    for path, etag in etags.items():
+        assert client.get(path, headers={"If-None-Match": etag}).status_code == 200, path
