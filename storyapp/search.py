@@ -7,6 +7,10 @@ PostgreSQL, a generated column with a GIN index.
 Both engines stem English words (porter; PostgreSQL's `english`), so "floods" finds "flooding".
 A query is the words of what the reader typed, all of them required: no engine's query syntax
 reaches the engine, so no query can be malformed.
+
+The triggers belong to the story table: a migration that rebuilds it on SQLite (playhouse's
+way to change a column's type or constraints there) drops them with it, and must call
+`create()` again. tests/test_migrations.py searches a database upgraded from m001 to catch it.
 """
 
 import re
