@@ -217,10 +217,12 @@ def serve(host, port):
     """Serve the HTTP API with waitress."""
     import waitress
 
+    from storyapp.access import AccessLog
     from storyapp.api import create_app
 
     setup_logging()
     app = create_app(load_settings())
+    app.wsgi_app = AccessLog(app.wsgi_app)
     try:
         server = waitress.create_server(app, host=host, port=port, **WAITRESS)
     except (OSError, ValueError) as exc:  # the port is taken, the host is no address

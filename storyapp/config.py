@@ -36,6 +36,8 @@ class Settings:
     schedule: str
     api_token: str | None
     retention_days: int
+    # When set, reading (every GET but /health) needs it, or the API token.
+    read_token: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -64,6 +66,7 @@ class Settings:
             schedule=(env.get("STORYAPP_SCHEDULE") or "0 * * * *").strip(),
             api_token=env.get("STORYAPP_API_TOKEN") or None,
             retention_days=_number(env, "STORYAPP_RETENTION_DAYS", 30, int, 1, 36500),
+            read_token=env.get("STORYAPP_READ_TOKEN") or None,
         )
 
 

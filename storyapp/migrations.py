@@ -26,7 +26,7 @@ from peewee import (
 )
 from playhouse import migrate as schema
 
-from storyapp import ranking
+from storyapp import ranking, search
 from storyapp.db import in_chunks, lock
 from storyapp.models import TABLES, Migration, utcnow
 
@@ -355,6 +355,13 @@ def m010_call_contents(db: Database) -> None:
     )
 
 
+def m013_story_search(db: Database) -> None:
+    """The stories' text search (search.py): SQLite's FTS5 table and the triggers that keep it,
+    or PostgreSQL's generated tsvector column and its GIN index; filled for every story there
+    is. The story table's own create_table makes the same on a new database."""
+    search.create(db)
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     m001_initial,
     m002_feeds_and_story_versions,
@@ -366,6 +373,7 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     m008_story_ranking,
     m009_upgraded_stories,
     m010_call_contents,
+    m013_story_search,
 ]
 
 

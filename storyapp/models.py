@@ -12,16 +12,18 @@ from peewee import (
     BooleanField,
     Case,
     CharField,
+    Database,
     DateTimeField,
     FloatField,
     ForeignKeyField,
     IntegerField,
     Model,
+    PostgresqlDatabase,
     TextField,
     fn,
 )
 
-from storyapp import ranking
+from storyapp import ranking, search
 from storyapp.db import Prepared, PreparedIn, database, param, param_list
 from storyapp.story import StoryText
 
@@ -142,6 +144,51 @@ class Story(BaseModel):
         key = cls.rank if order == "importance" else cls.updated_at
         return cls.select().where(cls.merged_into.is_null()).order_by(key.desc(), cls.id.desc())
 
+    @classmethod
+    def filtered(
+        cls,
+        query,
+        category: str | None = None,
+        source: str | None = None,
+        text: str | None = None,
+    ):
+        """`query` narrowed to the stories of a category (one of story.CATEGORIES), with an
+        article from an outlet (its name in any case and spacing), and saying every word of
+        `text` (search.py): each filter given narrows it further."""
+        db = _engine(cls._meta.database)
+        if category is not None:
+            query = query.where(_category(db) == category)
+        if source is not None:
+            outlet = StoryArticle.select(StoryArticle.story).join(Article)
+            query = query.where(
+                cls.id.in_(outlet.where(_outlet(Article.source) == _outlet_name(source)))
+            )
+        if text is not None:
+            query = query.where(cls.id.in_(search.matching(db, text)))
+        return query
+
+    @classmethod
+    def outlets(cls, limit: int, since: datetime) -> list[str]:
+        """The outlets with the most listed stories updated since `since`, as their articles
+        name them."""
+        query = (
+            Article.select(fn.MIN(Article.source), fn.COUNT(StoryArticle.story.distinct()))
+            .join(StoryArticle)
+            .join(Story)
+            .where(cls.merged_into.is_null(), cls.updated_at >= since, Article.source != "")
+            .group_by(_outlet(Article.source))
+            .order_by(fn.COUNT(StoryArticle.story.distinct()).desc(), fn.MIN(Article.source))
+            .limit(limit)
+        )
+        return [name for name, _ in query.tuples()]
+
+    @classmethod
+    def create_table(cls, safe: bool = True, **options) -> None:
+        # The search index is the engine's own, kept by triggers (or a generated column) on
+        # this table: it comes with it.
+        super().create_table(safe, **options)
+        search.create(_engine(cls._meta.database))
+
     @staticmethod
     def articles_of(stories: list["Story"]) -> dict[int, list[Article]]:
         """The articles of several stories in one query, oldest first."""
@@ -201,6 +248,27 @@ class Story(BaseModel):
             "version": self.version,
             "merged_into": self.merged_into_id,
         }
+
+
+def _engine(db) -> Database:
+    return getattr(db, "obj", None) or db  # the database behind the proxy
+
+
+def _category(db: Database):
+    # The category lives in the story's JSON content; each engine reads JSON its own way.
+    if isinstance(db, PostgresqlDatabase):
+        return fn.jsonb_extract_path_text(Story.content.cast("jsonb"), "category")
+    return fn.json_extract(Story.content, "$.category")
+
+
+def _outlet(name):
+    # As ranking.outlets tells outlets apart, by name in any case and spacing; SQL has no
+    # collapsing of whitespace runs, so the spaces go altogether ("CoastWire" is Coast Wire).
+    return fn.LOWER(fn.REPLACE(name, " ", ""))
+
+
+def _outlet_name(name: str) -> str:
+    return "".join(name.split()).lower()
 
 
 class StoryVersion(BaseModel):

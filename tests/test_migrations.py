@@ -194,6 +194,7 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
         "m008_story_ranking",
         "m009_upgraded_stories",
         "m010_call_contents",
+        "m013_story_search",
     ]
     assert migrate(db) == []
 
@@ -231,7 +232,51 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
             "created_at": "2026-01-01T02:00:00Z",
         }
         assert Feed.select().count() == 0
+        # The story written before the search index is found by it.
+        assert [s.id for s in Story.filtered(Story.select(), text="home damage")] == [7]
     db.close()
+
+
+@pytest.mark.backends
+def test_m013_indexes_the_stories_there_are_and_keeps_up_with_writes(database):
+    # A database as it was before m013: every migration but it applied, and a story in it.
+    before = [m for m in MIGRATIONS if m.__name__ != "m013_story_search"]
+    with database.bind_ctx(TABLES):
+        migrate(database, before)
+        if isinstance(database, PostgresqlDatabase):
+            database.execute_sql("ALTER TABLE story DROP COLUMN search")
+        else:
+            for trigger in ("insert", "update", "delete"):
+                database.execute_sql(f"DROP TRIGGER storysearch_{trigger}")
+            database.execute_sql("DROP TABLE storysearch")
+        flood = {
+            "title": "Floods close the valley road",
+            "summary": [{"text": "Rivers rose overnight.", "sources": [1]}],
+            "key_points": [{"text": "Schools shut", "sources": [1]}],
+            "category": "environment",
+        }
+        values = {"content": flood, "generator": "llm", "article_count": 1}
+        old = Story.create(cluster_key="k1", **values)
+
+        def found(text):
+            return sorted(s.id for s in Story.filtered(Story.select(), text=text))
+
+        assert migrate(database) == ["m013_story_search"]
+        assert found("flooding rivers") == [old.id]  # stemmed: flood, river
+        assert found("schools") == [old.id]
+        assert found("environment") == [old.id]  # the category is text too
+        assert found("wildfire") == []
+
+        wildfire = {**flood, "title": "A wildfire"}
+        new = Story.create(cluster_key="k2", **{**values, "content": wildfire})
+        assert found("wildfire") == [new.id]
+        Story.update(content={**flood, "title": "Wildfire spreads"}).where(
+            Story.id == old.id
+        ).execute()
+        assert found("wildfire") == [old.id, new.id]
+        assert found("valley") == []  # the old title no longer finds the rewritten story
+        Story.delete().where(Story.id == new.id).execute()
+        assert found("wildfire") == [old.id]
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+pool"])
