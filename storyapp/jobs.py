@@ -449,6 +449,7 @@ def _log_calls(
                 "status_code": call.status_code,
                 "error": call.error,
                 "latency_ms": round(call.latency_ms, 3),
+                "latency_includes_queue": call.latency_includes_queue,
                 "prompt_tokens": call.prompt_tokens,
                 "completion_tokens": call.completion_tokens,
             }

@@ -194,6 +194,7 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
         "m008_story_ranking",
         "m009_upgraded_stories",
         "m010_call_contents",
+        "m011_call_queueing",
     ]
     assert migrate(db) == []
 

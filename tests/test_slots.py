@@ -1,4 +1,5 @@
-"""The per-host bound on LLM requests, held across processes through Redis."""
+"""The per-host bound on LLM requests: how it adapts to the server, how a host's breaker steers
+requests away from it, and the bound held across processes through Redis."""
 
 import threading
 import time
@@ -11,12 +12,110 @@ from test_llm import MESSAGES
 from workers import wait_until
 
 from storyapp.fake_ollama import FakeOllama
+from storyapp.llm import LLMError
 from storyapp.ollama_llm import OllamaLLM
-from storyapp.slots import RedisSlots
+from storyapp.slots import Bound, ProcessSlots, RedisSlots, while_waiting
 from storyapp.story import schema
 from storyapp.synthesis import GENERATION
 
+# The tests that take a backend run on the scale one: Redis.
 pytestmark = pytest.mark.backends("scale")
+
+
+def test_the_bound_starts_at_the_ceiling_and_halves_when_a_reply_waited_in_the_queue():
+    bound = Bound(8)
+    assert bound.limit == 8
+    bound.replied(0, wall_s=1.0, server_s=0.95)  # no wait to speak of
+    assert bound.limit == 8
+    bound.replied(0, wall_s=2.0, server_s=1.0)  # waited as long as it took
+    assert (bound.limit, bound.cuts) == (4, 1)
+    # Sent before that cut, under the old bound: it says nothing of the new one.
+    bound.replied(0, wall_s=3.0, server_s=1.0)
+    assert bound.limit == 4
+    bound.replied(1, wall_s=3.0, server_s=1.0)
+    bound.cut(2)  # a timeout or a 503
+    bound.cut(3)
+    bound.cut(4)
+    assert bound.limit == 1  # the floor
+
+
+def test_the_bound_grows_by_one_after_as_many_good_replies_as_it_allows():
+    bound = Bound(4)
+    bound.cut(0)
+    assert bound.limit == 2
+    bound.replied(1, 1.0, 1.0)
+    assert bound.limit == 2
+    bound.replied(1, 1.0, 1.0)
+    assert bound.limit == 3
+    for _ in range(3):
+        bound.replied(1, 1.0, 1.0)
+    assert bound.limit == 4
+    for _ in range(8):
+        bound.replied(1, 1.0, 1.0)
+    assert bound.limit == 4  # the ceiling
+
+
+def test_without_the_servers_time_the_fastest_recent_reply_is_the_yardstick():
+    bound = Bound(4)
+    bound.replied(0, 0.8, None)  # the first: nothing to compare it with
+    bound.replied(0, 1.0, None)  # a longer reply, not a wait
+    assert bound.limit == 4
+    bound.replied(0, 1.7, None)  # twice the fastest: it waited
+    assert bound.limit == 2
+
+
+def test_requests_go_round_a_host_whose_breaker_is_open():
+    slots = ProcessSlots(("http://a:11434", "http://b:11434"), 2)
+    for _ in range(3):
+        with slots.take() as slot:
+            failed = slot.host == "http://a:11434"
+            slot.report("timeout" if failed else "ok", None if failed else 200, 0.1, 0.1)
+    # a failed until its breaker opened; every request now goes to b.
+    assert slots.hosts.breakers["http://a:11434"].state == "open"
+    for _ in range(4):
+        with slots.take() as slot:
+            assert slot.host == "http://b:11434"
+            slot.report("ok", 200, 0.1, 0.1)
+
+
+def test_with_every_host_open_a_request_fails_at_once_saying_why():
+    slots = ProcessSlots(("http://a:11434",), 4)
+    for _ in range(3):
+        with slots.take() as slot:
+            slot.report("error")  # a refused connection: no status
+    started = time.monotonic()
+    with pytest.raises(LLMError) as caught, slots.take():
+        pass
+    assert time.monotonic() - started < 0.5
+    assert caught.value.outcome == "skipped" and not caught.value.retryable
+    assert str(caught.value) == ("http://a:11434: 3 refused connections in a row, skipped for 60 s")
+
+
+def test_a_busy_server_halves_the_bound_and_an_answer_is_no_failure():
+    slots = ProcessSlots(("http://a:11434",), 4)
+    with slots.take() as slot:
+        slot.report("error", 503)
+    assert slots.hosts.bounds["http://a:11434"].limit == 2
+    for _ in range(5):
+        with slots.take() as slot:
+            slot.report("error", 500)  # the runner crashed: the host answers all the same
+    assert slots.hosts.breakers["http://a:11434"].state == "closed"
+
+
+def test_a_thread_waiting_for_a_slot_has_its_function_called():
+    slots = ProcessSlots(("http://a:11434",), 1)
+    calls = []
+    with slots.take():
+        waiter = threading.Thread(target=wait_for_a_slot, args=(slots, calls))
+        waiter.start()
+        wait_until(lambda: len(calls) >= 3, timeout=10, what="three calls while it waits")
+    waiter.join()
+    assert calls[-1] == "took it"
+
+
+def wait_for_a_slot(slots, calls):
+    with while_waiting(0.05, lambda: calls.append("waiting")), slots.take():
+        calls.append("took it")
 
 
 @pytest.fixture
@@ -72,12 +171,12 @@ def test_the_bound_holds_across_clients_that_share_nothing_else(shared):
 def test_each_request_takes_the_host_with_the_fewest_in_flight(shared):
     slots = shared(["http://a:11434", "http://b:11434"], 2)
     taken = [slots.take() for _ in range(4)]
-    hosts = sorted(t.__enter__() for t in taken)
+    hosts = sorted(t.__enter__().host for t in taken)
     assert hosts == ["http://a:11434", "http://a:11434", "http://b:11434", "http://b:11434"]
     for t in taken:
         t.__exit__(None, None, None)
-    with slots.take() as host:  # all given back: room again
-        assert host == "http://a:11434"
+    with slots.take() as slot:  # all given back: room again
+        assert slot.host == "http://a:11434"
 
 
 def test_a_slot_held_by_a_process_that_died_frees_itself(shared):
