@@ -3,16 +3,21 @@ requests away from it, and the bound held across processes through Redis."""
 
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
 from backends import REDIS_URL
+from conftest import init, make_settings, running_consumer, shifted_sample, wait_for_job
 from test_llm import MESSAGES
-from workers import wait_until
+from workers import assert_finished_once, wait_until
 
+from storyapp import supervisor, tasks
+from storyapp.api import create_app
 from storyapp.fake_ollama import FakeOllama
 from storyapp.llm import LLMError
+from storyapp.models import LLMCall
 from storyapp.ollama_llm import OllamaLLM
 from storyapp.slots import Bound, ProcessSlots, RedisSlots, while_waiting
 from storyapp.story import schema
@@ -116,6 +121,40 @@ def test_a_thread_waiting_for_a_slot_has_its_function_called():
 def wait_for_a_slot(slots, calls):
     with while_waiting(0.05, lambda: calls.append("waiting")), slots.take():
         calls.append("took it")
+
+
+# A call takes 0.4-0.6 s on a server that runs one at a time; a cluster's lease outlasts one
+# call and its timeout, not the line of clusters waiting for the server.
+REPLY_S, JITTER_S, TIMEOUT_S, SHORT_LEASE_S = 0.5, 0.1, 4.0, 5.0
+
+
+@pytest.mark.backends
+def test_a_one_slot_server_is_driven_at_its_own_pace(tmp_path, backend, monkeypatch):
+    monkeypatch.setattr(tasks, "lease_seconds", lambda timeout: SHORT_LEASE_S)
+    with FakeOllama(latency=REPLY_S, jitter=JITTER_S, slots=1) as server:
+        env = {"STORYAPP_LLM_CONCURRENCY": "4", "STORYAPP_LLM_TIMEOUT": str(TIMEOUT_S)}
+        client = create_app(init(make_settings(tmp_path, server.url, **env, **backend.env)))
+        client = client.test_client()
+        assert client.post("/articles", json=shifted_sample()).status_code == 201
+        # Eight threads for a server that runs one request: most clusters wait their turn
+        # for many times their lease, while the supervisor reclaims expired leases.
+        with running_consumer(workers=8):
+            supervisor.start_supervisor()
+            try:
+                job_id = client.post("/stories/generate").get_json()["job_id"]
+                job = wait_for_job(client, job_id, timeout=180)
+            finally:
+                supervisor.stop_supervisor()
+        bound = tasks.llm()._slots.hosts.bounds[server.url].limit
+    assert_finished_once(job_id)
+    per_cluster = Counter(key for (key,) in LLMCall.select(LLMCall.cluster_key).tuples())
+    assert len(per_cluster) == job["counts"]["llm"] > 10
+    assert set(per_cluster.values()) == {1}  # no cluster ran twice
+    assert {c.outcome for c in LLMCall.select()} == {"ok"}  # none timed out in the queue
+    assert bound in (1, 2)
+    # The calls' latencies are the server's own time on them, without the queue.
+    assert max(c.latency_ms for c in LLMCall.select()) < (REPLY_S + JITTER_S) * 1000 + 100
+    assert not any(c.latency_includes_queue for c in LLMCall.select())
 
 
 @pytest.fixture
