@@ -150,8 +150,10 @@ def test_hung_servers_cost_one_timeout_each_not_three_per_cluster(tmp_path):
     assert all(3 <= n <= 4 for n in sent), sent
     assert set(call_outcomes()) == {("timeout", None)} and len(call_outcomes()) == sum(sent)
     assert job["duration_s"] < 4 * timeout
-    for server in (one, two):  # which host, and why
-        assert re.search(f"{server.url}: [34] timeouts in a row, skipped for 60 s", job["error"])
+    page = client.get("/").get_data(as_text=True)
+    for server in (one, two):  # which host, and why: in the job's error, and on the page
+        why = f"{server.url}: [34] timeouts in a row, skipped for 60 s"
+        assert re.search(why, job["error"]) and re.search(why, page)
 
 
 def test_a_steered_reply_changes_only_the_story_text(tmp_path):
