@@ -335,10 +335,17 @@ class RedisSlots:
         token = uuid.uuid4().hex
         delay = self.POLL_S[0]
         waiter = Waiter()
-        while (slot := self.try_take(token)) is None:
-            time.sleep(min(delay, waiter.sleep_s()))
-            delay = min(delay * 2, self.POLL_S[1])
-            waiter.tick()
+        try:
+            while (slot := self.try_take(token)) is None:
+                time.sleep(min(delay, waiter.sleep_s()))
+                delay = min(delay * 2, self.POLL_S[1])
+                waiter.tick()
+        except BaseException:
+            # Every host skipped, or the waiter's function gave up: out of the line at once,
+            # not after it stopped asking, so that those behind it need not wait for that.
+            self._client.zrem(self._keys[0], token)
+            self._client.zrem(self._keys[1], token)
+            raise
         try:
             yield slot
         finally:

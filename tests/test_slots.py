@@ -272,3 +272,27 @@ def test_a_waiter_that_stopped_asking_leaves_the_line(shared, client, line):
 def redis_ms(client) -> int:
     seconds, microseconds = client.time()
     return seconds * 1000 + microseconds // 1000
+
+
+def test_a_waiter_whose_hosts_are_all_skipped_leaves_the_line_at_once(shared, client, line):
+    holder = shared(["http://a:11434"], 1)
+    waiting = shared(["http://a:11434"], 1, waiter_ttl_s=60.0)
+    errors = []
+
+    def wait():
+        try:
+            with waiting.take():
+                pass
+        except LLMError as exc:
+            errors.append(exc)
+
+    with holder.take():
+        thread = threading.Thread(target=wait)
+        thread.start()
+        wait_until(lambda: client.zcard(line) == 1, what="the waiter in line")
+        with waiting.hosts.changed:  # its process finds the host hung meanwhile
+            for _ in range(3):
+                waiting.hosts.breakers["http://a:11434"].failed("timeout")
+        thread.join(timeout=10)
+        assert client.zcard(line) == 0  # gone, not left there for 60 s
+    assert "http://a:11434: 3 timeouts in a row" in str(errors[0])
