@@ -1,9 +1,9 @@
 """A circuit breaker for one LLM host: after FAILURES timeouts or refused connections in a row
-the host is skipped for COOL_DOWN_S, then one request goes through as a probe; its answer
-closes the breaker, its failure opens it for another cool-down. A hung server then costs one
-timeout per host rather than every attempt of every cluster. The state lives in the process
-(each worker process learns on its own); slots.py keeps one breaker per host and asks it
-before each request.
+the host is skipped for COOL_DOWN_S, then one request goes through as a probe (the others wait
+for its word); its answer closes the breaker, its failure opens it for another cool-down. A
+hung server then costs one timeout per host rather than every attempt of every cluster. The
+state lives in the process (each worker process learns on its own); slots.py keeps one breaker
+per host and asks it before each request.
 """
 
 import time
@@ -65,6 +65,12 @@ class Breaker:
         self._failed.append(kind)
         if self._probing or len(self._failed) >= self.failures_to_open:
             self._opened_at, self._probing = self._clock(), False
+
+    def due_now(self) -> None:
+        """The host answered something else (a health check): its cool-down is over, a probe
+        may go at once, rather than the stories waiting out the rest of it."""
+        if self.state == "open":
+            self._opened_at = self._clock() - self.cool_down_s
 
     def abandoned(self) -> None:
         """A request that went and came to nothing either way (its caller failed): a probe may

@@ -1,6 +1,7 @@
 """Ollama's /api/chat through the official client: requests spread over the configured hosts,
 at most `concurrency` in flight per host across every thread of the process, or across
-processes with shared slots (slots.py)."""
+processes with shared slots (slots.py), a bound that adapts to the server by what each request
+came to and how long the server says it worked on it."""
 
 import json
 import os
@@ -112,6 +113,9 @@ class OllamaLLM:
             finally:
                 client.close()
             reachable = True
+            # It answers: a host skipped after failures is probed at the next request, not
+            # after the rest of its cool-down.
+            self._slots.hosts.checked(host)
             available = available or self.model in names or f"{self.model}:latest" in names
         result = {"reachable": reachable, "model_available": available, "model": self.model}
         if errors:
@@ -123,9 +127,9 @@ def _server_seconds(response) -> float | None:
     """The server's own time on the request: loading the model, reading the prompt, writing
     the reply. Not Ollama's total_duration: that starts when the request arrives, so it holds
     the wait for a free parallel slot, which is what the bound must see (slots.Bound)."""
-    parts = (response.load_duration, response.prompt_eval_duration, response.eval_duration)
-    if response.eval_duration is None:
+    if response.eval_duration is None:  # a server that does not say
         return None
+    parts = (response.load_duration, response.prompt_eval_duration, response.eval_duration)
     return sum(part or 0 for part in parts) / 1e9
 
 

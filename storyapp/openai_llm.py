@@ -94,6 +94,9 @@ class OpenAILLM:
                 errors.append(f"{url}: {type(exc).__name__}: {exc}")
                 continue
             reachable = True
+            # It answers: a host skipped after failures is probed at the next request, not
+            # after the rest of its cool-down.
+            self._slots.hosts.checked(url)
             available = available or self.model in names
         result = {"reachable": reachable, "model_available": available, "model": self.model}
         if errors:

@@ -125,17 +125,18 @@ class Slot:
 class Hosts:
     """Each host's breaker and bound, and this process's requests in flight on it."""
 
-    def __init__(self, hosts: tuple[str, ...], ceiling: int, breakers: dict | None = None):
+    def __init__(self, hosts: tuple[str, ...], ceiling: int):
         self.names = hosts
         self.changed = threading.Condition()
-        self.breakers = breakers or {h: Breaker(h) for h in hosts}
+        self.breakers = {h: Breaker(h) for h in hosts}
         self.bounds = {h: Bound(ceiling) for h in hosts}
         self.in_flight = dict.fromkeys(hosts, 0)
 
     def limits(self) -> dict[str, int]:
         """How many requests each host may have in flight now: its bound when its breaker is
-        closed, 1 (the probe) when it is due one, else 0. Raises when every host is skipped.
-        Under `changed`."""
+        closed, 1 (the probe) when it is due one, else 0. Raises when every host is skipped
+        (open): a probe in flight is waited for, as its answer may close its breaker. Under
+        `changed`."""
         limits = {}
         for host in self.names:
             breaker = self.breakers[host]
@@ -143,7 +144,7 @@ class Hosts:
                 limits[host] = self.bounds[host].limit
             else:
                 limits[host] = int(breaker.allows())
-        if not any(limits.values()):
+        if all(self.breakers[h].state == "open" for h in self.names):
             raise LLMError(
                 "; ".join(self.breakers[h].why() for h in self.names),
                 outcome="skipped",
@@ -162,6 +163,12 @@ class Hosts:
             if in_flight < limit:
                 room.append((self.in_flight[host], host))
         return min(room)[1] if room else None
+
+    def checked(self, host: str) -> None:
+        """`host` answered a check (llm.check): a probe may go to it now (Breaker.due_now)."""
+        with self.changed:
+            self.breakers[host].due_now()
+            self.changed.notify_all()
 
     def start(self, host: str) -> Slot:
         """Under `changed`."""

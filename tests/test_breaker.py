@@ -79,3 +79,15 @@ def test_three_timeouts_say_so():
     for _ in range(3):
         b.failed("timeout")
     assert b.why() == f"{HOST}: 3 timeouts in a row, skipped for 60 s"
+
+
+def test_a_host_that_answers_a_check_is_due_a_probe_at_once():
+    clock = Clock()
+    b = breaker(clock)
+    for _ in range(3):
+        b.failed("refused")
+    b.due_now()
+    assert b.state == "half-open" and b.allows()
+    b.sent()
+    b.due_now()  # a second check while the probe is out changes nothing
+    assert not b.allows()

@@ -91,6 +91,17 @@ def test_the_latency_is_the_servers_own_time_without_its_queue():
         assert 250 < reply.latency_ms < 450
 
 
+def test_a_host_skipped_after_failures_is_tried_again_once_it_answers_a_check(ollama):
+    llm = client(ollama)
+    for _ in range(3):
+        llm._slots.hosts.breakers[ollama.url].failed("refused")  # down a moment ago
+    with pytest.raises(LLMError, match="3 refused connections in a row") as caught:
+        llm.generate(MESSAGES, schema(), GENERATION)
+    assert caught.value.outcome == "skipped" and ollama.chat_count == 0
+    assert llm.check()["reachable"]
+    assert llm.generate(MESSAGES, schema(), GENERATION).host == ollama.url
+
+
 def test_missing_model_says_so(ollama):
     with pytest.raises(LLMError, match="model nope:1b not found.*ollama pull nope:1b"):
         client(ollama, model="nope:1b").generate(MESSAGES, schema(), GENERATION)

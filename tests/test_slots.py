@@ -96,6 +96,30 @@ def test_with_every_host_open_a_request_fails_at_once_saying_why():
     assert str(caught.value) == ("http://a:11434: 3 refused connections in a row, skipped for 60 s")
 
 
+def test_while_the_probe_is_out_the_other_requests_wait_for_its_word():
+    slots = ProcessSlots(("http://a:11434",), 4)
+    for _ in range(3):
+        with slots.take() as slot:
+            slot.report("timeout")
+    slots.hosts.checked("http://a:11434")  # it answered a check: the probe may go now
+    went = []
+    with slots.take() as probe:
+        waiter = threading.Thread(target=lambda: went.append(take_and_answer(slots)))
+        waiter.start()
+        time.sleep(0.3)
+        assert went == []  # waiting: neither sent nor turned away
+        probe.report("ok", 200, 0.1, 0.1)
+    waiter.join(timeout=5)
+    assert went == ["http://a:11434"]
+    assert slots.hosts.breakers["http://a:11434"].state == "closed"
+
+
+def take_and_answer(slots) -> str:
+    with slots.take() as slot:
+        slot.report("ok", 200, 0.1, 0.1)
+        return slot.host
+
+
 def test_a_busy_server_halves_the_bound_and_an_answer_is_no_failure():
     slots = ProcessSlots(("http://a:11434",), 4)
     with slots.take() as slot:
