@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from peewee import IntegrityError, fn
 
-from storyapp import clustering, ranking, synthesis
+from storyapp import clustering, ranking, slots, synthesis
 from storyapp.db import in_chunks, lock, transaction
 from storyapp.llm import LLM
 from storyapp.models import (
@@ -304,7 +304,23 @@ def run_cluster(
     )
     # A forced job writes every story anew: no reply from the cache.
     known = (lambda key: None) if cluster["force"] else SynthesisCache.story_for
-    result = synthesis.synthesize(texts, llm, cache=known)
+    try:
+        # Waiting in line for an LLM slot, however long the line, is not the cluster being
+        # lost: the lease is renewed while it waits, so recovery does not hand it to another
+        # worker. (Taking the lease only with the slot would leave the cluster unclaimed
+        # while it waits, and a retry waits in line again.)
+        renewing = slots.while_waiting(lease_s / RENEWALS, _renewal(cluster_id, worker, lease_s))
+        with renewing:
+            result = synthesis.synthesize(texts, llm, cache=known)
+    except LeaseLost as lost:
+        log.warning(
+            "job %s cluster %s: %s",
+            job_id,
+            cluster_id,
+            lost,
+            extra={"job": job_id, "cluster": cluster_id},
+        )
+        return None
     model = llm.model if llm is not None else None
     outcome = "cached" if result.cached else result.generator
     with transaction() as txn:
@@ -343,6 +359,24 @@ def run_cluster(
             extra={"job": job_id, "cluster": cluster_id, "outcome": outcome},
         )
     return outcome
+
+
+# A waiting cluster's lease is renewed this many times in its length: a renewal held up (the
+# database busy a moment) still comes well before it ends.
+RENEWALS = 4
+
+
+class LeaseLost(Exception):
+    """Another worker took the cluster, or it was settled, while this one waited for a slot."""
+
+
+def _renewal(cluster_id: int, worker: str | None, lease_s: float):
+    def renew() -> None:
+        with transaction():
+            if not JobCluster.lease(cluster_id, worker, lease_s):
+                raise LeaseLost("its lease went to another worker while it waited for the LLM")
+
+    return renew
 
 
 def fail_cluster(cluster_id: int, reason: str) -> str | None:
@@ -449,6 +483,7 @@ def _log_calls(
                 "status_code": call.status_code,
                 "error": call.error,
                 "latency_ms": round(call.latency_ms, 3),
+                "latency_includes_queue": call.latency_includes_queue,
                 "prompt_tokens": call.prompt_tokens,
                 "completion_tokens": call.completion_tokens,
             }

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from storyapp.llm import LLMError, Options, Reply
+from storyapp.slots import held
 
 SMALL_MODEL = "gemma3-270m"
 HOST = "in-process"
@@ -36,7 +37,7 @@ class LocalLLM:
         self._lock = threading.Lock()
 
     def generate(self, messages: list[dict], schema: dict, options: Options) -> Reply:
-        with self._lock:
+        with held(self._lock):  # the one slot there is
             llama = self._loaded(options.context_tokens)
             started = time.perf_counter()
             deadline = time.monotonic() + self.timeout
@@ -68,6 +69,8 @@ class LocalLLM:
             "prompt_tokens": prompt_tokens,
             "completion_tokens": len(pieces),
             "truncated": finish == "length",
+            # Timed from the moment the model took the request: no queue in it.
+            "latency_includes_queue": False,
         }
         if finish is None and time.monotonic() > deadline:
             raise LLMError(

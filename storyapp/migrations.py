@@ -15,6 +15,7 @@ from datetime import datetime
 from peewee import (
     SQL,
     BigIntegerField,
+    BooleanField,
     CharField,
     Database,
     DateTimeField,
@@ -355,6 +356,14 @@ def m010_call_contents(db: Database) -> None:
     )
 
 
+def m011_call_queueing(db: Database) -> None:
+    """LLMCall.latency_includes_queue: whether a call's latency holds its wait in the server's
+    queue (the server did not say its own time); unknown (null) for the calls before."""
+    migrator = schema.SchemaMigrator.from_database(db)
+    queued = BooleanField(null=True)
+    schema.migrate(migrator.add_column("llmcall", "latency_includes_queue", queued))
+
+
 def m013_story_search(db: Database) -> None:
     """The stories' text search (search.py): SQLite's FTS5 table and the triggers that keep it,
     or PostgreSQL's generated tsvector column and its GIN index; filled for every story there
@@ -373,6 +382,7 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     m008_story_ranking,
     m009_upgraded_stories,
     m010_call_contents,
+    m011_call_queueing,
     m013_story_search,
 ]
 

@@ -512,6 +512,9 @@ class LLMCall(BaseModel):
     story_version = IntegerField(null=True)
     prompt = JSONField(null=True)  # the messages sent, cut at PROMPT_MAX_CHARS in all
     reply = TextField(null=True)  # as the server sent it, cut at REPLY_MAX_CHARS
+    # latency_ms holds the wait in the server's queue: the server did not say its own time
+    # (llm.Reply); null for calls logged before this was kept.
+    latency_includes_queue = BooleanField(null=True)
 
     @classmethod
     def log(cls, calls: list[dict]) -> None:
@@ -563,6 +566,7 @@ class LLMCall(BaseModel):
             "status_code": self.status_code,
             "error": self.error,
             "latency_ms": self.latency_ms,
+            "latency_includes_queue": self.latency_includes_queue,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "created_at": isoformat(self.created_at),

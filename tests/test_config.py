@@ -53,6 +53,9 @@ def test_the_llm_backend_and_its_urls():
         }
     )
     assert openai.llm_urls == ("http://vllm:8000/v1", "https://api.example/v1")
+    # No port: the scheme's own (no one port is an OpenAI-compatible server's).
+    bare = Settings.from_env({"STORYAPP_LLM_BACKEND": "openai", "STORYAPP_LLM_URL": "gpu/v1"})
+    assert bare.llm_urls == ("http://gpu/v1",)
     assert openai.llm_api_key == "k" and openai.model == "llama3.1:8b"
     local = Settings.from_env({"STORYAPP_LLM_BACKEND": "Local"})
     assert (local.llm_backend, local.llm_urls, local.model) == ("local", (), "gemma3-270m")

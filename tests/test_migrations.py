@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import init
 from peewee import PostgresqlDatabase, SqliteDatabase
+from playhouse import migrate as schema
 from playhouse.pool import PooledPostgresqlDatabase
 from workers import wait_until
 
@@ -23,6 +24,7 @@ from storyapp.models import (
     Feed,
     Job,
     JobCluster,
+    LLMCall,
     Migration,
     Story,
     StoryArticle,
@@ -194,6 +196,7 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
         "m008_story_ranking",
         "m009_upgraded_stories",
         "m010_call_contents",
+        "m011_call_queueing",
         "m013_story_search",
     ]
     assert migrate(db) == []
@@ -328,3 +331,26 @@ def test_importing_storyapp_touches_no_database(tmp_path):
     env = {**os.environ, "STORYAPP_DATA_DIR": str(tmp_path / "data")}
     subprocess.run([sys.executable, "-c", imports], env=env, cwd=tmp_path, check=True, timeout=120)
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.backends
+def test_m011_adds_whether_a_calls_latency_holds_the_queue(database):
+    # A database as m010 left it: today's tables without the column, with a call logged.
+    migrate(database)
+    with database.bind_ctx(TABLES):
+        schema.migrate(
+            schema.SchemaMigrator.from_database(database).drop_column(
+                "llmcall", "latency_includes_queue"
+            )
+        )
+        Migration.delete().where(Migration.name == "m011_call_queueing").execute()
+        database.execute_sql(
+            "INSERT INTO llmcall (model, host, attempt, outcome, latency_ms, created_at)"
+            " VALUES ('m', 'http://h:11434', 1, 'ok', 12.5, '2026-01-01 00:00:00')"
+        )
+    assert migrate(database) == ["m011_call_queueing"]
+    with database.bind_ctx(TABLES):
+        (old,) = LLMCall.select()
+        assert old.latency_includes_queue is None  # not known for the calls before
+        LLMCall.update(latency_includes_queue=True).execute()
+        assert LLMCall.get().to_dict()["latency_includes_queue"] is True
