@@ -355,6 +355,15 @@ def m010_call_contents(db: Database) -> None:
     )
 
 
+def m015_feed_titles(db: Database) -> None:
+    """A feed's own title and site link."""
+    migrator = schema.SchemaMigrator.from_database(db)
+    schema.migrate(
+        migrator.add_column("feed", "title", TextField(null=True)),
+        migrator.add_column("feed", "site_url", TextField(null=True)),
+    )
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     m001_initial,
     m002_feeds_and_story_versions,
@@ -366,6 +375,7 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     m008_story_ranking,
     m009_upgraded_stories,
     m010_call_contents,
+    m015_feed_titles,
 ]
 
 

@@ -97,11 +97,17 @@ class Feed(BaseModel):
     last_fetched_at = DateTimeField(null=True)
     last_success_at = DateTimeField(null=True)
     last_error = TextField(null=True)
+    # As the feed calls itself and the site it belongs to, read when it was added and at
+    # every fetch since (OPML export, the feed list).
+    title = TextField(null=True)
+    site_url = TextField(null=True)
 
     def to_dict(self) -> dict:
         return {
             "id": self.id,
             "url": self.url,
+            "title": self.title,
+            "site_url": self.site_url,
             "created_at": isoformat(self.created_at),
             "last_fetched_at": isoformat(self.last_fetched_at),
             "last_success_at": isoformat(self.last_success_at),

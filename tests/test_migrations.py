@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import init
 from peewee import PostgresqlDatabase, SqliteDatabase
+from playhouse.migrate import SchemaMigrator
+from playhouse.migrate import migrate as schema_migrate
 from playhouse.pool import PooledPostgresqlDatabase
 from workers import wait_until
 
@@ -65,6 +67,26 @@ def test_pending_migrations_run_once_in_order(database):
     assert "mood" in {c.name for c in database.get_columns("story")}
     with database.bind_ctx([Migration]):
         assert Migration.select().count() == len(MIGRATIONS) + 2
+
+
+@pytest.mark.backends
+def test_m015_gives_registered_feeds_a_title_and_a_site(database):
+    migrate(database)
+    # Back to the schema before m015, with a feed registered then.
+    migrator = SchemaMigrator.from_database(database)
+    schema_migrate(migrator.drop_column("feed", "title"), migrator.drop_column("feed", "site_url"))
+    with database.bind_ctx([Migration]):
+        Migration.delete().where(Migration.name == "m015_feed_titles").execute()
+    database.execute_sql(
+        "INSERT INTO feed (url, created_at) VALUES ('https://a.example/f', '2026-01-01')"
+    )
+
+    assert migrate(database) == ["m015_feed_titles"]
+    with database.bind_ctx(TABLES):
+        feed = Feed.get()
+        assert (feed.url, feed.title, feed.site_url) == ("https://a.example/f", None, None)
+        Feed.update(title="A Wire", site_url="https://a.example/").execute()
+        assert Feed.get().to_dict()["title"] == "A Wire"
 
 
 # Opens the database, waits for the test's word to migrate, and says when it asks for the
@@ -194,6 +216,7 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
         "m008_story_ranking",
         "m009_upgraded_stories",
         "m010_call_contents",
+        "m015_feed_titles",
     ]
     assert migrate(db) == []
 
