@@ -16,6 +16,7 @@ from peewee import (
     SQL,
     BigIntegerField,
     CharField,
+    CompositeKey,
     Database,
     DateTimeField,
     FloatField,
@@ -364,6 +365,21 @@ def m015_feed_titles(db: Database) -> None:
     )
 
 
+def m016_counters(db: Database) -> None:
+    """Prometheus counters and histograms that outlive processes and retention."""
+
+    class Counter(Model):
+        name = CharField(max_length=100)
+        labels = CharField(max_length=1000)
+        value = FloatField(default=0.0)
+
+        class Meta:
+            database = db
+            primary_key = CompositeKey("name", "labels")
+
+    db.create_tables([Counter])
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     m001_initial,
     m002_feeds_and_story_versions,
@@ -376,6 +392,7 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     m009_upgraded_stories,
     m010_call_contents,
     m015_feed_titles,
+    m016_counters,
 ]
 
 

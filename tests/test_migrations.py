@@ -217,6 +217,7 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
         "m009_upgraded_stories",
         "m010_call_contents",
         "m015_feed_titles",
+        "m016_counters",
     ]
     assert migrate(db) == []
 
