@@ -16,6 +16,7 @@ and histograms counters.py keeps, which only go up: Prometheus makes its own win
 import math
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from peewee import fn
@@ -258,15 +259,29 @@ def prometheus_text(stats: dict) -> bytes:
     return generate_latest(registry)
 
 
+@dataclass(frozen=True)
+class CounterDoc:
+    help: str
+    labels: tuple[str, ...]
+    known: tuple[str, ...]  # the values of the last label, known in advance
+
+
 COUNTER_DOCS = {
-    counters.CLUSTERS: ("Clusters settled, by outcome.", {"outcome": CLUSTER_OUTCOMES}),
-    counters.JOBS_ENDED: ("Jobs ended, by status.", {"status": Job.ENDED}),
-    counters.LLM_CALLS: ("LLM calls, by model, host and outcome.", {}),
-    counters.LLM_TOKENS: ("Tokens sent (prompt) and received (completion), by model and host.", {}),
-    counters.STATEMENTS: (
+    counters.CLUSTERS: CounterDoc("Clusters settled, by outcome.", ("outcome",), CLUSTER_OUTCOMES),
+    counters.JOBS_ENDED: CounterDoc("Jobs ended, by status.", ("status",), Job.ENDED),
+    counters.LLM_CALLS: CounterDoc(
+        "LLM calls, by model, host and outcome.", ("model", "host", "outcome"), CALL_OUTCOMES
+    ),
+    counters.LLM_TOKENS: CounterDoc(
+        "Tokens sent (prompt) and received (completion), by model and host.",
+        ("model", "host", "kind"),
+        ("prompt", "completion"),
+    ),
+    counters.STATEMENTS: CounterDoc(
         "Statements of the stories written, checked against the articles they cite, and of "
         "those the ones dropped as not borne out.",
-        {"result": ("checked", "dropped")},
+        ("result",),
+        ("checked", "dropped"),
     ),
 }
 HISTOGRAM_DOCS = {
@@ -306,8 +321,8 @@ class _Figures:
                 "Duration of the job that ended last.",
                 [((), s["generation"]["last_duration_s"])],
             )
-        for name, (doc, known) in COUNTER_DOCS.items():
-            yield self._counter(name, doc, known)
+        for name, doc in COUNTER_DOCS.items():
+            yield self._counter(name, doc)
         for name, doc in HISTOGRAM_DOCS.items():
             yield self._histogram(name, doc)
         workers = s["workers"]
@@ -334,18 +349,19 @@ class _Figures:
             )
         yield from ProcessCollector(registry=None).collect()
 
-    def _counter(self, name: str, doc: str, known: dict[str, tuple]) -> Metric:
-        found = {tuple(sorted(labels.items())): value for labels, value in self.series[name]}
-        # The series of a known label set are there from the start, at 0: rate() needs a first
-        # sample before the first increment to see it.
-        for label, values in known.items():
-            for value in values:
-                found.setdefault(((label, value),), 0.0)
-        names = sorted({label for key in found for label, _ in key})
-        family = CounterMetricFamily(name.removesuffix("_total"), doc, labels=names)
+    def _counter(self, name: str, doc: CounterDoc) -> Metric:
+        others = doc.labels[:-1]
+        found = {tuple(labels[n] for n in doc.labels): value for labels, value in self.series[name]}
+        # Every known value of the last label is there at 0 beside the others of its series
+        # (the same model and host, say; from the start when there is no other label): rate()
+        # and an alert on, say, timeouts need a sample before the first increment.
+        seen = {key[:-1] for key in found} if others else {()}
+        for prefix in seen:
+            for value in doc.known:
+                found.setdefault((*prefix, value), 0.0)
+        family = CounterMetricFamily(name.removesuffix("_total"), doc.help, labels=doc.labels)
         for key, value in sorted(found.items()):
-            labels = dict(key)
-            family.add_metric([labels[n] for n in names], value)
+            family.add_metric(list(key), value)
         return family
 
     def _histogram(self, name: str, doc: str) -> Metric:

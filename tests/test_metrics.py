@@ -217,6 +217,8 @@ def test_counters_count_real_jobs_and_survive_a_worker_restart(tmp_path, ollama,
     server = (("host", ollama.url), ("model", "llama3.1:8b"))
     assert len(calls) == ollama.chat_count == job["counts"]["llm"] > 20
     assert first[("storyapp_llm_calls_total", *server, ("outcome", "ok"))] == len(calls)
+    # The outcomes not met yet are there at 0 for the same server, ready for rate().
+    assert first[("storyapp_llm_calls_total", *server, ("outcome", "timeout"))] == 0
     for outcome in (*jobs.OUTCOMES, "failed"):  # `upgraded` is no outcome of its own
         assert first[("storyapp_clusters_total", ("outcome", outcome))] == job["counts"][outcome]
     tokens = first[("storyapp_llm_tokens_total", server[0], ("kind", "prompt"), server[1])]
