@@ -333,10 +333,15 @@ def run_cluster(
         settled = JobCluster.settle(cluster_id, outcome, saved.id, result.error) and Job.count(
             job_id, outcome, saved.upgraded
         )
-        counts = Counts()
+        # Counts are added in the order of their names (clusters, grounding, then the job's
+        # end, then the LLM's), as Counter.add orders the series of one statement: concurrent
+        # transactions then lock the same rows in one order, which PostgreSQL needs to never
+        # deadlock.
         if settled:
+            counts = Counts()
             counts.add(counters.CLUSTERS, outcome=outcome)
             counts.grounding(result.checked, result.dropped)
+            counts.save()
             _finish_if_complete(job_id)
         else:
             txn.rollback()
@@ -345,8 +350,9 @@ def run_cluster(
             SynthesisCache.remember(result.key, model, result.reply)
         # The calls were made either way; they name the story only if it was kept.
         _log_calls(job_id, plan.key, model, result, saved if settled else None)
-        counts.llm_calls(model, result.calls)
-        counts.save()
+        calls = Counts()
+        calls.llm_calls(model, result.calls)
+        calls.save()
     if not settled:
         return None
     if result.error:
