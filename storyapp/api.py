@@ -503,6 +503,8 @@ def post_feed():
         raise ApiError(422, "unknown_field", f"unknown field(s): {', '.join(sorted(unknown))}")
     try:
         feed, created = feeds.add(body.get("url"))
+    except feeds.NotAFeed as exc:
+        raise ApiError(422, "not_a_feed", f"no RSS/Atom feed at that URL: {exc}") from None
     except ValueError as exc:
         raise ApiError(422, "invalid_value", str(exc)) from None
     return feed.to_dict(), 201 if created else 200

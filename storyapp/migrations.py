@@ -17,6 +17,7 @@ from peewee import (
     BigIntegerField,
     BooleanField,
     CharField,
+    CompositeKey,
     Database,
     DateTimeField,
     FloatField,
@@ -371,6 +372,30 @@ def m013_story_search(db: Database) -> None:
     search.create(db)
 
 
+def m015_feed_titles(db: Database) -> None:
+    """A feed's own title and site link."""
+    migrator = schema.SchemaMigrator.from_database(db)
+    schema.migrate(
+        migrator.add_column("feed", "title", TextField(null=True)),
+        migrator.add_column("feed", "site_url", TextField(null=True)),
+    )
+
+
+def m016_counters(db: Database) -> None:
+    """Prometheus counters and histograms that outlive processes and retention."""
+
+    class Counter(Model):
+        name = CharField(max_length=100)
+        labels = CharField(max_length=1000)
+        value = FloatField(default=0.0)
+
+        class Meta:
+            database = db
+            primary_key = CompositeKey("name", "labels")
+
+    db.create_tables([Counter])
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     m001_initial,
     m002_feeds_and_story_versions,
@@ -384,6 +409,8 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     m010_call_contents,
     m011_call_queueing,
     m013_story_search,
+    m015_feed_titles,
+    m016_counters,
 ]
 
 

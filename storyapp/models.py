@@ -12,6 +12,7 @@ from peewee import (
     BooleanField,
     Case,
     CharField,
+    CompositeKey,
     Database,
     DateTimeField,
     FloatField,
@@ -99,11 +100,17 @@ class Feed(BaseModel):
     last_fetched_at = DateTimeField(null=True)
     last_success_at = DateTimeField(null=True)
     last_error = TextField(null=True)
+    # As the feed calls itself and the site it belongs to, read when it was added and at
+    # every fetch since (OPML export, the feed list).
+    title = TextField(null=True)
+    site_url = TextField(null=True)
 
     def to_dict(self) -> dict:
         return {
             "id": self.id,
             "url": self.url,
+            "title": self.title,
+            "site_url": self.site_url,
             "created_at": isoformat(self.created_at),
             "last_fetched_at": isoformat(self.last_fetched_at),
             "last_success_at": isoformat(self.last_success_at),
@@ -339,6 +346,7 @@ def new_job_id() -> str:
 class Job(BaseModel):
     STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
     ACTIVE = ("queued", "running")
+    ENDED = ("succeeded", "failed", "cancelled")
 
     id = CharField(max_length=32, primary_key=True, default=new_job_id)
     status = CharField(max_length=16, default="queued", index=True)
@@ -633,6 +641,33 @@ class Worker(BaseModel):
     resident_memory_bytes = BigIntegerField(null=True)
 
 
+class Counter(BaseModel):
+    """One Prometheus counter series (or histogram bucket, sum, count), kept here so it
+    outlives the processes that count and the rows retention deletes (counters.py)."""
+
+    name = CharField(max_length=100)
+    labels = CharField(max_length=1000)  # the series' labels as JSON with sorted keys
+    value = FloatField(default=0.0)
+
+    class Meta:
+        primary_key = CompositeKey("name", "labels")
+
+    @classmethod
+    def add(cls, increments: dict[tuple[str, str], float]) -> None:
+        """Adds to each (name, labels) series, creating it at 0 first: one statement. In key
+        order, so that transactions adding to the same series lock them in one order and
+        never deadlock on PostgreSQL."""
+        rows = [
+            {"name": name, "labels": labels, "value": value}
+            for (name, labels), value in sorted(increments.items())
+        ]
+        if rows:
+            cls.insert_many(rows).on_conflict(
+                conflict_target=[cls.name, cls.labels],
+                update={cls.value: cls.value + EXCLUDED.value},
+            ).execute()
+
+
 class Migration(BaseModel):
     name = CharField(max_length=100, primary_key=True)
     applied_at = DateTimeField(default=utcnow)
@@ -806,5 +841,6 @@ TABLES = [
     LLMCall,
     SynthesisCache,
     Worker,
+    Counter,
     Migration,
 ]

@@ -69,6 +69,26 @@ def test_pending_migrations_run_once_in_order(database):
         assert Migration.select().count() == len(MIGRATIONS) + 2
 
 
+@pytest.mark.backends
+def test_m015_gives_registered_feeds_a_title_and_a_site(database):
+    migrate(database)
+    # Back to the schema before m015, with a feed registered then.
+    migrator = schema.SchemaMigrator.from_database(database)
+    schema.migrate(migrator.drop_column("feed", "title"), migrator.drop_column("feed", "site_url"))
+    with database.bind_ctx([Migration]):
+        Migration.delete().where(Migration.name == "m015_feed_titles").execute()
+    database.execute_sql(
+        "INSERT INTO feed (url, created_at) VALUES ('https://a.example/f', '2026-01-01')"
+    )
+
+    assert migrate(database) == ["m015_feed_titles"]
+    with database.bind_ctx(TABLES):
+        feed = Feed.get()
+        assert (feed.url, feed.title, feed.site_url) == ("https://a.example/f", None, None)
+        Feed.update(title="A Wire", site_url="https://a.example/").execute()
+        assert Feed.get().to_dict()["title"] == "A Wire"
+
+
 # Opens the database, waits for the test's word to migrate, and says when it asks for the
 # migration lock and when it holds it; the holder keeps it until the test's next word.
 MIGRATE_WHEN_TOLD = """
@@ -198,6 +218,8 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
         "m010_call_contents",
         "m011_call_queueing",
         "m013_story_search",
+        "m015_feed_titles",
+        "m016_counters",
     ]
     assert migrate(db) == []
 
