@@ -7,7 +7,7 @@ import math
 import re
 from datetime import datetime, timedelta
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from peewee import InterfaceError, OperationalError, SqliteDatabase, fn
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter
@@ -22,12 +22,15 @@ from storyapp import (
     llmhealth,
     metrics,
     queue,
+    reader,
+    syndication,
     tasks,
 )
 from storyapp.config import Settings
 from storyapp.db import database
 from storyapp.models import MAX_ID, Article, Feed, Job, LLMCall, Story, StoryVersion, utcnow
 from storyapp.recovery import Orphans
+from storyapp.story import CATEGORIES
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
@@ -58,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # No connection is opened before a request: the first query opens it, so /health can
     # still answer (503) when the database cannot be reached.
     app.before_request(_check_token)
+    app.after_request(_remember_token)
     app.teardown_request(_close_connection)
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
@@ -80,16 +84,69 @@ def _close_connection(exc):
         database.close()
 
 
+# A browser cannot send an Authorization header on a link or a form, nor a feed reader on its
+# polls: reading also takes the token as `?token=`, which sets this cookie for the pages after.
+TOKEN_PARAM = "token"
+TOKEN_COOKIE = "storyapp_token"
+READING = ("GET", "HEAD")
+OPEN_TO_ALL = ("/health",)  # a load balancer's check carries no token
+
+
 def _check_token():
-    token = current_app.config["STORYAPP"].api_token
-    # Reading needs no token; every change does (POST, and DELETE of a feed).
-    if token is None or request.method in ("GET", "HEAD", "OPTIONS"):
+    settings = current_app.config["STORYAPP"]
+    if request.method == "OPTIONS":
         return None
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    # compare_digest takes as long whatever prefix matches: the token cannot be guessed by timing.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+    if request.method in READING:
+        if settings.read_token is None or request.path in OPEN_TO_ALL:
+            return None
+        # The API token is the stronger one: it reads too.
+        accepted = [settings.read_token, settings.api_token]
+        given = _bearer() or request.args.get(TOKEN_PARAM) or request.cookies.get(TOKEN_COOKIE)
+        if not _matches(given, accepted):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "this server needs the read token: Authorization: Bearer <token>, "
+                f"or ?{TOKEN_PARAM}=<token> in a browser or a feed reader",
+            )
+        if request.args.get(TOKEN_PARAM) is not None:
+            g.token_for_cookie = given
+        return None
+    # Every change (POST, and DELETE of a feed) needs the API token, in the header only: a
+    # cookie would be sent along by any page that makes the browser post here.
+    if settings.api_token is not None and not _matches(_bearer(), [settings.api_token]):
         raise ApiError(401, "unauthorized", "this server needs Authorization: Bearer <token>")
     return None
+
+
+def _bearer() -> str | None:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return given if scheme.lower() == "bearer" else None
+
+
+def _matches(given: str | None, tokens: list[str | None]) -> bool:
+    if given is None:
+        return False
+    # compare_digest takes as long whatever prefix matches: the token cannot be guessed by
+    # timing. Each token is compared, so neither is told apart by time either.
+    found = [
+        hmac.compare_digest(given.encode(errors="surrogatepass"), t.encode(errors="surrogatepass"))
+        for t in tokens
+        if t is not None
+    ]
+    return any(found)
+
+
+def _remember_token(response: Response) -> Response:
+    token = g.pop("token_for_cookie", None)
+    if token is not None:
+        response.set_cookie(
+            TOKEN_COOKIE, token, httponly=True, samesite="Lax", secure=request.is_secure
+        )
+    if current_app.config["STORYAPP"].read_token is not None:
+        # A page opened with ?token= must not hand it to the sites its links lead to.
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
 
 
 def _api_error(error: ApiError):
@@ -309,23 +366,52 @@ def cancel_job(job_id):
 # --- stories -------------------------------------------------------------------------------
 
 
-def story_order() -> str:
-    order = request.args.get("sort", "importance")
+# A search or an outlet's name longer than this is no search a reader typed.
+FILTER_MAX_CHARS = 200
+
+
+def query_text(name: str) -> str | None:
+    """A free-text query parameter; absent or blank is no filter."""
+    value = request.args.get(name, "").strip()
+    if len(value) > FILTER_MAX_CHARS:
+        raise ApiError(
+            422, "invalid_value", f"{name} must be at most {FILTER_MAX_CHARS} characters"
+        )
+    if any(ord(c) < 32 for c in value):  # PostgreSQL stores no NUL; no name holds a control
+        raise ApiError(422, "invalid_value", f"{name} must not hold control characters")
+    return value or None
+
+
+def story_filters() -> dict:
+    """The filters of a story listing (GET /stories, its page and the feeds), as
+    Story.filtered takes them."""
+    category = query_text("category")
+    if category is not None and category not in CATEGORIES:
+        raise ApiError(422, "invalid_value", f"category must be one of {', '.join(CATEGORIES)}")
+    return {"category": category, "source": query_text("source"), "text": query_text("q")}
+
+
+def listed_stories(default_order: str = "importance") -> tuple:
+    """The stories a listing asks for: (query of them all, their page as a list, limit,
+    offset, the start of the window)."""
+    limit, offset = page()
+    order = request.args.get("sort", default_order)
     if order not in Story.ORDERS:
         raise ApiError(422, "invalid_value", f"sort must be one of {', '.join(Story.ORDERS)}")
-    return order
+    since = since_hours()
+    query = Story.filtered(Story.listed(order).where(Story.updated_at >= since), **story_filters())
+    return query, list(query.limit(limit).offset(offset)), limit, offset, since
 
 
 @bp.get("/stories")
 def list_stories():
-    limit, offset = page()
-    query = Story.listed(story_order()).where(Story.updated_at >= since_hours())
-    stories = list(query.limit(limit).offset(offset))
+    query, stories, limit, offset, since = listed_stories()
     articles, now = Story.articles_of(stories), utcnow()
-    return {
-        "stories": [s.to_dict(articles[s.id], now) for s in stories],
-        "total": query.count(),
-    }
+    listed = [s.to_dict(articles[s.id], now) for s in stories]
+    total = query.count()
+    if reader.wants_html():
+        return reader.negotiated(reader.list_page(listed, total, limit, offset, since))
+    return reader.negotiated({"stories": listed, "total": total})
 
 
 def get_story_or_404(story_id: int) -> Story:
@@ -338,8 +424,10 @@ def get_story_or_404(story_id: int) -> Story:
 @bp.get("/stories/<id:story_id>")
 def get_story(story_id):
     story = get_story_or_404(story_id)
+    if reader.wants_html():
+        return reader.negotiated(reader.story_page(story))
     calls = LLMCall.of_versions(story.id, [story.version])[story.version]
-    return {**story.to_dict(), "calls": [call.link() for call in calls]}
+    return reader.negotiated({**story.to_dict(), "calls": [call.link() for call in calls]})
 
 
 @bp.get("/stories/<id:story_id>/versions")
@@ -367,6 +455,42 @@ def get_call(call_id):
     return call.to_dict()
 
 
+# --- feeds out -----------------------------------------------------------------------------
+# The stories of GET /stories, with its filters, newest update first unless `sort` says
+# otherwise: a reader shows items by date anyway, and a page of the most recent is what it polls.
+
+
+def feed_stories() -> list[dict]:
+    _, stories, *_ = listed_stories(default_order="recent")
+    articles, now = Story.articles_of(stories), utcnow()
+    return [s.to_dict(articles[s.id], now) for s in stories]
+
+
+def feed_response(body: bytes | str, content_type: str) -> Response:
+    # Readers poll: one sending back the ETag of what it has gets a 304 with no body.
+    response = Response(body, content_type=content_type)
+    response.add_etag()
+    return response.make_conditional(request)
+
+
+@bp.get("/feed.xml")
+def rss_feed():
+    body = syndication.rss(feed_stories(), syndication.Site.of_request())
+    return feed_response(body, syndication.RSS_TYPE)
+
+
+@bp.get("/feed.atom")
+def atom_feed():
+    body = syndication.atom(feed_stories(), syndication.Site.of_request())
+    return feed_response(body, syndication.ATOM_TYPE)
+
+
+@bp.get("/feed.json")
+def json_feed():
+    body = syndication.json_feed(feed_stories(), syndication.Site.of_request())
+    return feed_response(json.dumps(body, ensure_ascii=False), syndication.JSON_TYPE)
+
+
 # --- feeds ---------------------------------------------------------------------------------
 
 
@@ -380,6 +504,8 @@ def post_feed():
         raise ApiError(422, "unknown_field", f"unknown field(s): {', '.join(sorted(unknown))}")
     try:
         feed, created = feeds.add(body.get("url"))
+    except feeds.NotAFeed as exc:
+        raise ApiError(422, "not_a_feed", f"no RSS/Atom feed at that URL: {exc}") from None
     except ValueError as exc:
         raise ApiError(422, "invalid_value", str(exc)) from None
     return feed.to_dict(), 201 if created else 200

@@ -90,13 +90,56 @@ def feeds_group():
 @feeds_group.command("add")
 @click.argument("url")
 def feeds_add(url):
-    """Register a feed by its http(s) URL; prints its id."""
+    """Register a feed by its http(s) URL, after fetching it once; prints its id and title."""
     load_settings()
     try:
         feed, created = feeds.add(url)
-    except ValueError as exc:
+    except ValueError as exc:  # not an http(s) URL, or feeds.NotAFeed: no feed there
         raise UserError(f"{url}: {exc}") from None
-    click.echo(f"{feed.id} {feed.url}" + ("" if created else " (already registered)"))
+    line = f"{feed.id} {feed.url}" + (f" ({feed.title})" if feed.title else "")
+    click.echo(line + ("" if created else " (already registered)"))
+
+
+@feeds_group.command("import")
+@click.argument("file", metavar="FILE.opml")
+def feeds_import(file):
+    """Register the feeds of an OPML file (folders included), each fetched once."""
+    from storyapp import opml
+
+    load_settings()
+    try:
+        urls = opml.read(Path(file).read_bytes())
+    except OSError as exc:
+        raise UserError(f"cannot read {file}: {exc.strerror}") from None
+    except opml.OpmlError as exc:
+        raise UserError(f"{file}: {exc}") from None
+    if not urls:
+        raise UserError(f"{file}: no feed in it (no outline with an xmlUrl)")
+    outcomes = feeds.add_many(urls)
+    for o in outcomes:
+        if o.status == "refused":
+            click.echo(f"refused {o.url}: {o.error}")
+        else:
+            title = f" ({o.feed.title})" if o.feed.title else ""
+            state = "added" if o.status == "added" else "already registered"
+            click.echo(f"{state} {o.feed.id} {o.url}{title}")
+    count = {s: sum(o.status == s for o in outcomes) for s in ("added", "registered", "refused")}
+    summary = (
+        f"{count['added']} added, {count['registered']} already registered, "
+        f"{count['refused']} refused"
+    )
+    if count["refused"]:
+        raise UserError(f"{file}: {summary}")
+    click.echo(summary)
+
+
+@feeds_group.command("export")
+def feeds_export():
+    """Print the feeds as OPML 2.0, for a feed reader or another storyapp."""
+    from storyapp import opml
+
+    load_settings()
+    click.echo(opml.write(list(Feed.select().order_by(Feed.id))), nl=False)
 
 
 @feeds_group.command("list")
@@ -109,7 +152,8 @@ def feeds_list():
         else:
             result = f"error: {feed.last_error}" if feed.last_error else "ok"
             state = f"last fetched {isoformat(feed.last_fetched_at)}: {result}"
-        click.echo(f"{feed.id} {feed.url} ({state})")
+        title = f" {feed.title}" if feed.title else ""
+        click.echo(f"{feed.id} {feed.url}{title} ({state})")
 
 
 @feeds_group.command("remove")
@@ -217,10 +261,12 @@ def serve(host, port):
     """Serve the HTTP API with waitress."""
     import waitress
 
+    from storyapp.access import AccessLog
     from storyapp.api import create_app
 
     setup_logging()
     app = create_app(load_settings())
+    app.wsgi_app = AccessLog(app.wsgi_app)
     try:
         server = waitress.create_server(app, host=host, port=port, **WAITRESS)
     except (OSError, ValueError) as exc:  # the port is taken, the host is no address

@@ -27,7 +27,7 @@ def page():
     )
     return render_template(
         "dashboard.html",
-        stories=[s.to_dict(articles[s.id], now) | _cited(s, articles[s.id]) for s in stories],
+        stories=[s.to_dict(articles[s.id], now) | cited(s, articles[s.id]) for s in stories],
         job=job.to_dict() if job else None,
         active=Job.ACTIVE,
         stats=metrics.collect(queued_tasks=queue.pending_count()),
@@ -35,7 +35,7 @@ def page():
     )
 
 
-def _cited(story: Story, articles: list) -> dict:
+def cited(story: Story, articles: list) -> dict:
     """The summary's sentences and the key points, each with the articles it cites as links:
     (number among the story's articles, oldest first, url, headline)."""
     number = {a.id: (n, a.url, a.title) for n, a in enumerate(articles, 1)}

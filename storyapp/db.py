@@ -26,7 +26,7 @@ from peewee import (
 from playhouse.db_url import connect
 from playhouse.pool import PooledDatabase
 
-from storyapp.config import ConfigError
+from storyapp.config import POSTGRES_SCHEMES, ConfigError
 
 # Models bind to this proxy; the app factory, the worker and the tests point it at a database.
 database = DatabaseProxy()
@@ -47,7 +47,6 @@ SQLITE_PRAGMAS = {
 # process needs as many as its threads, and `--workers 32` must not fail for want of one.
 # The URL's query string overrides these: `?max_connections=40&timeout=10&stale_timeout=600`.
 POOL_DEFAULTS = {"max_connections": 0, "stale_timeout": 300}
-POSTGRES_SCHEMES = {"postgres", "postgresql", "postgres+pool", "postgresql+pool"}
 
 
 def open_database(url: str) -> Database:

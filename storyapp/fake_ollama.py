@@ -140,6 +140,7 @@ class FakeOllama:
             if mode == "hang":
                 self._stop.wait()
                 return 500, {"error": "server stopped"}
+            arrived = time.perf_counter()
             with self._slots:
                 started = time.perf_counter()
                 delay = self.latency + random.uniform(-self.jitter, self.jitter)
@@ -151,19 +152,24 @@ class FakeOllama:
                 content = self.reply(body)
                 if not isinstance(content, str):
                     content = json.dumps(content)
-                elapsed_ns = int((time.perf_counter() - started) * 1e9)
+                finished = time.perf_counter()
             prompt = "".join(m.get("content", "") for m in body.get("messages", []))
+            # As Ollama times it: the total from the request's arrival, so it holds the wait
+            # for a slot; reading the prompt and writing the reply (a tenth and the rest of
+            # the time in the slot) only the work on it.
+            worked_ns = int((finished - started) * 1e9)
             return 200, {
                 "model": self.model,
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "message": {"role": "assistant", "content": content},
                 "done": True,
                 "done_reason": "stop",
-                "total_duration": elapsed_ns,
+                "total_duration": int((finished - arrived) * 1e9),
                 "load_duration": 0,
                 "prompt_eval_count": len(prompt) // 4,
+                "prompt_eval_duration": worked_ns // 10,
                 "eval_count": len(content) // 4,
-                "eval_duration": elapsed_ns,
+                "eval_duration": worked_ns - worked_ns // 10,
             }
         finally:
             with self._lock:

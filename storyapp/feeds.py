@@ -36,6 +36,11 @@ class FetchError(Exception):
     """A URL that could not be read; the message says why."""
 
 
+class NotAFeed(ValueError):
+    """A URL offered as a feed that cannot be read as one (unreachable, an error status, an
+    HTML page, unparseable); the message says why."""
+
+
 @dataclass
 class Fetched:
     status: int  # 200, or 304 when the validators sent still match
@@ -99,16 +104,69 @@ def _size(n: int) -> str:
 
 
 def add(url: str) -> tuple[Feed, bool]:
-    """Registers a feed: (feed, created); ValueError for a URL that is not absolute http(s)."""
+    """Registers a feed after fetching it once: (feed, created). ValueError for a URL that is
+    not absolute http(s), NotAFeed for one that does not serve a feed."""
     url = ingest.http_url(url)
     existing = Feed.get_or_none(Feed.url == url)
     if existing is not None:
         return existing, False
+    checked = check(url)
+    if isinstance(checked, str):
+        raise NotAFeed(checked)
+    return register(url, checked)
+
+
+def check(url: str) -> ingest.FeedDocument | str:
+    """Fetches `url` and reads it as a feed: the document, or why it is not one. A feed that
+    is registered unread would fail at every scheduled run, or worse, as an HTML page, report
+    "0 new" every time: it is refused on the spot instead."""
+    try:
+        return ingest.read_feed(fetch(url).body)
+    except (FetchError, ingest.InputError) as exc:
+        return str(exc)
+
+
+def register(url: str, document: ingest.FeedDocument) -> tuple[Feed, bool]:
+    """Stores a feed `check` read: (feed, created)."""
+    fields = {"title": document.title or None, "site_url": document.site_url}
     try:
         with transaction():
-            return Feed.create(url=url), True
+            return Feed.create(url=url, **fields), True
     except IntegrityError:  # registered at the same moment by another request
         return Feed.get(Feed.url == url), False
+
+
+@dataclass
+class Added:
+    url: str
+    status: str  # added | registered (already) | refused
+    feed: Feed | None = None
+    error: str | None = None
+
+
+def add_many(urls: list[str]) -> list[Added]:
+    """Registers several feeds (an OPML import), each checked as `add` does, a few fetched at
+    a time; one outcome per distinct URL, in order."""
+    outcomes: dict[str, Added] = {}
+    for raw in urls:
+        try:
+            url = ingest.http_url(raw)
+        except ValueError as exc:
+            outcomes.setdefault(str(raw), Added(str(raw), "refused", error=str(exc)))
+            continue
+        if url not in outcomes:
+            existing = Feed.get_or_none(Feed.url == url)
+            outcomes[url] = Added(url, "registered" if existing else "added", existing)
+    new = [o for o in outcomes.values() if o.status == "added"]
+    if new:
+        with ThreadPoolExecutor(min(PARALLEL_FETCHES, len(new)), "feed-check") as pool:
+            for outcome, checked in zip(new, pool.map(check, [o.url for o in new]), strict=True):
+                if isinstance(checked, str):
+                    outcome.status, outcome.error = "refused", checked
+                else:
+                    outcome.feed, created = register(outcome.url, checked)
+                    outcome.status = "added" if created else "registered"
+    return list(outcomes.values())
 
 
 def remove(feed_id: int) -> bool:
@@ -139,35 +197,40 @@ def refresh_all() -> list[Outcome]:
         return [_settle(feed, got) for feed, got in zip(feeds, downloads, strict=True)]
 
 
-def _download(feed: Feed) -> tuple[Fetched, list] | str:
-    """The fetched feed and its records, or why not: network and parsing, no database."""
+def _download(feed: Feed) -> tuple[Fetched, ingest.FeedDocument | None] | str:
+    """The fetched feed and its document (None for a 304), or why not: network and parsing,
+    no database."""
     try:
         fetched = fetch(feed.url, feed.etag, feed.last_modified)
-        records = [] if fetched.status == 304 else ingest.parse_feed(fetched.body)
+        document = None if fetched.status == 304 else ingest.read_feed(fetched.body)
     except (FetchError, ingest.InputError) as exc:
         return str(exc)
     except Exception as exc:  # whatever a server sends, one feed never stops the others
         log.exception("feed %s: unexpected error", feed.url)
         return f"{type(exc).__name__}: {exc}"
-    return fetched, records
+    return fetched, document
 
 
-def _settle(feed: Feed, got: tuple[Fetched, list] | str) -> Outcome:
+def _settle(feed: Feed, got: tuple[Fetched, ingest.FeedDocument | None] | str) -> Outcome:
     """Stores what `_download` got and records the result on the feed's row."""
     now = utcnow()
     outcome = Outcome(feed.id, feed.url, "failed")
+    fields = {Feed.last_fetched_at: now}
     if isinstance(got, str):
         outcome.error = got
     else:
-        fetched, records = got
+        fetched, document = got
         outcome.status = "not_modified" if fetched.status == 304 else "fetched"
-        if records:
+        if document is not None:
+            # A feed renamed or moved at its source is shown as it now calls itself.
+            fields.update({Feed.title: document.title or None, Feed.site_url: document.site_url})
+        if document is not None and document.records:
             try:
-                result = ingest.store(records)
+                result = ingest.store(document.records)
                 outcome.created, outcome.duplicates = result.created, result.duplicates
             except ingest.InputError as exc:  # not one entry was a usable article
                 outcome.status, outcome.error = "failed", str(exc)
-    fields = {Feed.last_fetched_at: now, Feed.last_error: outcome.error}
+    fields[Feed.last_error] = outcome.error
     if outcome.error is None:
         # The validators change only with a body that was stored: after a failure the next
         # fetch must get the whole feed again, not a 304.

@@ -216,9 +216,13 @@ def _words(plain: str) -> frozenset[str]:
     """Every word a name can be found as: whole ("smith-jones", "o'brien"), without its
     possessive ("smith's", "players'"), and each part between hyphens and apostrophes."""
     words = set(WORD.findall(plain))
-    words |= {re.sub(r"'s?$", "", w) for w in words}
+    words |= {_unpossessive(w) for w in words if "'" in w}  # most words have none to strip
     words |= set(re.findall(r"[^\W_]+", plain))
     return frozenset(words)
+
+
+def _unpossessive(word: str) -> str:
+    return word[:-2] if word.endswith("'s") else word[:-1] if word.endswith("'") else word
 
 
 @functools.lru_cache(maxsize=512)

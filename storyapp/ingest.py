@@ -4,7 +4,9 @@ Invalid records are reported with their index and a reason; the valid ones of th
 still land. A URL seen before (in the database or earlier in the batch) counts as a duplicate.
 A field the article does not have is refused, not ignored: `publishd_at` would otherwise
 quietly become "now". `event` is accepted as a label (the sample's, for scoring the
-clustering) and not stored.
+clustering) and not stored; so are the fields news exports commonly carry (`EXPORT_FIELDS`),
+checked for their kind and not stored: nothing in storyapp reads an article's author, image,
+language or categories (a story's category is the LLM's, from its own list).
 """
 
 import hashlib
@@ -27,6 +29,11 @@ MAX_SUMMARY = 20_000
 MAX_CONTENT = 200_000
 MAX_SOURCE = 200
 TEXT_LIMITS = {"summary": MAX_SUMMARY, "content": MAX_CONTENT, "source": MAX_SOURCE}
+MAX_AUTHOR = 1000
+MAX_CATEGORIES = 100
+MAX_CATEGORY = 200
+# A BCP 47 tag as exports write it: "en", "en-GB", "pt_BR", "zh-Hant".
+LANGUAGE = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*")
 
 
 class InputError(ValueError):
@@ -61,12 +68,32 @@ def parse_bytes(data: bytes) -> list:
         raise InputError("the input is neither UTF-8 JSON nor an RSS/Atom feed") from None
 
 
+@dataclass
+class FeedDocument:
+    title: str  # the feed's own title ("" when it has none)
+    site_url: str | None  # the site it belongs to, when it names an http(s) one
+    records: list
+
+
 def parse_feed(data: bytes) -> list:
-    """Records from an RSS or Atom document; feedparser copes with the many dialects."""
+    """Records from an RSS or Atom document."""
+    return read_feed(data).records
+
+
+def read_feed(data: bytes) -> FeedDocument:
+    """An RSS or Atom document: its title, its site and its records; feedparser copes with the
+    many dialects. InputError for anything else, with what it looks like."""
     feed = feedparser.parse(io.BytesIO(data))  # given bytes, it would first try them as a path
+    head = data[:2048].lower()
+    if not feed.version and not feed.entries and (b"<html" in head or b"<!doctype html" in head):
+        # The site's page given instead of its feed: said plainly, not as a parse error (most
+        # pages are not well-formed XML) nor as a feed with nothing in it.
+        raise InputError("not an RSS/Atom feed: an HTML page")
     if feed.bozo and not feed.entries:
         raise InputError(f"not a readable RSS/Atom feed: {feed.get('bozo_exception')}")
-    source = feed.feed.get("title", "")
+    if not feed.version and not feed.entries:
+        raise InputError("not an RSS/Atom feed: XML of another kind")
+    source = _plain(feed.feed.get("title", ""))
     records = []
     for entry in feed.entries:
         published = entry.get("published_parsed") or entry.get("updated_parsed")
@@ -83,7 +110,11 @@ def parse_feed(data: bytes) -> list:
                 "published_at": published,
             }
         )
-    return records
+    try:
+        site_url = http_url(feed.feed.get("link"))
+    except ValueError:
+        site_url = None
+    return FeedDocument(source, site_url, records)
 
 
 def _plain(html: str) -> str:
@@ -130,7 +161,8 @@ def records_from(document) -> list:
     raise InputError('expected an article object, a list of articles or {"articles": [...]}')
 
 
-FIELDS = ("url", "title", "summary", "content", "source", "published_at", "event")
+EXPORT_FIELDS = ("author", "image", "language", "categories")
+FIELDS = ("url", "title", "summary", "content", "source", "published_at", "event", *EXPORT_FIELDS)
 
 
 def validate(record) -> dict:
@@ -143,6 +175,7 @@ def validate(record) -> dict:
         raise ValueError(f"unknown field(s) {shown}; an article has {', '.join(FIELDS)}")
     if not isinstance(record.get("event", ""), str):
         raise ValueError("event must be a string")
+    check_export_fields(record)
     url = http_url(record.get("url"))
     title = record.get("title")
     if not isinstance(title, str) or not title.strip():
@@ -171,6 +204,33 @@ def validate(record) -> dict:
     article["published_at"] = parse_datetime(record.get("published_at"))
     article["content_hash"] = content_hash(article)
     return article
+
+
+def check_export_fields(record: dict) -> None:
+    """The export fields are not stored, but a malformed one is still refused: it says the
+    record is not what its producer meant it to be. null stands for absent, as exports write."""
+    author = record.get("author")
+    if author is not None and (not isinstance(author, str) or len(author) > MAX_AUTHOR):
+        raise ValueError(f"author must be a string of at most {MAX_AUTHOR} characters")
+    image = record.get("image")
+    if image is not None:
+        try:
+            http_url(image)
+        except ValueError as exc:
+            raise ValueError(f"image: {exc}") from None
+    language = record.get("language")
+    if language is not None and not (isinstance(language, str) and LANGUAGE.fullmatch(language)):
+        raise ValueError('language must be a language tag such as "en" or "en-GB"')
+    categories = record.get("categories")
+    if categories is not None and not (
+        isinstance(categories, list)
+        and len(categories) <= MAX_CATEGORIES
+        and all(isinstance(c, str) and len(c) <= MAX_CATEGORY for c in categories)
+    ):
+        raise ValueError(
+            f"categories must be a list of at most {MAX_CATEGORIES} strings "
+            f"of at most {MAX_CATEGORY} characters"
+        )
 
 
 def http_url(url) -> str:

@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 
 from peewee import IntegrityError, fn
 
-from storyapp import clustering, ranking, synthesis
+from storyapp import clustering, counters, ranking, slots, synthesis
+from storyapp.counters import Counts
 from storyapp.db import in_chunks, lock, transaction
 from storyapp.llm import LLM
 from storyapp.models import (
@@ -82,6 +83,10 @@ def _end(job_id: str, status, condition, error=None) -> bool:
             .where(Job.id == job_id, condition)
             .execute()
         )
+        if ended:
+            counts = Counts()
+            counts.add(counters.JOBS_ENDED, status=status)
+            counts.save()
     return ended == 1
 
 
@@ -121,7 +126,7 @@ def plan_job(job_id: str, worker: str | None = None, llm: LLM | None = None) -> 
     reusable = {} if job.force else _reusable(job_id, [p.key for p in plans], llm)
     singles = load_texts([p.article_ids[0] for p in plans if len(p.article_ids) == 1])
 
-    pending_rows, counts = [], dict.fromkeys(OUTCOMES, 0)
+    pending_rows, counts, counted = [], dict.fromkeys(OUTCOMES, 0), Counts()
     with transaction() as txn:
         for plan in plans:
             row = {"job": job_id, "cluster_key": plan.key, "article_ids": plan.article_ids}
@@ -133,6 +138,7 @@ def plan_job(job_id: str, worker: str | None = None, llm: LLM | None = None) -> 
                 single = synthesis.synthesize([singles[article_id]], None)
                 written = single.story.with_sources(lambda _, a=article_id: a)
                 grounding = (single.checked, 0)
+                counted.grounding(*grounding)
                 story = save_story(
                     plan, written, "single", None, [singles[article_id]], grounding
                 ).id
@@ -159,6 +165,10 @@ def plan_job(job_id: str, worker: str | None = None, llm: LLM | None = None) -> 
         if not planned:  # cancelled while it was planned: its counts stay as they ended
             txn.rollback()
             return []
+        for outcome, n in counts.items():
+            if n:
+                counted.add(counters.CLUSTERS, n, outcome=outcome)
+        counted.save()
     articles = sum(len(p.article_ids) for p in plans)
     log.info(
         "job %s planned: %d articles, %d clusters, %d for the LLM, counts %s",
@@ -304,7 +314,23 @@ def run_cluster(
     )
     # A forced job writes every story anew: no reply from the cache.
     known = (lambda key: None) if cluster["force"] else SynthesisCache.story_for
-    result = synthesis.synthesize(texts, llm, cache=known)
+    try:
+        # Waiting in line for an LLM slot, however long the line, is not the cluster being
+        # lost: the lease is renewed while it waits, so recovery does not hand it to another
+        # worker. (Taking the lease only with the slot would leave the cluster unclaimed
+        # while it waits, and a retry waits in line again.)
+        renewing = slots.while_waiting(lease_s / RENEWALS, _renewal(cluster_id, worker, lease_s))
+        with renewing:
+            result = synthesis.synthesize(texts, llm, cache=known)
+    except LeaseLost as lost:
+        log.warning(
+            "job %s cluster %s: %s",
+            job_id,
+            cluster_id,
+            lost,
+            extra={"job": job_id, "cluster": cluster_id},
+        )
+        return None
     model = llm.model if llm is not None else None
     outcome = "cached" if result.cached else result.generator
     with transaction() as txn:
@@ -323,7 +349,15 @@ def run_cluster(
         settled = JobCluster.settle(cluster_id, outcome, saved.id, result.error) and Job.count(
             job_id, outcome, saved.upgraded
         )
+        # Counts are added in the order of their names (clusters, grounding, then the job's
+        # end, then the LLM's), as Counter.add orders the series of one statement: concurrent
+        # transactions then lock the same rows in one order, which PostgreSQL needs to never
+        # deadlock.
         if settled:
+            counts = Counts()
+            counts.add(counters.CLUSTERS, outcome=outcome)
+            counts.grounding(result.checked, result.dropped)
+            counts.save()
             _finish_if_complete(job_id)
         else:
             txn.rollback()
@@ -332,6 +366,9 @@ def run_cluster(
             SynthesisCache.remember(result.key, model, result.reply)
         # The calls were made either way; they name the story only if it was kept.
         _log_calls(job_id, plan.key, model, result, saved if settled else None)
+        calls = Counts()
+        calls.llm_calls(model, result.calls)
+        calls.save()
     if not settled:
         return None
     if result.error:
@@ -343,6 +380,24 @@ def run_cluster(
             extra={"job": job_id, "cluster": cluster_id, "outcome": outcome},
         )
     return outcome
+
+
+# A waiting cluster's lease is renewed this many times in its length: a renewal held up (the
+# database busy a moment) still comes well before it ends.
+RENEWALS = 4
+
+
+class LeaseLost(Exception):
+    """Another worker took the cluster, or it was settled, while this one waited for a slot."""
+
+
+def _renewal(cluster_id: int, worker: str | None, lease_s: float):
+    def renew() -> None:
+        with transaction():
+            if not JobCluster.lease(cluster_id, worker, lease_s):
+                raise LeaseLost("its lease went to another worker while it waited for the LLM")
+
+    return renew
 
 
 def fail_cluster(cluster_id: int, reason: str) -> str | None:
@@ -361,6 +416,9 @@ def fail_cluster(cluster_id: int, reason: str) -> str | None:
             Job.update(done=Job.done + 1, failed=Job.failed + 1).where(
                 Job.id == jc.job_id
             ).execute()
+            counts = Counts()
+            counts.add(counters.CLUSTERS, outcome="failed")
+            counts.save()
             _finish_if_complete(jc.job_id)
     return jc.job_id
 
@@ -388,6 +446,10 @@ def _finish_if_complete(job_id: str) -> bool:
         job.error = "; ".join(problems)
         job.save(only=[Job.error])
     summary = job.to_dict()
+    counts = Counts()
+    counts.add(counters.JOBS_ENDED, status=job.status)
+    counts.observe(counters.JOB_DURATION, summary["duration_s"] or 0.0)
+    counts.save()
     log.log(
         logging.WARNING if job.failed else logging.INFO,
         "job %s %s in %.1f s: %s",
@@ -449,6 +511,7 @@ def _log_calls(
                 "status_code": call.status_code,
                 "error": call.error,
                 "latency_ms": round(call.latency_ms, 3),
+                "latency_includes_queue": call.latency_includes_queue,
                 "prompt_tokens": call.prompt_tokens,
                 "completion_tokens": call.completion_tokens,
             }

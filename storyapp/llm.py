@@ -8,10 +8,12 @@ attempt is logged on its own. `from_settings` makes the one the settings name: O
 """
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from storyapp.config import Settings
-from storyapp.slots import Slots
+
+if TYPE_CHECKING:  # slots.py raises LLMError, so it imports this module
+    from storyapp.slots import Slots
 
 
 @dataclass(frozen=True)
@@ -32,11 +34,16 @@ class Reply:
     completion_tokens: int | None = None
     text: str = ""  # the reply as the model wrote it, for the call log
     truncated: bool = False  # the reply hit Options.reply_tokens and was cut there
+    # latency_ms is the server's own time on the request when it says it (Ollama does), else
+    # the time from sending to the reply here, which holds any wait in the server's queue.
+    latency_includes_queue: bool = True
 
 
 class LLMError(Exception):
     """One failed request. `outcome` is how the call row records it: timeout, error or invalid
-    (the server answered, but not with JSON). `retryable` says whether trying again can help."""
+    (the server answered, but not with JSON); or skipped: no request went, as every host's
+    circuit breaker is open (slots.py), which no call row records. `retryable` says whether
+    trying again can help."""
 
     def __init__(
         self,
@@ -51,8 +58,10 @@ class LLMError(Exception):
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
         truncated: bool = False,
+        latency_includes_queue: bool = True,
     ):
         super().__init__(message)
+        self.latency_includes_queue = latency_includes_queue
         # What the server sent back, when it did answer (a reply that is not JSON).
         self.reply_text = reply_text
         self.prompt_tokens = prompt_tokens
@@ -100,7 +109,7 @@ def check_all(llm: LLM, timeout: float = 3.0) -> dict:
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 
 
-def from_settings(settings: Settings, slots: Slots | None = None) -> LLM:
+def from_settings(settings: Settings, slots: "Slots | None" = None) -> LLM:
     """The LLM the settings name; `slots` bound its requests in flight (default: per process)."""
     if settings.llm_backend == "local":
         from storyapp.local_llm import LocalLLM

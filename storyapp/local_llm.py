@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storyapp.llm import LLMError, Options, Reply, check_all
+from storyapp.slots import held
 
 SMALL_MODEL = "gemma3-270m"
 HOST = "in-process"
@@ -56,7 +57,7 @@ class LocalLLM:
         self._abort = None  # the callback llama.cpp holds: kept, so it is not collected
 
     def generate(self, messages: list[dict], schema: dict, options: Options) -> Reply:
-        with self._lock:
+        with held(self._lock):  # the one slot there is
             llama = self._loaded(options.context_tokens)
             started = time.perf_counter()
             deadline = self._deadline = time.monotonic() + self.timeout
@@ -94,6 +95,8 @@ class LocalLLM:
             "prompt_tokens": prompt_tokens,
             "completion_tokens": len(pieces),
             "truncated": finish == "length",
+            # Timed from the moment the model took the request: no queue in it.
+            "latency_includes_queue": False,
         }
         if finish is None and time.monotonic() > deadline:
             raise LLMError(

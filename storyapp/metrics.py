@@ -3,17 +3,20 @@
 
 The web process and the consumer are separate processes, possibly on separate machines: only the
 database sees every job, cluster and LLM call, so the figures come from there and not from
-counters in one process's memory. Both endpoints render the same `collect()`.
+counters in one process's memory.
 
-Apart from jobs by status and the queue, the figures cover a sliding window (`WINDOW`, the last
-24 hours: rows created since then), so one bad hour shows instead of vanishing into all-time
-totals, and every query reads a bounded, indexed slice of its table. Percentiles are taken from
-at most the newest `SAMPLE_ROWS` rows of the window, nearest-rank.
-"""
+/stats: apart from jobs by status and the queue, the figures cover a sliding window (`WINDOW`,
+the last 24 hours: rows created since then), so one bad hour shows instead of vanishing into
+all-time totals, and every query reads a bounded, indexed slice of its table. Percentiles are
+taken from at most the newest `SAMPLE_ROWS` rows of the window, nearest-rank.
+
+/metrics: the state as gauges (jobs by status, the queue, the live workers) and the counters
+and histograms counters.py keeps, which only go up: Prometheus makes its own windows."""
 
 import math
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from peewee import fn
@@ -23,9 +26,15 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.utils import floatToGoString
 
-from storyapp import heartbeat
+from storyapp import counters, heartbeat
 from storyapp.models import Job, JobCluster, LLMCall, Story, isoformat, utcnow
 
 PROMETHEUS_CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -34,9 +43,7 @@ SAMPLE_ROWS = 10_000
 QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 CALL_OUTCOMES = ("ok", "timeout", "error", "invalid")
 CLUSTER_OUTCOMES = ("llm", "cached", "fallback", "reused", "single", "failed")
-# An "error" call (refused connection, HTTP error) says nothing about how fast the model is:
-# it is counted, not timed. A timeout is timed: it is the slow tail.
-TIMED_OUTCOMES = ("ok", "invalid", "timeout")
+TIMED_OUTCOMES = counters.TIMED_OUTCOMES
 
 
 def collect(queued_tasks: int | None = None, now: datetime | None = None) -> dict:
@@ -244,29 +251,58 @@ def _workers(now: datetime) -> dict:
 
 
 def prometheus_text(stats: dict) -> bytes:
+    """The state of `stats` as gauges, and the counters and histograms of counters.py; the
+    windowed figures of `stats` stay in /stats: Prometheus makes its own windows with rate()
+    and histogram_quantile()."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Figures(stats))
+    registry.register(_Figures(stats, counters.read()))
     return generate_latest(registry)
 
 
-class _Figures:
-    """A collector over one `collect()` result: every family is a gauge, since windowed counts
-    and percentiles go down as well as up."""
+@dataclass(frozen=True)
+class CounterDoc:
+    help: str
+    labels: tuple[str, ...]
+    known: tuple[str, ...]  # the values of the last label, known in advance
 
-    def __init__(self, stats: dict):
+
+COUNTER_DOCS = {
+    counters.CLUSTERS: CounterDoc("Clusters settled, by outcome.", ("outcome",), CLUSTER_OUTCOMES),
+    counters.JOBS_ENDED: CounterDoc("Jobs ended, by status.", ("status",), Job.ENDED),
+    counters.LLM_CALLS: CounterDoc(
+        "LLM calls, by model, host and outcome.", ("model", "host", "outcome"), CALL_OUTCOMES
+    ),
+    counters.LLM_TOKENS: CounterDoc(
+        "Tokens sent (prompt) and received (completion), by model and host.",
+        ("model", "host", "kind"),
+        ("prompt", "completion"),
+    ),
+    counters.STATEMENTS: CounterDoc(
+        "Statements of the stories written, checked against the articles they cite, and of "
+        "those the ones dropped as not borne out.",
+        ("result",),
+        ("checked", "dropped"),
+    ),
+}
+HISTOGRAM_DOCS = {
+    counters.LLM_DURATION: "LLM call latency, by model and host (errors are counted, not timed).",
+    counters.JOB_DURATION: "Duration of the jobs that ran to their end.",
+}
+
+
+class _Figures:
+    """A collector over one `collect()` result (the current state, as gauges) and the stored
+    counters."""
+
+    def __init__(self, stats: dict, series: dict[str, list[tuple[dict, float]]]):
         self.stats = stats
+        self.series = series
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats
-        window = f"in the last {s['window_hours']:g} h"
-        yield _gauge(
-            "storyapp_window_seconds",
-            "The window of the windowed figures.",
-            [((), s["window_hours"] * 3600)],
-        )
         yield _gauge(
             "storyapp_jobs",
-            "Jobs by status, all time.",
+            "Jobs in the database by status (retention deletes ended ones).",
             [((status,), n) for status, n in s["jobs"].items()],
             ["status"],
         )
@@ -279,110 +315,82 @@ class _Figures:
             "Clusters of running jobs not settled yet.",
             [((), s["queue"]["clusters_pending"])],
         )
-        g = s["generation"]
-        yield _gauge(
-            "storyapp_jobs_ended", f"Jobs created and ended {window}.", [((), g["jobs_ended"])]
-        )
-        if g["last_duration_s"] is not None:
+        if s["generation"]["last_duration_s"] is not None:
             yield _gauge(
                 "storyapp_last_job_duration_seconds",
                 "Duration of the job that ended last.",
-                [((), g["last_duration_s"])],
+                [((), s["generation"]["last_duration_s"])],
             )
-        yield _quantiles(
-            "storyapp_job_duration_seconds", f"Job duration {window}.", g["duration_s"]
-        )
-        yield _quantiles(
-            "storyapp_story_llm_seconds",
-            f"LLM time per story sent to the LLM, all attempts, {window}.",
-            g["per_story_s"],
-        )
-        c = s["clusters"]
-        yield _gauge(
-            "storyapp_clusters",
-            f"Clusters settled {window}, by outcome.",
-            [((outcome,), n) for outcome, n in c["by_outcome"].items()],
-            ["outcome"],
-        )
-        for name, key, doc in (
-            ("storyapp_cache_hit_ratio", "cache_hit_rate", "cached / (cached + llm + fallback)"),
-            ("storyapp_fallback_ratio", "fallback_rate", "fallback / (llm + fallback)"),
-        ):
-            if c[key] is not None:
-                yield _gauge(name, f"Clusters {window}: {doc}.", [((), c[key])])
-        if s["grounding"]["dropped_rate"] is not None:
-            yield _gauge(
-                "storyapp_grounding_dropped_ratio",
-                f"Of the statements written in the stories updated {window}, the share dropped "
-                "as not borne out by the articles they cite.",
-                [((), s["grounding"]["dropped_rate"])],
-            )
-        llm = s["llm"]
-        if llm["timeout_rate"] is not None:
-            yield _gauge(
-                "storyapp_llm_timeout_ratio",
-                f"Share of LLM calls that timed out {window}.",
-                [((), llm["timeout_rate"])],
-            )
-        servers = llm["servers"]
-        yield _gauge(
-            "storyapp_llm_calls",
-            f"LLM calls {window}, by outcome.",
-            [
-                ((e["model"], e["host"], outcome), n)
-                for e in servers
-                for outcome, n in e["calls"].items()
-            ],
-            ["model", "host", "outcome"],
-        )
-        yield _gauge(
-            "storyapp_llm_tokens",
-            f"Tokens in (prompt) and out (completion) {window}.",
-            [
-                ((e["model"], e["host"], kind), n)
-                for e in servers
-                for kind, n in e["tokens"].items()
-            ],
-            ["model", "host", "kind"],
-        )
-        yield _gauge(
-            "storyapp_llm_busy_seconds",
-            f"Time the LLM servers spent on storyapp's calls {window}.",
-            [((e["model"], e["host"]), e["busy_s"]) for e in servers],
-            ["model", "host"],
-        )
-        yield _gauge(
-            "storyapp_llm_latency_seconds",
-            f"LLM call latency {window} (errors are not timed).",
-            [
-                ((e["model"], e["host"], str(QUANTILES[name])), value)
-                for e in servers
-                if e["latency_s"] is not None
-                for name, value in e["latency_s"].items()
-            ],
-            ["model", "host", "quantile"],
-        )
+        for name, doc in COUNTER_DOCS.items():
+            yield self._counter(name, doc)
+        for name, doc in HISTOGRAM_DOCS.items():
+            yield self._histogram(name, doc)
         workers = s["workers"]
         yield _gauge(
             "storyapp_workers_alive",
             f"Worker processes with a heartbeat in the last {heartbeat.DEAD_AFTER_S:g} s.",
             [((), workers["alive"])],
         )
+        # Summed per host: a worker's own id names its process, and each restart would start
+        # new series.
         for name, key, doc in (
             ("storyapp_worker_cpu_seconds", "cpu_s", "CPU time"),
             ("storyapp_worker_resident_memory_bytes", "resident_memory_bytes", "Resident memory"),
         ):
+            per_host = defaultdict(float)
+            for w in workers["processes"]:
+                if w[key] is not None:
+                    per_host[w["host"]] += w[key]
             yield _gauge(
                 name,
-                f"{doc} of each live worker process, as of its last heartbeat.",
-                [
-                    ((w["id"], w["host"]), w[key])
-                    for w in workers["processes"]
-                    if w[key] is not None
-                ],
-                ["worker", "host"],
+                f"{doc} of the live worker processes of each host, as of their last heartbeats.",
+                [((host,), value) for host, value in sorted(per_host.items())],
+                ["host"],
             )
         yield from ProcessCollector(registry=None).collect()
+
+    def _counter(self, name: str, doc: CounterDoc) -> Metric:
+        others = doc.labels[:-1]
+        found = {tuple(labels[n] for n in doc.labels): value for labels, value in self.series[name]}
+        # Every known value of the last label is there at 0 beside the others of its series
+        # (the same model and host, say; from the start when there is no other label): rate()
+        # and an alert on, say, timeouts need a sample before the first increment.
+        seen = {key[:-1] for key in found} if others else {()}
+        for prefix in seen:
+            for value in doc.known:
+                found.setdefault((*prefix, value), 0.0)
+        family = CounterMetricFamily(name.removesuffix("_total"), doc.help, labels=doc.labels)
+        for key, value in sorted(found.items()):
+            family.add_metric(list(key), value)
+        return family
+
+    def _histogram(self, name: str, doc: str) -> Metric:
+        def by_series(suffix: str) -> dict[tuple, list[tuple[dict, float]]]:
+            grouped = defaultdict(list)
+            for labels, value in self.series[f"{name}{suffix}"]:
+                rest = {k: v for k, v in labels.items() if k != "le"}
+                grouped[tuple(sorted(rest.items()))].append((labels, value))
+            return grouped
+
+        buckets, sums = by_series("_bucket"), by_series("_sum")
+        names = sorted({label for key in buckets for label, _ in key})
+        family = HistogramMetricFamily(name, doc, labels=names)
+        bounds = [*counters.HISTOGRAMS[name], math.inf]
+        for key, rows in sorted(buckets.items()):
+            in_bucket = defaultdict(float)
+            for labels, value in rows:
+                in_bucket[float(labels["le"])] += value
+            cumulative, total = [], 0.0
+            for bound in bounds:
+                total += in_bucket[bound]
+                cumulative.append((floatToGoString(bound), total))
+            labels = dict(key)
+            family.add_metric(
+                [labels[n] for n in names],
+                cumulative,
+                sum_value=sum(value for _, value in sums.get(key, [])),
+            )
+        return family
 
 
 def _gauge(name: str, doc: str, samples: list, labels: list[str] | None = None):
@@ -390,8 +398,3 @@ def _gauge(name: str, doc: str, samples: list, labels: list[str] | None = None):
     for label_values, value in samples:
         family.add_metric(list(label_values), value)
     return family
-
-
-def _quantiles(name: str, doc: str, values: dict[str, float] | None):
-    samples = [((str(QUANTILES[k]),), v) for k, v in (values or {}).items()]
-    return _gauge(name, doc, samples, ["quantile"])

@@ -15,7 +15,9 @@ from datetime import datetime
 from peewee import (
     SQL,
     BigIntegerField,
+    BooleanField,
     CharField,
+    CompositeKey,
     Database,
     DateTimeField,
     FloatField,
@@ -26,7 +28,7 @@ from peewee import (
 )
 from playhouse import migrate as schema
 
-from storyapp import ranking
+from storyapp import ranking, search
 from storyapp.db import in_chunks, lock
 from storyapp.models import TABLES, Migration, utcnow
 
@@ -355,10 +357,49 @@ def m010_call_contents(db: Database) -> None:
     )
 
 
+def m011_call_queueing(db: Database) -> None:
+    """LLMCall.latency_includes_queue: whether a call's latency holds its wait in the server's
+    queue (the server did not say its own time); unknown (null) for the calls before."""
+    migrator = schema.SchemaMigrator.from_database(db)
+    queued = BooleanField(null=True)
+    schema.migrate(migrator.add_column("llmcall", "latency_includes_queue", queued))
+
+
 def m012_worker_llm_hosts(db: Database) -> None:
     """Worker.llm_hosts: each worker's last check of each LLM host (llmhealth.py)."""
     migrator = schema.SchemaMigrator.from_database(db)
     schema.migrate(migrator.add_column("worker", "llm_hosts", TextField(null=True)))
+
+
+def m013_story_search(db: Database) -> None:
+    """The stories' text search (search.py): SQLite's FTS5 table and the triggers that keep it,
+    or PostgreSQL's generated tsvector column and its GIN index; filled for every story there
+    is. The story table's own create_table makes the same on a new database."""
+    search.create(db)
+
+
+def m015_feed_titles(db: Database) -> None:
+    """A feed's own title and site link."""
+    migrator = schema.SchemaMigrator.from_database(db)
+    schema.migrate(
+        migrator.add_column("feed", "title", TextField(null=True)),
+        migrator.add_column("feed", "site_url", TextField(null=True)),
+    )
+
+
+def m016_counters(db: Database) -> None:
+    """Prometheus counters and histograms that outlive processes and retention."""
+
+    class Counter(Model):
+        name = CharField(max_length=100)
+        labels = CharField(max_length=1000)
+        value = FloatField(default=0.0)
+
+        class Meta:
+            database = db
+            primary_key = CompositeKey("name", "labels")
+
+    db.create_tables([Counter])
 
 
 MIGRATIONS: list[Callable[[Database], None]] = [
@@ -372,7 +413,11 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     m008_story_ranking,
     m009_upgraded_stories,
     m010_call_contents,
+    m011_call_queueing,
     m012_worker_llm_hosts,
+    m013_story_search,
+    m015_feed_titles,
+    m016_counters,
 ]
 
 

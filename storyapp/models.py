@@ -12,16 +12,19 @@ from peewee import (
     BooleanField,
     Case,
     CharField,
+    CompositeKey,
+    Database,
     DateTimeField,
     FloatField,
     ForeignKeyField,
     IntegerField,
     Model,
+    PostgresqlDatabase,
     TextField,
     fn,
 )
 
-from storyapp import ranking
+from storyapp import ranking, search
 from storyapp.db import Prepared, PreparedIn, database, param, param_list
 from storyapp.story import StoryText
 
@@ -97,11 +100,17 @@ class Feed(BaseModel):
     last_fetched_at = DateTimeField(null=True)
     last_success_at = DateTimeField(null=True)
     last_error = TextField(null=True)
+    # As the feed calls itself and the site it belongs to, read when it was added and at
+    # every fetch since (OPML export, the feed list).
+    title = TextField(null=True)
+    site_url = TextField(null=True)
 
     def to_dict(self) -> dict:
         return {
             "id": self.id,
             "url": self.url,
+            "title": self.title,
+            "site_url": self.site_url,
             "created_at": isoformat(self.created_at),
             "last_fetched_at": isoformat(self.last_fetched_at),
             "last_success_at": isoformat(self.last_success_at),
@@ -141,6 +150,51 @@ class Story(BaseModel):
         most recently updated (`recent`)."""
         key = cls.rank if order == "importance" else cls.updated_at
         return cls.select().where(cls.merged_into.is_null()).order_by(key.desc(), cls.id.desc())
+
+    @classmethod
+    def filtered(
+        cls,
+        query,
+        category: str | None = None,
+        source: str | None = None,
+        text: str | None = None,
+    ):
+        """`query` narrowed to the stories of a category (one of story.CATEGORIES), with an
+        article from an outlet (its name in any case and spacing), and saying every word of
+        `text` (search.py): each filter given narrows it further."""
+        db = _engine(cls._meta.database)
+        if category is not None:
+            query = query.where(_category(db) == category)
+        if source is not None:
+            outlet = StoryArticle.select(StoryArticle.story).join(Article)
+            query = query.where(
+                cls.id.in_(outlet.where(_outlet(Article.source) == _outlet_name(source)))
+            )
+        if text is not None:
+            query = query.where(cls.id.in_(search.matching(db, text)))
+        return query
+
+    @classmethod
+    def outlets(cls, limit: int, since: datetime) -> list[str]:
+        """The outlets with the most listed stories updated since `since`, as their articles
+        name them."""
+        query = (
+            Article.select(fn.MIN(Article.source), fn.COUNT(StoryArticle.story.distinct()))
+            .join(StoryArticle)
+            .join(Story)
+            .where(cls.merged_into.is_null(), cls.updated_at >= since, Article.source != "")
+            .group_by(_outlet(Article.source))
+            .order_by(fn.COUNT(StoryArticle.story.distinct()).desc(), fn.MIN(Article.source))
+            .limit(limit)
+        )
+        return [name for name, _ in query.tuples()]
+
+    @classmethod
+    def create_table(cls, safe: bool = True, **options) -> None:
+        # The search index is the engine's own, kept by triggers (or a generated column) on
+        # this table: it comes with it.
+        super().create_table(safe, **options)
+        search.create(_engine(cls._meta.database))
 
     @staticmethod
     def articles_of(stories: list["Story"]) -> dict[int, list[Article]]:
@@ -201,6 +255,27 @@ class Story(BaseModel):
             "version": self.version,
             "merged_into": self.merged_into_id,
         }
+
+
+def _engine(db) -> Database:
+    return getattr(db, "obj", None) or db  # the database behind the proxy
+
+
+def _category(db: Database):
+    # The category lives in the story's JSON content; each engine reads JSON its own way.
+    if isinstance(db, PostgresqlDatabase):
+        return fn.jsonb_extract_path_text(Story.content.cast("jsonb"), "category")
+    return fn.json_extract(Story.content, "$.category")
+
+
+def _outlet(name):
+    # As ranking.outlets tells outlets apart, by name in any case and spacing; SQL has no
+    # collapsing of whitespace runs, so the spaces go altogether ("CoastWire" is Coast Wire).
+    return fn.LOWER(fn.REPLACE(name, " ", ""))
+
+
+def _outlet_name(name: str) -> str:
+    return "".join(name.split()).lower()
 
 
 class StoryVersion(BaseModel):
@@ -271,6 +346,7 @@ def new_job_id() -> str:
 class Job(BaseModel):
     STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
     ACTIVE = ("queued", "running")
+    ENDED = ("succeeded", "failed", "cancelled")
 
     id = CharField(max_length=32, primary_key=True, default=new_job_id)
     status = CharField(max_length=16, default="queued", index=True)
@@ -444,6 +520,9 @@ class LLMCall(BaseModel):
     story_version = IntegerField(null=True)
     prompt = JSONField(null=True)  # the messages sent, cut at PROMPT_MAX_CHARS in all
     reply = TextField(null=True)  # as the server sent it, cut at REPLY_MAX_CHARS
+    # latency_ms holds the wait in the server's queue: the server did not say its own time
+    # (llm.Reply); null for calls logged before this was kept.
+    latency_includes_queue = BooleanField(null=True)
 
     @classmethod
     def log(cls, calls: list[dict]) -> None:
@@ -495,6 +574,7 @@ class LLMCall(BaseModel):
             "status_code": self.status_code,
             "error": self.error,
             "latency_ms": self.latency_ms,
+            "latency_includes_queue": self.latency_includes_queue,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "created_at": isoformat(self.created_at),
@@ -562,6 +642,33 @@ class Worker(BaseModel):
     # What this worker last found of each LLM host it calls (llmhealth.py), as JSON: the
     # workers make the calls, so /health reports their view, not the web process's.
     llm_hosts = TextField(null=True)
+
+
+class Counter(BaseModel):
+    """One Prometheus counter series (or histogram bucket, sum, count), kept here so it
+    outlives the processes that count and the rows retention deletes (counters.py)."""
+
+    name = CharField(max_length=100)
+    labels = CharField(max_length=1000)  # the series' labels as JSON with sorted keys
+    value = FloatField(default=0.0)
+
+    class Meta:
+        primary_key = CompositeKey("name", "labels")
+
+    @classmethod
+    def add(cls, increments: dict[tuple[str, str], float]) -> None:
+        """Adds to each (name, labels) series, creating it at 0 first: one statement. In key
+        order, so that transactions adding to the same series lock them in one order and
+        never deadlock on PostgreSQL."""
+        rows = [
+            {"name": name, "labels": labels, "value": value}
+            for (name, labels), value in sorted(increments.items())
+        ]
+        if rows:
+            cls.insert_many(rows).on_conflict(
+                conflict_target=[cls.name, cls.labels],
+                update={cls.value: cls.value + EXCLUDED.value},
+            ).execute()
 
 
 class Migration(BaseModel):
@@ -737,5 +844,6 @@ TABLES = [
     LLMCall,
     SynthesisCache,
     Worker,
+    Counter,
     Migration,
 ]

@@ -1,6 +1,7 @@
 """Ollama's /api/chat through the official client: requests spread over the configured hosts,
 at most `concurrency` in flight per host across every thread of the process, or across
-processes with shared slots (slots.py)."""
+processes with shared slots (slots.py), a bound that adapts to the server by what each request
+came to and how long the server says it worked on it."""
 
 import json
 import os
@@ -42,10 +43,10 @@ class OllamaLLM:
         self._slots = slots or ProcessSlots(hosts, concurrency)
 
     def generate(self, messages: list[dict], schema: dict, options: Options) -> Reply:
-        with self._slots.take() as host:
+        with self._slots.take() as slot:
             started = time.perf_counter()
             try:
-                response = self._clients[host].chat(
+                response = self._clients[slot.host].chat(
                     model=self.model,
                     messages=messages,
                     format=schema,
@@ -58,28 +59,41 @@ class OllamaLLM:
                 )
             except Exception as exc:
                 elapsed_ms = (time.perf_counter() - started) * 1000
-                raise _as_llm_error(exc, host, self.model, elapsed_ms) from exc
-            latency_ms = (time.perf_counter() - started) * 1000
-        content = response.message.content or ""
+                error = _as_llm_error(exc, slot.host, self.model, elapsed_ms)
+                slot.report(error.outcome, error.status_code, elapsed_ms / 1000)
+                raise error from exc
+            wall_s = time.perf_counter() - started
+            server_s = _server_seconds(response)
+            content = response.message.content or ""
+            try:
+                data = json.loads(content)
+            except json.JSONDecodeError:
+                data, outcome = None, "invalid"
+            else:
+                outcome = "ok"
+            slot.report(outcome, 200, wall_s, server_s)
+        host = slot.host
+        latency = {
+            "latency_ms": (wall_s if server_s is None else server_s) * 1000,
+            "latency_includes_queue": server_s is None,
+        }
         tokens = {
             "prompt_tokens": response.prompt_eval_count,
             "completion_tokens": response.eval_count,
             # Ollama says "length" when num_predict cut the reply.
             "truncated": response.done_reason == "length",
         }
-        try:
-            data = json.loads(content)
-        except json.JSONDecodeError:
+        if outcome == "invalid":
             raise LLMError(
                 f"reply is not JSON: {content[:80]!r}",
                 outcome="invalid",
                 retryable=True,
                 host=host,
-                latency_ms=latency_ms,
                 reply_text=content,
+                **latency,
                 **tokens,
-            ) from None
-        return Reply(data=data, host=host, latency_ms=latency_ms, text=content, **tokens)
+            )
+        return Reply(data=data, host=host, text=content, **latency, **tokens)
 
     def close(self) -> None:
         for client in self._clients.values():
@@ -99,8 +113,21 @@ class OllamaLLM:
             return {"reachable": False, "model_available": False, "error": _describe(exc)}
         finally:
             client.close()
+        # It answers: a host skipped after failures is probed at the next request, not after
+        # the rest of its cool-down.
+        self._slots.hosts.checked(host)
         available = self.model in names or f"{self.model}:latest" in names
         return {"reachable": True, "model_available": available, "error": None}
+
+
+def _server_seconds(response) -> float | None:
+    """The server's own time on the request: loading the model, reading the prompt, writing
+    the reply. Not Ollama's total_duration: that starts when the request arrives, so it holds
+    the wait for a free parallel slot, which is what the bound must see (slots.Bound)."""
+    if response.eval_duration is None:  # a server that does not say
+        return None
+    parts = (response.load_duration, response.prompt_eval_duration, response.eval_duration)
+    return sum(part or 0 for part in parts) / 1e9
 
 
 def _as_llm_error(exc: Exception, host: str, model: str, latency_ms: float) -> LLMError:

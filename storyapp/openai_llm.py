@@ -49,62 +49,38 @@ class OpenAILLM:
                 "json_schema": {"name": "story", "schema": schema, "strict": True},
             },
         }
-        with self._slots.take() as url:
+        with self._slots.take() as slot:
+            url = slot.host
             started = time.perf_counter()
             try:
                 response = self._client.post(f"{url}/chat/completions", json=body)
             except httpx.TimeoutException:
-                elapsed = (time.perf_counter() - started) * 1000
+                elapsed = time.perf_counter() - started
+                slot.report("timeout", None, elapsed)
                 raise LLMError(
                     f"no reply from {url} in time",
                     outcome="timeout",
                     retryable=True,
                     host=url,
-                    latency_ms=elapsed,
+                    latency_ms=elapsed * 1000,
                 ) from None
             except httpx.TransportError:
-                elapsed = (time.perf_counter() - started) * 1000
+                elapsed = time.perf_counter() - started
+                slot.report("error", None, elapsed)
                 raise LLMError(
                     f"cannot connect to {url}",
                     outcome="error",
                     retryable=True,
                     host=url,
-                    latency_ms=elapsed,
+                    latency_ms=elapsed * 1000,
                 ) from None
-            latency_ms = (time.perf_counter() - started) * 1000
-        if response.status_code != 200:
-            raise _http_error(response, url, self.model, latency_ms)
-        try:
-            answer = response.json()
-            choice = answer["choices"][0]
-            content = choice["message"]["content"] or ""
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise LLMError(
-                f"{url} answered with no completion: {response.text[:80]!r}",
-                outcome="error",
-                retryable=True,
-                host=url,
-                latency_ms=latency_ms,
-            ) from None
-        usage = answer.get("usage") or {}
-        tokens = {
-            "prompt_tokens": usage.get("prompt_tokens"),
-            "completion_tokens": usage.get("completion_tokens"),
-            "truncated": choice.get("finish_reason") == "length",
-        }
-        try:
-            data = json.loads(content)
-        except json.JSONDecodeError:
-            raise LLMError(
-                f"reply is not JSON: {content[:80]!r}",
-                outcome="invalid",
-                retryable=True,
-                host=url,
-                latency_ms=latency_ms,
-                reply_text=content,
-                **tokens,
-            ) from None
-        return Reply(data=data, host=url, latency_ms=latency_ms, text=content, **tokens)
+            wall_s = time.perf_counter() - started
+            answer = _answer(response, url, self.model, wall_s * 1000)
+            outcome = answer.outcome if isinstance(answer, LLMError) else "ok"
+            slot.report(outcome, response.status_code, wall_s)
+        if isinstance(answer, LLMError):
+            raise answer
+        return answer
 
     def check(self, timeout: float = 3.0) -> dict:
         """Whether any server answers `GET /models` and lists the model (llm.check_all)."""
@@ -118,10 +94,51 @@ class OpenAILLM:
         except (httpx.HTTPError, ValueError, AttributeError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             return {"reachable": False, "model_available": False, "error": error}
+        # It answers: a host skipped after failures is probed at the next request, not after
+        # the rest of its cool-down.
+        self._slots.hosts.checked(host)
         return {"reachable": True, "model_available": self.model in names, "error": None}
 
     def close(self) -> None:
         self._client.close()
+
+
+def _answer(response: httpx.Response, url: str, model: str, latency_ms: float) -> Reply | LLMError:
+    """The reply, or what was wrong with it. The reply does not say how long the server worked
+    on the request: `latency_ms`, taken here, holds any wait in its queue."""
+    if response.status_code != 200:
+        return _http_error(response, url, model, latency_ms)
+    try:
+        answer = response.json()
+        choice = answer["choices"][0]
+        content = choice["message"]["content"] or ""
+    except (ValueError, KeyError, IndexError, TypeError):
+        return LLMError(
+            f"{url} answered with no completion: {response.text[:80]!r}",
+            outcome="error",
+            retryable=True,
+            host=url,
+            latency_ms=latency_ms,
+        )
+    usage = answer.get("usage") or {}
+    tokens = {
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
+        "truncated": choice.get("finish_reason") == "length",
+    }
+    try:
+        data = json.loads(content)
+    except json.JSONDecodeError:
+        return LLMError(
+            f"reply is not JSON: {content[:80]!r}",
+            outcome="invalid",
+            retryable=True,
+            host=url,
+            latency_ms=latency_ms,
+            reply_text=content,
+            **tokens,
+        )
+    return Reply(data=data, host=url, latency_ms=latency_ms, text=content, **tokens)
 
 
 def _http_error(response: httpx.Response, url: str, model: str, latency_ms: float) -> LLMError:

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 
 from peewee import fn
 
-from storyapp import heartbeat
+from storyapp import counters, heartbeat
+from storyapp.counters import Counts
 from storyapp.db import lock, transaction
 from storyapp.models import Job, JobCluster, Worker, utcnow
 
@@ -180,8 +181,18 @@ def end_orphans(now: datetime | None = None) -> int:
         return 0
     with transaction():
         ended = [orphans.seen(job) for job in Job.select().where(orphans.where())]
+        counts = Counts()
         for job in ended:
-            Job.update(
-                status=job.status, finished_at=job.finished_at, active_key=None, error=job.error
-            ).where(Job.id == job.id, Job.status == "running").execute()
+            if (
+                Job.update(
+                    status=job.status,
+                    finished_at=job.finished_at,
+                    active_key=None,
+                    error=job.error,
+                )
+                .where(Job.id == job.id, Job.status == "running")
+                .execute()
+            ):
+                counts.add(counters.JOBS_ENDED, status=job.status)
+        counts.save()
     return len(ended)

@@ -52,6 +52,7 @@ class CallRecord:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     reply: str | None = None  # what the server sent back, as it sent it
+    latency_includes_queue: bool = True  # llm.Reply's
 
 
 @dataclass
@@ -113,6 +114,9 @@ def synthesize(
         try:
             reply = llm.generate(request.messages, request.schema, GENERATION)
         except LLMError as exc:
+            error = str(exc)
+            if exc.outcome == "skipped":  # no request went: every host is skipped for now
+                break
             calls.append(
                 CallRecord(
                     attempt,
@@ -124,9 +128,9 @@ def synthesize(
                     exc.prompt_tokens,
                     exc.completion_tokens,
                     exc.reply_text,
+                    exc.latency_includes_queue,
                 )
             )
-            error = str(exc)
             if exc.outcome == "invalid":
                 invalid_replies += 1
                 if exc.truncated:
@@ -204,6 +208,7 @@ def _record(attempt: int, reply: Reply) -> CallRecord:
         prompt_tokens=reply.prompt_tokens,
         completion_tokens=reply.completion_tokens,
         reply=reply.text,
+        latency_includes_queue=reply.latency_includes_queue,
     )
 
 

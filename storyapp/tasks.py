@@ -15,7 +15,7 @@ from huey import crontab
 
 from storyapp import db, feeds, heartbeat, jobs, queue, recovery, retention, synthesis
 from storyapp import llm as llms
-from storyapp.config import ConfigError, Settings
+from storyapp.config import Settings, parse_schedule
 from storyapp.models import utcnow
 from storyapp.queue import huey
 from storyapp.slots import RedisSlots
@@ -58,19 +58,6 @@ def settings() -> Settings:
     if _state["settings"] is None:
         raise RuntimeError("storyapp is not configured: call storyapp.tasks.configure()")
     return _state["settings"]
-
-
-def parse_schedule(text: str):
-    """A crontab validator for the periodic task, or None for "off"."""
-    if text.lower() == "off":
-        return None
-    fields = text.split()
-    if len(fields) != 5:
-        raise ConfigError(f"STORYAPP_SCHEDULE must have 5 crontab fields or be 'off': {text!r}")
-    try:
-        return crontab(*fields)
-    except ValueError as exc:
-        raise ConfigError(f"STORYAPP_SCHEDULE {text!r}: {exc}") from None
 
 
 def llm() -> llms.LLM:

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 from conftest import article, free_port, init, make_settings, wait_for_job
+from feedserver import atom, item, rss
 from scripted import NOT_JSON
 from workers import report_from
 
@@ -79,6 +80,42 @@ def test_post_articles_reports_rejected_by_index(client):
     assert "title" in body["rejected"][1]["error"]
     urls = {a["url"] for a in client.get("/articles").get_json()["articles"]}
     assert urls == {"https://news.example/1", "https://news.example/2"}
+
+
+EXPORTED = {
+    "author": "Ann Reporter",
+    "image": "https://news.example/storm.jpg",
+    "language": "en-GB",
+    "categories": ["Weather", "Coast"],
+}
+
+
+def test_post_articles_takes_the_fields_news_exports_carry(client):
+    with_extras = {**article(1, "Storm floods harbour"), **EXPORTED}
+    with_nulls = {**article(2, "Ferry resumes"), **dict.fromkeys(EXPORTED)}
+    response = post_json(client, "/articles", [with_extras, with_nulls])
+    assert (response.status_code, response.get_json()) == (201, {"created": 2, "duplicates": 0})
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("author", 5),
+        ("author", ["Ann", "Bo"]),
+        ("image", "storm.jpg"),
+        ("language", "English (UK)"),
+        ("categories", "Weather"),
+        ("categories", ["Weather", 7]),
+    ],
+)
+def test_post_articles_refuses_a_malformed_export_field_by_name(client, field, value):
+    error = assert_error(
+        post_json(client, "/articles", {**article(1, "Storm"), field: value}),
+        422,
+        "invalid_articles",
+    )
+    assert error["message"].startswith(f"every article was invalid; first: {field}")
+    assert client.get("/articles").get_json()["total"] == 0
 
 
 @pytest.mark.parametrize("body", [[], {}, {"articles": []}])
@@ -377,7 +414,7 @@ def test_no_get_request_writes(client):
     job, _ = jobs.request_job(24, True)
     for cluster_id in jobs.plan_job(job.id):
         jobs.run_cluster(cluster_id, tasks.llm())
-    feeds.add("https://wire.example/feed.xml")
+    feeds.register("https://wire.example/feed.xml", ingest.FeedDocument("Wire", None, []))
     story_id = Story.get().id
     paths = [
         "/",
@@ -388,6 +425,9 @@ def test_no_get_request_writes(client):
         "/stories",
         f"/stories/{story_id}",
         f"/stories/{story_id}/versions",
+        "/feed.xml",
+        "/feed.atom",
+        "/feed.json",
         "/feeds",
         "/jobs",
         f"/jobs/{job.id}",
@@ -530,8 +570,9 @@ def test_token_lets_posts_through_and_gets_need_none(token_client):
     assert token_client.get("/health").status_code == 200
 
 
-def test_token_guards_feed_changes_but_not_the_list(token_client):
-    url = {"url": "https://wire.example/feed.xml"}
+def test_token_guards_feed_changes_but_not_the_list(token_client, feed_server):
+    feed_server.publish("/wire.rss", rss("Wire", []))
+    url = {"url": feed_server.url("/wire.rss")}
     assert_error(post_json(token_client, "/feeds", url), 401, "unauthorized")
     auth = {"Authorization": "Bearer s3cret"}
     feed = post_json(token_client, "/feeds", url, headers=auth).get_json()
@@ -544,19 +585,26 @@ def test_token_guards_feed_changes_but_not_the_list(token_client):
 # --- feeds ------------------------------------------------------------------------------------
 
 
-def test_register_list_and_remove_feeds(client):
-    response = post_json(client, "/feeds", {"url": "https://wire.example/feed.xml"})
+def test_register_list_and_remove_feeds(client, feed_server):
+    feed_server.publish("/wire.rss", rss("Harbour & Coast Wire", [item(1, "Storm")]))
+    feed_server.publish("/other.atom", atom("Valley News", []), "application/atom+xml")
+    url = feed_server.url("/wire.rss")
+    response = post_json(client, "/feeds", {"url": url})
     assert response.status_code == 201
     feed = response.get_json()
-    assert feed["url"] == "https://wire.example/feed.xml"
+    assert feed["url"] == url
+    # Fetched once to see that it is a feed, and named as it names itself.
+    assert (feed["title"], feed["site_url"]) == ("Harbour & Coast Wire", "https://wire.example/")
     assert (feed["last_fetched_at"], feed["last_success_at"], feed["last_error"]) == (
         None,
         None,
         None,
     )
-    again = post_json(client, "/feeds", {"url": " https://wire.example/feed.xml"})
+    again = post_json(client, "/feeds", {"url": f" {url}"})
     assert (again.status_code, again.get_json()) == (200, feed)
-    other = post_json(client, "/feeds", {"url": "http://other.example/atom"}).get_json()
+    assert len(feed_server.headers_sent_to("/wire.rss")) == 1  # a known URL is not fetched again
+    other = post_json(client, "/feeds", {"url": feed_server.url("/other.atom")}).get_json()
+    assert other["title"] == "Valley News"
 
     listed = client.get("/feeds").get_json()
     assert listed == {"feeds": [feed, other]}
@@ -583,6 +631,26 @@ def test_register_list_and_remove_feeds(client):
 )
 def test_a_feed_needs_an_http_url(client, body):
     assert_error(post_json(client, "/feeds", body), 422)
+    assert client.get("/feeds").get_json() == {"feeds": []}
+
+
+def test_a_url_that_serves_no_feed_is_refused_with_the_reason(client, feed_server):
+    feed_server.publish("/page.html", b"<!DOCTYPE html><html><body>News</body></html>", "text/html")
+    feed_server.publish("/broken.xml", b"<rss><channel><title>Cut", "application/rss+xml")
+    feed_server.publish("/other.xml", b"<?xml version='1.0'?><sitemap/>", "application/xml")
+    reasons = {
+        "/missing.xml": "HTTP 404 Not Found",
+        "/page.html": "not an RSS/Atom feed: an HTML page",
+        "/broken.xml": "not a readable RSS/Atom feed",
+        "/other.xml": "not an RSS/Atom feed: XML of another kind",
+    }
+    for path, reason in reasons.items():
+        error = assert_error(
+            post_json(client, "/feeds", {"url": feed_server.url(path)}), 422, "not_a_feed"
+        )
+        assert reason in error["message"]
+    closed = post_json(client, "/feeds", {"url": f"http://127.0.0.1:{free_port()}/feed.xml"})
+    assert "Connection refused" in assert_error(closed, 422, "not_a_feed")["message"]
     assert client.get("/feeds").get_json() == {"feeds": []}
 
 

@@ -5,11 +5,13 @@ import re
 import subprocess
 import sys
 import threading
+import xml.etree.ElementTree as ET
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from conftest import article, free_port, running_consumer, shifted_sample
+from feedserver import atom
 
 from storyapp.cli import main
 from storyapp.db import database
@@ -152,6 +154,19 @@ def test_ingest_jsonl_and_json_files(run, env):
     ]
 
 
+def test_ingest_takes_the_fields_news_exports_carry_and_refuses_bad_ones(run, env):
+    extras = {"author": "Ann Reporter", "image": "https://news.example/1.jpg", "language": "en"}
+    good = {**article(1, "One"), **extras, "categories": ["Weather"]}
+    bad = {**article(2, "Two"), "author": {"name": "Bo"}}
+    jsonl = write_jsonl(env / "export.jsonl", [good, bad])
+    code, out, err = run("ingest", str(jsonl))
+    assert code == 0, err
+    assert out.startswith(f"{jsonl}: 1 new, 0 duplicates, 1 rejected (first: #1: author must be")
+    assert out.endswith("characters)\n")
+    code, _, err = run("ingest", str(write_jsonl(env / "bad.jsonl", [bad])))
+    assert_one_line_error(code, err, "every article was invalid; first: author must be a string")
+
+
 def test_ingest_several_sources_in_one_call(run, env):
     first = write_jsonl(env / "1.jsonl", [article(1, "One")])
     second = env / "2.json"
@@ -257,21 +272,118 @@ def test_ingest_needs_a_source(run):
 # --- feeds ----------------------------------------------------------------------------------------
 
 
-def test_feeds_add_list_remove(run):
-    code, out, err = run("feeds", "add", "https://wire.example/feed.xml")
-    assert (code, out) == (0, "1 https://wire.example/feed.xml\n"), err
-    code, out, _ = run("feeds", "add", "https://wire.example/feed.xml")
-    assert (code, out) == (0, "1 https://wire.example/feed.xml (already registered)\n")
-    run("feeds", "add", "https://other.example/atom")
+def test_feeds_add_list_remove(run, feed_server):
+    feed_server.publish("/wire.rss", RSS)
+    feed_server.publish("/other.atom", atom("Valley News", []), "application/atom+xml")
+    wire, other = feed_server.url("/wire.rss"), feed_server.url("/other.atom")
+    code, out, err = run("feeds", "add", wire)
+    assert (code, out) == (0, f"1 {wire} (Harbour & Coast Wire)\n"), err
+    code, out, _ = run("feeds", "add", wire)
+    assert (code, out) == (0, f"1 {wire} (Harbour & Coast Wire) (already registered)\n")
+    run("feeds", "add", other)
     code, out, _ = run("feeds", "list")
     assert out.splitlines() == [
-        "1 https://wire.example/feed.xml (never fetched)",
-        "2 https://other.example/atom (never fetched)",
+        f"1 {wire} Harbour & Coast Wire (never fetched)",
+        f"2 {other} Valley News (never fetched)",
     ]
     assert run("feeds", "remove", "1")[:2] == (0, "")
-    assert run("feeds", "list")[1] == "2 https://other.example/atom (never fetched)\n"
+    assert run("feeds", "list")[1] == f"2 {other} Valley News (never fetched)\n"
     code, _, err = run("feeds", "remove", "1")
     assert_one_line_error(code, err, "no feed with id 1")
+
+
+def test_feeds_add_refuses_what_is_not_a_feed(run, feed_server):
+    page = b"<html><head><title>Wire</title></head></html>"
+    feed_server.publish("/index.html", page, "text/html")
+    for path, reason in (("/gone.rss", "HTTP 404"), ("/index.html", "an HTML page")):
+        code, out, err = run("feeds", "add", feed_server.url(path))
+        assert_one_line_error(code, err, feed_server.url(path), reason)
+        assert out == ""
+    assert run("feeds", "list")[1] == ""
+
+
+OPML = """<?xml version="1.0" encoding="UTF-8"?>
+<opml version="2.0"><head><title>My reader</title></head><body>
+  <outline text="News">
+    <outline text="Harbour" type="rss" xmlUrl="{wire}"/>
+    <outline text="Deeper"><outline text="Valley" type="rss" xmlUrl="{other}"/></outline>
+  </outline>
+  <outline text="Harbour again" type="rss" xmlUrl=" {wire} "/>
+  <outline text="Gone" type="rss" xmlUrl="{gone}"/>
+  <outline text="A page" type="rss" xmlUrl="{page}"/>
+  <outline text="Local" type="rss" xmlUrl="file:///etc/passwd"/>
+  <outline text="A folder with no feed"/>
+</body></opml>
+"""
+
+
+def test_feeds_import_and_export_opml(run, feed_server, env, monkeypatch):
+    feed_server.publish("/wire.rss", RSS)
+    feed_server.publish("/other.atom", atom("Valley News", []), "application/atom+xml")
+    feed_server.publish("/page.html", b"<!doctype html><html><p>Hi</p></html>", "text/html")
+    wire, other, gone, page = (
+        feed_server.url(p) for p in ("/wire.rss", "/other.atom", "/gone.rss", "/page.html")
+    )
+    run("feeds", "add", other)  # registered already: skipped, not fetched again
+    opml_file = env / "reader.opml"
+    opml_file.write_text(OPML.format(wire=wire, other=other, gone=gone, page=page))
+
+    code, out, err = run("feeds", "import", str(opml_file))
+    assert out.splitlines() == [
+        f"added 2 {wire} (Harbour & Coast Wire)",
+        f"already registered 1 {other} (Valley News)",
+        f"refused {gone}: HTTP 404 Not Found",
+        f"refused {page}: not an RSS/Atom feed: an HTML page",
+        "refused file:///etc/passwd: url must be an absolute http or https URL",
+    ]
+    assert_one_line_error(code, err, "1 added, 1 already registered, 3 refused")
+    assert len(feed_server.headers_sent_to("/wire.rss")) == 1
+    assert len(feed_server.headers_sent_to("/other.atom")) == 1
+
+    code, out, err = run("feeds", "import", str(opml_file))  # again: nothing new, only refusals
+    assert "0 added, 2 already registered, 3 refused" in err
+
+    code, exported, _ = run("feeds", "export")
+    assert code == 0
+    root = ET.fromstring(exported)
+    assert (root.tag, root.get("version")) == ("opml", "2.0")
+    outlines = [o.attrib for o in root.find("body").iter("outline")]
+    assert outlines == [
+        {
+            "type": "rss",
+            "text": "Valley News",
+            "title": "Valley News",
+            "xmlUrl": other,
+        },
+        {
+            "type": "rss",
+            "text": "Harbour & Coast Wire",
+            "title": "Harbour & Coast Wire",
+            "xmlUrl": wire,
+            "htmlUrl": "https://wire.example/",
+        },
+    ]
+    # What one storyapp exports another imports.
+    (env / "export.opml").write_text(exported)
+    monkeypatch.setenv("STORYAPP_DATA_DIR", str(env / "another"))
+    code, out, _ = run("feeds", "import", str(env / "export.opml"))
+    assert (code, out.splitlines()[-1]) == (0, "2 added, 0 already registered, 0 refused")
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("<html><body>hi</body></html>", "not an OPML file: the document is <html>"),
+        ("<opml version='2.0'><body>", "not an OPML file: no element found"),
+        ("<opml version='2.0'><body><outline text='x'/></body></opml>", "no feed in it"),
+    ],
+)
+def test_feeds_import_refuses_what_is_not_opml(run, env, content, fragment):
+    (env / "bad.opml").write_text(content)
+    code, out, err = run("feeds", "import", str(env / "bad.opml"))
+    assert_one_line_error(code, err, fragment)
+    code, _, err = run("feeds", "import", str(env / "missing.opml"))
+    assert_one_line_error(code, err, "cannot read", "No such file")
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "javascript:alert(1)", "feed.xml"])
@@ -313,8 +425,10 @@ def test_a_data_directory_that_is_a_file_is_one_line(run, env, monkeypatch):
 
 def test_feeds_refresh_reports_each_feed(run, feed_server):
     feed_server.publish("/wire.rss", RSS)
+    feed_server.publish("/gone.rss", RSS)
     run("feeds", "add", feed_server.url("/wire.rss"))
     run("feeds", "add", feed_server.url("/gone.rss"))
+    del feed_server.documents["/gone.rss"]  # gone since it was added
     code, out, err = run("feeds", "refresh")
     assert out.splitlines() == [
         f"1 {feed_server.url('/wire.rss')}: 2 new, 0 duplicates",
@@ -323,7 +437,7 @@ def test_feeds_refresh_reports_each_feed(run, feed_server):
     assert_one_line_error(code, err, "1 of 2 feeds failed")
     assert Article.select().count() == 2
     out = run("feeds", "list")[1].splitlines()
-    assert re.fullmatch(r"1 \S+ \(last fetched \S+Z: ok\)", out[0])
+    assert re.fullmatch(r"1 \S+ Harbour & Coast Wire \(last fetched \S+Z: ok\)", out[0])
     assert out[1].endswith(": error: HTTP 404 Not Found)")
 
 

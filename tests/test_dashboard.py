@@ -83,7 +83,10 @@ def test_the_page_follows_a_job_to_the_end_and_shows_its_stories(app, ollama, br
         assert stories.count() == TOP_STORIES > stories_at_start
         first = client.get("/stories?limit=1").get_json()["stories"][0]
         assert stories.first.locator("h3").inner_text() == first["title"]
-        source_links = stories.first.locator("a")
+        # The title opens the story's own page; the links under it lead to its sources.
+        title = stories.first.locator("h3 a")
+        assert title.get_attribute("href") == f"/stories/{first['id']}"
+        source_links = stories.first.locator("p a")
         assert source_links.first.get_attribute("href") in {a["url"] for a in first["articles"]}
         figures = page.locator("#figures")
         assert "1 succeeded" in figures.inner_text()

@@ -76,17 +76,21 @@ def test_sample_becomes_stories_through_the_queue(client, consumer, ollama):
 def test_with_the_llm_down_every_story_falls_back(tmp_path, monkeypatch, backend):
     monkeypatch.setattr("storyapp.synthesis.BACKOFF_S", (0.01, 0.01))
 
-    app = create_app(
-        init(make_settings(tmp_path, f"http://127.0.0.1:{free_port()}", **backend.env))
-    )
+    url = f"http://127.0.0.1:{free_port()}"
+    app = create_app(init(make_settings(tmp_path, url, **backend.env)))
     with running_consumer():
         job = ingest_and_generate(app.test_client())
     counts = job["counts"]
     assert job["status"] == "succeeded"
     assert counts["llm"] == 0 and counts["fallback"] > 20
     assert counts["fallback"] + counts["single"] == job["total"]
+    # Each says which host and why: refused, or skipped after refusing (breaker.py) ...
     fallbacks = JobCluster.select().where(JobCluster.outcome == "fallback")
-    assert all("cannot connect" in jc.error for jc in fallbacks)
+    why = ("cannot connect", "refused connections in a row, skipped for 60 s")
+    assert all(url in jc.error and any(w in jc.error for w in why) for jc in fallbacks)
+    # ... and the breaker opened at the third refusal: what was in flight then (at most the
+    # other three of the bound) went, not three requests for each cluster.
+    assert 3 <= LLMCall.select().count() <= 6
     assert LLMCall.select().where(LLMCall.outcome == "ok").count() == 0
 
 

@@ -2,7 +2,7 @@ import pytest
 from conftest import free_port
 from feedserver import ENDLESS, SLOW, TO_FILE, atom, item, rss
 
-from storyapp import feeds
+from storyapp import feeds, ingest
 from storyapp.models import Article, Feed
 
 HARBOUR = [
@@ -21,7 +21,13 @@ def wires(configured, feed_server):
     )
     harbour, _ = feeds.add(feed_server.url("/harbour.rss"))
     valley, _ = feeds.add(feed_server.url("/valley.atom"))
+    feed_server.requests.clear()  # the fetches that checked them: the tests count their own
     return harbour, valley
+
+
+def registered(url: str) -> Feed:
+    feed, _ = feeds.register(url, ingest.FeedDocument("", None, []))
+    return feed
 
 
 def outcomes_by_url(outcomes) -> dict:
@@ -71,10 +77,16 @@ def test_failing_feeds_are_recorded_and_do_not_stop_the_others(wires, feed_serve
     monkeypatch.setattr(feeds, "FETCH_TIMEOUT_S", 0.3)
     feed_server.slow_s = 5.0
     feed_server.publish("/broken.xml", b"Internal error: upstream timed out\n", "text/plain")
-    broken, _ = feeds.add(feed_server.url("/broken.xml"))
-    slow, _ = feeds.add(feed_server.url(SLOW))
-    missing, _ = feeds.add(feed_server.url("/missing.xml"))
-    closed, _ = feeds.add(f"http://127.0.0.1:{free_port()}/feed.xml")
+    # Registered as if they had worked when added: add() itself refuses such URLs.
+    broken, slow, missing, closed = (
+        registered(url)
+        for url in (
+            feed_server.url("/broken.xml"),
+            feed_server.url(SLOW),
+            feed_server.url("/missing.xml"),
+            f"http://127.0.0.1:{free_port()}/feed.xml",
+        )
+    )
 
     outcomes = outcomes_by_url(feeds.refresh_all())
     assert outcomes[harbour.url].created == 2 and outcomes[valley.url].created == 1
@@ -114,7 +126,7 @@ def test_a_body_that_fails_keeps_the_validators_of_the_last_one_stored(wires, fe
 
 def test_a_feed_larger_than_the_cap_is_cut_off(configured, feed_server, monkeypatch):
     monkeypatch.setattr(feeds, "MAX_FEED_BYTES", 100_000)
-    endless, _ = feeds.add(feed_server.url(ENDLESS))
+    endless = registered(feed_server.url(ENDLESS))
     (outcome,) = feeds.refresh_all()
     assert outcome.status == "failed" and outcome.error == "larger than 100000 bytes"
     assert "larger than" in Feed.get_by_id(endless.id).last_error
@@ -131,12 +143,60 @@ def test_fetch_does_not_follow_a_redirect_to_a_file(feed_server):
         feeds.fetch(feed_server.url(TO_FILE))
 
 
-def test_a_feed_is_registered_once(configured):
-    feed, created = feeds.add("  https://wire.example/feed.xml ")
-    assert created and feed.url == "https://wire.example/feed.xml"
-    assert feeds.add("https://wire.example/feed.xml") == (feed, False)
+def test_a_feed_is_registered_once(configured, feed_server):
+    feed_server.publish("/wire.rss", rss("Harbour Wire", HARBOUR))
+    url = feed_server.url("/wire.rss")
+    feed, created = feeds.add(f"  {url} ")
+    assert created and feed.url == url
+    assert feeds.add(url) == (feed, False)
+    assert len(feed_server.headers_sent_to("/wire.rss")) == 1
     assert feeds.remove(feed.id) and not feeds.remove(feed.id)
     assert feeds.refresh_all() == []
+
+
+def test_adding_a_feed_keeps_its_title_and_site_and_stores_nothing_yet(configured, feed_server):
+    feed_server.publish("/harbour.rss", rss("Harbour <b>Wire</b>", HARBOUR))
+    feed_server.publish("/valley.atom", atom("Valley News", VALLEY), "application/atom+xml")
+    harbour, _ = feeds.add(feed_server.url("/harbour.rss"))
+    valley, _ = feeds.add(feed_server.url("/valley.atom"))
+    assert (harbour.title, harbour.site_url) == ("Harbour Wire", "https://wire.example/")
+    assert (valley.title, valley.site_url) == ("Valley News", None)  # it links no site
+    # The scheduled run fetches the articles, with the validators of what it stored.
+    assert Article.select().count() == 0 and harbour.etag is None
+
+
+def test_a_refresh_keeps_the_title_the_feed_now_gives(wires, feed_server):
+    harbour, _ = wires
+    feed_server.publish("/harbour.rss", rss("Harbour & Coast Wire", HARBOUR))
+    feeds.refresh_all()
+    assert Feed.get_by_id(harbour.id).title == "Harbour & Coast Wire"
+
+
+@pytest.mark.parametrize(
+    "path, body, content_type, reason",
+    [
+        ("/missing.xml", None, None, "HTTP 404 Not Found"),
+        ("/index.html", b"<!DOCTYPE html>\n<html><p>News</html>", "text/html", "an HTML page"),
+        ("/cut.rss", b"<rss version='2.0'><channel><title>Cut", "application/rss+xml", "readable"),
+        ("/sitemap.xml", b"<urlset><url/></urlset>", "application/xml", "XML of another kind"),
+    ],
+)
+def test_what_is_not_a_feed_is_refused_with_the_reason(
+    configured, feed_server, path, body, content_type, reason
+):
+    if body is not None:
+        feed_server.publish(path, body, content_type)
+    with pytest.raises(feeds.NotAFeed, match=reason):
+        feeds.add(feed_server.url(path))
+    assert Feed.select().count() == 0
+
+
+def test_a_refresh_of_a_page_that_is_no_longer_a_feed_fails(wires, feed_server):
+    # An HTML page once read "ok, 0 new" at every run.
+    harbour, _ = wires
+    feed_server.publish("/harbour.rss", b"<html><body>Moved</body></html>", "text/html")
+    outcome = outcomes_by_url(feeds.refresh_all())[harbour.url]
+    assert (outcome.status, outcome.error) == ("failed", "not an RSS/Atom feed: an HTML page")
 
 
 @pytest.mark.parametrize(

@@ -153,10 +153,49 @@ def test_parse_bytes_unreadable_feed():
 
 
 def test_parse_bytes_feed_without_entries_gives_no_records():
-    assert ingest.parse_bytes(b"<html><body>a web page, not a feed</body></html>") == []
+    empty = b'<rss version="2.0"><channel><title>Quiet Wire</title></channel></rss>'
+    assert ingest.parse_bytes(empty) == []
+
+
+def test_a_web_page_is_no_feed():
+    # It once read as a feed with no entries: "0 new" at every fetch, and no word why.
+    with pytest.raises(ingest.InputError, match="not an RSS/Atom feed: an HTML page"):
+        ingest.parse_bytes(b"<html><body>a web page, not a feed</body></html>")
 
 
 # --- validate ---------------------------------------------------------------------------------
+
+
+def test_validate_accepts_the_fields_news_exports_carry_and_stores_none_of_them():
+    extras = {
+        "author": "Ann Reporter",
+        "image": "https://news.example/a.jpg",
+        "language": "pt_BR",
+        "categories": ["Politics", "Brazil"],
+    }
+    dated = {"published_at": "2026-01-02T03:04:05Z"}
+    plain = ingest.validate(record(**dated))
+    assert ingest.validate(record(**dated, **extras)) == plain
+    assert ingest.validate(record(**dated, **dict.fromkeys(extras))) == plain
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("author", 42),
+        ("author", "x" * 1001),
+        ("image", "javascript:alert(1)"),
+        ("image", ["https://news.example/a.jpg"]),
+        ("language", "en GB"),
+        ("language", 1),
+        ("categories", "Politics"),
+        ("categories", [None]),
+        ("categories", ["x"] * 101),
+    ],
+)
+def test_validate_refuses_a_malformed_export_field_by_name(field, value):
+    with pytest.raises(ValueError, match=f"^{field}"):
+        ingest.validate(record(**{field: value}))
 
 
 def test_validate_keeps_the_fields_and_normalizes_whitespace():

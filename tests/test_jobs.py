@@ -361,6 +361,7 @@ def call_row(**fields) -> dict:
         "latency_ms": 1.0,
         "prompt_tokens": None,
         "completion_tokens": None,
+        "latency_includes_queue": True,
     }
     return {**row, **fields}
 

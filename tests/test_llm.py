@@ -1,3 +1,4 @@
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -65,6 +66,40 @@ def test_failures_are_classified(ollama, mode, content, outcome, status, retryab
     assert caught.value.status_code == status
     assert caught.value.retryable is retryable
     assert caught.value.host == ollama.url
+
+
+def test_an_invalid_reply_keeps_the_tokens_the_server_counted(ollama):
+    ollama.reply = lambda body: NOT_JSON
+    with pytest.raises(LLMError) as caught:
+        client(ollama).generate(MESSAGES, schema(), GENERATION)
+    assert caught.value.outcome == "invalid" and caught.value.reply_text == NOT_JSON
+    assert caught.value.prompt_tokens > 0 and caught.value.completion_tokens > 0
+
+
+def test_the_latency_is_the_servers_own_time_without_its_queue():
+    # A server that runs one request at a time, sent two at once: the second waits for the
+    # first in the server's queue, which Ollama's durations leave out.
+    with FakeOllama(latency=0.3, slots=1) as server:
+        llm = client(server, concurrency=2)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            started = time.perf_counter()
+            replies = list(pool.map(lambda _: llm.generate(MESSAGES, schema(), GENERATION), [1, 2]))
+            waited = time.perf_counter() - started
+    assert waited >= 0.6
+    for reply in replies:
+        assert not reply.latency_includes_queue
+        assert 250 < reply.latency_ms < 450
+
+
+def test_a_host_skipped_after_failures_is_tried_again_once_it_answers_a_check(ollama):
+    llm = client(ollama)
+    for _ in range(3):
+        llm._slots.hosts.breakers[ollama.url].failed("refused")  # down a moment ago
+    with pytest.raises(LLMError, match="3 refused connections in a row") as caught:
+        llm.generate(MESSAGES, schema(), GENERATION)
+    assert caught.value.outcome == "skipped" and ollama.chat_count == 0
+    assert llm.check()["reachable"]
+    assert llm.generate(MESSAGES, schema(), GENERATION).host == ollama.url
 
 
 def test_missing_model_says_so(ollama):

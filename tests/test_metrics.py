@@ -5,9 +5,10 @@ from datetime import timedelta
 import pytest
 from conftest import ingest_and_generate, wait_for_job
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
 from workers import wait_until
 
-from storyapp import heartbeat, jobs, metrics
+from storyapp import counters, heartbeat, jobs, metrics
 from storyapp.db import transaction
 from storyapp.models import Job, LLMCall, Story, Worker, utcnow
 
@@ -88,76 +89,61 @@ def history(configured):
     return {"a": ok_a, "b": ok_b + [5000.0, 5000.2, 700.0], "durations": [42.0, 12.5]}
 
 
-def test_metrics_parse_and_agree_with_the_database(client, history):
-    m = scrape(client)
-    model = ("model", "llama3.1:8b")
-    a, b = ("host", "http://gpu-a:11434"), ("host", "http://gpu-b:11434")
+def test_stats_windowed_figures_agree_with_the_database(client, history):
+    stats = client.get("/stats").get_json()
+    assert stats["window_hours"] == 24
+    assert stats["jobs"] == {"succeeded": 2, "failed": 1, "running": 1, "queued": 1, "cancelled": 0}
+    assert stats["queue"]["tasks"] == 0  # the jobs were written, not queued
+    g = stats["generation"]
+    assert g["jobs_ended"] == 2  # the 30-hour-old one is out of the window
+    assert g["last_duration_s"] == 12.5
+    assert (g["duration_s"]["p50"], g["duration_s"]["p99"]) == (12.5, 42.0)
 
-    assert m[("storyapp_window_seconds",)] == 86400
-    for status, n in {
-        "succeeded": 2,
+    c = stats["clusters"]
+    assert c["by_outcome"] == {
+        "llm": 39,
+        "cached": 10,
+        "fallback": 2,
+        "reused": 4,
+        "single": 5,
         "failed": 1,
-        "running": 1,
-        "queued": 1,
-        "cancelled": 0,
-    }.items():
-        assert m[("storyapp_jobs", ("status", status))] == n
-    assert m[("storyapp_queue_tasks",)] == 0  # the jobs were written, not queued
-    assert m[("storyapp_jobs_ended",)] == 2  # the 30-hour-old one is out of the window
-    assert m[("storyapp_last_job_duration_seconds",)] == 12.5
-    assert m[("storyapp_job_duration_seconds", ("quantile", "0.5"))] == 12.5
-    assert m[("storyapp_job_duration_seconds", ("quantile", "0.99"))] == 42.0
+    }
+    assert c["cache_hit_rate"] == round(10 / (10 + 39 + 2), 4)
+    assert c["fallback_rate"] == round(2 / (39 + 2), 4)
 
-    clusters = {"llm": 39, "cached": 10, "fallback": 2, "reused": 4, "single": 5, "failed": 1}
-    for outcome, n in clusters.items():
-        assert m[("storyapp_clusters", ("outcome", outcome))] == n
-    assert m[("storyapp_cache_hit_ratio",)] == round(10 / (10 + 39 + 2), 4)
-    assert m[("storyapp_fallback_ratio",)] == round(2 / (39 + 2), 4)
-    assert m[("storyapp_llm_timeout_ratio",)] == round(2 / 55, 4)
-
-    calls_b = {"ok": 12, "timeout": 2, "error": 3, "invalid": 1}
-    for outcome, n in calls_b.items():
-        assert m[("storyapp_llm_calls", a, model, ("outcome", outcome))] == (outcome == "ok") * 37
-        assert m[("storyapp_llm_calls", b, model, ("outcome", outcome))] == n
-    assert m[("storyapp_llm_tokens", a, ("kind", "prompt"), model)] == 3700
-    assert m[("storyapp_llm_tokens", b, ("kind", "completion"), model)] == 480
-    for host, timed in ((a, history["a"]), (b, history["b"])):
-        for q in (0.5, 0.95, 0.99):
-            value = m[("storyapp_llm_latency_seconds", host, model, ("quantile", str(q)))]
-            assert value == round(nearest_rank(timed, q) / 1000, 3)
-    assert m[("storyapp_llm_busy_seconds", b, model)] == pytest.approx(
-        (sum(history["b"]) + 7.5) / 1000, abs=0.002
-    )
+    llm = stats["llm"]
+    assert llm["timeout_rate"] == round(2 / 55, 4)
+    assert llm["calls"] == {"ok": 49, "timeout": 2, "error": 3, "invalid": 1}
+    assert llm["tokens"] == {"prompt": 4900, "completion": 1960}
+    servers = {s["host"]: s for s in llm["servers"]}
+    a, b = servers["http://gpu-a:11434"], servers["http://gpu-b:11434"]
+    assert a["calls"] == {"ok": 37, "timeout": 0, "error": 0, "invalid": 0}
+    assert b["calls"] == {"ok": 12, "timeout": 2, "error": 3, "invalid": 1}
+    assert a["tokens"] == {"prompt": 3700, "completion": 1480}
+    assert b["calls_timed"] == 15  # errors are counted, not timed
+    for server, timed in ((a, history["a"]), (b, history["b"])):
+        for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+            assert server["latency_s"][name] == round(nearest_rank(timed, q) / 1000, 3)
+    assert b["busy_s"] == pytest.approx((sum(history["b"]) + 7.5) / 1000, abs=0.002)
     # Each call here is its own story, errors included: a story's LLM time is all its attempts.
     every_call = history["a"] + history["b"] + [1.5, 2.5, 3.5]
-    story_p95 = m[("storyapp_story_llm_seconds", ("quantile", "0.95"))]
-    assert story_p95 == round(nearest_rank(every_call, 0.95) / 1000, 3)
-    assert m[("process_resident_memory_bytes",)] > 0
-
-
-def test_stats_are_the_same_figures_as_json(client, history):
-    stats = client.get("/stats").get_json()
-    m = scrape(client)
-    assert stats["jobs"]["succeeded"] == m[("storyapp_jobs", ("status", "succeeded"))] == 2
-    assert stats["generation"]["duration_s"]["p50"] == 12.5
-    assert stats["generation"]["stories_timed"] == 55
-    assert stats["clusters"]["cache_hit_rate"] == m[("storyapp_cache_hit_ratio",)]
-    assert stats["llm"]["calls"] == {"ok": 49, "timeout": 2, "error": 3, "invalid": 1}
-    assert stats["llm"]["tokens"] == {"prompt": 4900, "completion": 1960}
-    (gpu_b,) = [s for s in stats["llm"]["servers"] if s["host"] == "http://gpu-b:11434"]
-    assert gpu_b["calls_timed"] == 15  # errors are counted, not timed
-    assert (
-        gpu_b["latency_s"]["p99"]
-        == m[
-            (
-                "storyapp_llm_latency_seconds",
-                ("host", "http://gpu-b:11434"),
-                ("model", "llama3.1:8b"),
-                ("quantile", "0.99"),
-            )
-        ]
-    )
+    assert g["stories_timed"] == 55
+    assert g["per_story_s"]["p95"] == round(nearest_rank(every_call, 0.95) / 1000, 3)
     assert stats["web_process"]["resident_memory_bytes"] > 0
+
+
+def test_metrics_give_the_state_as_gauges_and_leave_windows_to_prometheus(client, history):
+    m = scrape(client)
+    for status, n in {"succeeded": 2, "failed": 1, "running": 1, "queued": 1}.items():
+        assert m[("storyapp_jobs", ("status", status))] == n
+    assert m[("storyapp_queue_tasks",)] == 0
+    assert m[("storyapp_last_job_duration_seconds",)] == 12.5
+    assert m[("process_resident_memory_bytes",)] > 0
+    # The rows written by hand above were counted by nothing: counters count the work as it
+    # is done, not the rows that happen to be in the tables.
+    assert m[("storyapp_clusters_total", ("outcome", "llm"))] == 0
+    windowed = ("storyapp_window_seconds", "storyapp_llm_latency_seconds", "storyapp_clusters")
+    assert not any(key[0] in windowed for key in m)
 
 
 def test_each_live_worker_reports_its_own_cpu_and_memory(client):
@@ -174,9 +160,12 @@ def test_each_live_worker_reports_its_own_cpu_and_memory(client):
     assert alive["id"] == worker and alive["cpu_s"] > 0 and alive["resident_memory_bytes"] > 0
     m = scrape(client)
     assert m[("storyapp_workers_alive",)] == 1
-    labels = (("host", heartbeat.HOST), ("worker", worker))
-    assert m[("storyapp_worker_resident_memory_bytes", *labels)] == alive["resident_memory_bytes"]
-    assert m[("storyapp_worker_cpu_seconds", *labels)] == alive["cpu_s"]
+    # In Prometheus by host, summed over its live workers: no series per process, so a
+    # restart starts none.
+    host = ("host", heartbeat.HOST)
+    assert m[("storyapp_worker_resident_memory_bytes", host)] == alive["resident_memory_bytes"]
+    assert m[("storyapp_worker_cpu_seconds", host)] == alive["cpu_s"]
+    assert not any(label == "worker" for key in m for label, *_ in key[1:])
     assert client.get("/health").get_json()["workers"] == {"alive": 1}
 
 
@@ -192,32 +181,85 @@ def test_a_worker_process_sends_its_figures_with_its_heartbeat(tmp_path, ollama,
 def test_an_empty_database_has_zeros_and_no_made_up_rates(client):
     m = scrape(client)
     assert m[("storyapp_jobs", ("status", "succeeded"))] == 0
-    assert ("storyapp_cache_hit_ratio",) not in m
-    assert not any(key[0] == "storyapp_llm_latency_seconds" for key in m)
+    # Counters of a known label set start at 0, so rate() sees their first increment.
+    for outcome in (*jobs.OUTCOMES, "failed"):
+        assert m[("storyapp_clusters_total", ("outcome", outcome))] == 0
+    for status in ("succeeded", "failed", "cancelled"):
+        assert m[("storyapp_jobs_ended_total", ("status", status))] == 0
+    assert not any(key[0].startswith("storyapp_llm_") for key in m)
     stats = client.get("/stats").get_json()
     assert stats["llm"]["timeout_rate"] is None and stats["generation"]["duration_s"] is None
 
 
-def test_metrics_count_a_real_job(client, consumer, ollama):
+def families(client) -> dict:
+    text = client.get("/metrics").get_data(as_text=True)
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def check_histogram(m: dict, name: str, labels: tuple, bounds: tuple) -> int:
+    """The buckets are cumulative and end in +Inf, which equals _count; returns the count."""
+    counts = [m[(f"{name}_bucket", *sorted((*labels, ("le", le))))] for le in bounds]
+    assert counts == sorted(counts)
+    assert counts[-1] == m[(f"{name}_count", *labels)]
+    return int(counts[-1])
+
+
+@pytest.mark.backends
+def test_counters_count_real_jobs_and_survive_a_worker_restart(tmp_path, ollama, workers, client):
     ollama.latency = 0.05
+    first_worker = workers(ollama.url)
     job = ingest_and_generate(client)
-    m = scrape(client)
+    first = scrape(client)
+    assert families(client)["storyapp_llm_calls"].type == "counter"
+    assert families(client)["storyapp_llm_call_duration_seconds"].type == "histogram"
+
     calls = list(LLMCall.select())
-    model, host = ("model", "llama3.1:8b"), ("host", ollama.url)
-    assert m[("storyapp_llm_calls", host, model, ("outcome", "ok"))] == len(calls)
+    server = (("host", ollama.url), ("model", "llama3.1:8b"))
     assert len(calls) == ollama.chat_count == job["counts"]["llm"] > 20
+    assert first[("storyapp_llm_calls_total", *server, ("outcome", "ok"))] == len(calls)
+    # The outcomes not met yet are there at 0 for the same server, ready for rate().
+    assert first[("storyapp_llm_calls_total", *server, ("outcome", "timeout"))] == 0
     for outcome in (*jobs.OUTCOMES, "failed"):  # `upgraded` is no outcome of its own
-        assert m[("storyapp_clusters", ("outcome", outcome))] == job["counts"][outcome]
-    assert m[("storyapp_llm_tokens", host, ("kind", "prompt"), model)] == sum(
-        c.prompt_tokens for c in calls
+        assert first[("storyapp_clusters_total", ("outcome", outcome))] == job["counts"][outcome]
+    tokens = first[("storyapp_llm_tokens_total", server[0], ("kind", "prompt"), server[1])]
+    assert tokens == sum(c.prompt_tokens for c in calls)
+    bounds = [*(floatToGoString(b) for b in counters.LLM_SECONDS), "+Inf"]
+    assert check_histogram(first, "storyapp_llm_call_duration_seconds", server, bounds) == len(
+        calls
     )
-    p50 = m[("storyapp_llm_latency_seconds", host, model, ("quantile", "0.5"))]
-    assert p50 >= 0.05
-    assert m[("storyapp_last_job_duration_seconds",)] == job["duration_s"]
-    assert m[("storyapp_clusters_pending",)] == 0
-    rerun = wait_for_job(client, client.post("/stories/generate", json={}).get_json()["job_id"])
-    assert rerun["counts"]["reused"] == job["total"]
-    assert scrape(client)[("storyapp_jobs", ("status", "succeeded"))] == 2
+    assert first[("storyapp_llm_call_duration_seconds_sum", *server)] == pytest.approx(
+        sum(c.latency_ms for c in calls) / 1000,
+        abs=0.001,  # the log rounds each to a µs
+    )
+    assert first[("storyapp_jobs_ended_total", ("status", "succeeded"))] == 1
+    job_bounds = [*(floatToGoString(b) for b in counters.JOB_SECONDS), "+Inf"]
+    assert check_histogram(first, "storyapp_job_duration_seconds", (), job_bounds) == 1
+    checked = first[("storyapp_grounding_statements_total", ("result", "checked"))]
+    assert checked > 0
+
+    # A new worker process: counts go on from where the last one left them.
+    assert first_worker.stop() == 0
+    workers(ollama.url)
+    forced = client.post("/stories/generate", json={"time_window_hours": 24, "force": True})
+    again = wait_for_job(client, forced.get_json()["job_id"])
+    assert again["status"] == "succeeded" and again["counts"]["llm"] > 20  # forced: no cache
+    second = scrape(client)
+    ok = ("storyapp_llm_calls_total", *server, ("outcome", "ok"))
+    all_calls = LLMCall.select().count()
+    assert second[ok] == all_calls == len(calls) + again["counts"]["llm"]
+    duration = "storyapp_llm_call_duration_seconds"
+    assert check_histogram(second, duration, server, bounds) == all_calls
+    for outcome in (*jobs.OUTCOMES, "failed"):
+        key = ("storyapp_clusters_total", ("outcome", outcome))
+        assert second[key] == first[key] + again["counts"][outcome]
+    assert second[("storyapp_jobs_ended_total", ("status", "succeeded"))] == 2
+    assert check_histogram(second, "storyapp_job_duration_seconds", (), job_bounds) == 2
+    assert second[("storyapp_grounding_statements_total", ("result", "checked"))] > checked
+
+    # Retention deletes the call rows, not what they counted.
+    with transaction():
+        LLMCall.delete().execute()
+    assert scrape(client)[ok] == all_calls
 
 
 def test_the_grounding_rate_counts_the_stories_written_in_the_window(client, configured):
@@ -241,4 +283,3 @@ def test_the_grounding_rate_counts_the_stories_written_in_the_window(client, con
     story_with(50, 50, timedelta(hours=30))  # out of the window
     stats = client.get("/stats").get_json()["grounding"]
     assert stats == {"checked": 16, "dropped": 4, "dropped_rate": 0.25}
-    assert scrape(client)[("storyapp_grounding_dropped_ratio",)] == 0.25

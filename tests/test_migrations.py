@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import init
 from peewee import PostgresqlDatabase, SqliteDatabase
+from playhouse import migrate as schema
 from playhouse.pool import PooledPostgresqlDatabase
 from workers import wait_until
 
@@ -23,6 +24,7 @@ from storyapp.models import (
     Feed,
     Job,
     JobCluster,
+    LLMCall,
     Migration,
     Story,
     StoryArticle,
@@ -66,6 +68,26 @@ def test_pending_migrations_run_once_in_order(database):
     assert "mood" in {c.name for c in database.get_columns("story")}
     with database.bind_ctx([Migration]):
         assert Migration.select().count() == len(MIGRATIONS) + 2
+
+
+@pytest.mark.backends
+def test_m015_gives_registered_feeds_a_title_and_a_site(database):
+    migrate(database)
+    # Back to the schema before m015, with a feed registered then.
+    migrator = schema.SchemaMigrator.from_database(database)
+    schema.migrate(migrator.drop_column("feed", "title"), migrator.drop_column("feed", "site_url"))
+    with database.bind_ctx([Migration]):
+        Migration.delete().where(Migration.name == "m015_feed_titles").execute()
+    database.execute_sql(
+        "INSERT INTO feed (url, created_at) VALUES ('https://a.example/f', '2026-01-01')"
+    )
+
+    assert migrate(database) == ["m015_feed_titles"]
+    with database.bind_ctx(TABLES):
+        feed = Feed.get()
+        assert (feed.url, feed.title, feed.site_url) == ("https://a.example/f", None, None)
+        Feed.update(title="A Wire", site_url="https://a.example/").execute()
+        assert Feed.get().to_dict()["title"] == "A Wire"
 
 
 # Opens the database, waits for the test's word to migrate, and says when it asks for the
@@ -215,7 +237,11 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
         "m008_story_ranking",
         "m009_upgraded_stories",
         "m010_call_contents",
+        "m011_call_queueing",
         "m012_worker_llm_hosts",
+        "m013_story_search",
+        "m015_feed_titles",
+        "m016_counters",
     ]
     assert migrate(db) == []
 
@@ -253,7 +279,51 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
             "created_at": "2026-01-01T02:00:00Z",
         }
         assert Feed.select().count() == 0
+        # The story written before the search index is found by it.
+        assert [s.id for s in Story.filtered(Story.select(), text="home damage")] == [7]
     db.close()
+
+
+@pytest.mark.backends
+def test_m013_indexes_the_stories_there_are_and_keeps_up_with_writes(database):
+    # A database as it was before m013: every migration but it applied, and a story in it.
+    before = [m for m in MIGRATIONS if m.__name__ != "m013_story_search"]
+    with database.bind_ctx(TABLES):
+        migrate(database, before)
+        if isinstance(database, PostgresqlDatabase):
+            database.execute_sql("ALTER TABLE story DROP COLUMN search")
+        else:
+            for trigger in ("insert", "update", "delete"):
+                database.execute_sql(f"DROP TRIGGER storysearch_{trigger}")
+            database.execute_sql("DROP TABLE storysearch")
+        flood = {
+            "title": "Floods close the valley road",
+            "summary": [{"text": "Rivers rose overnight.", "sources": [1]}],
+            "key_points": [{"text": "Schools shut", "sources": [1]}],
+            "category": "environment",
+        }
+        values = {"content": flood, "generator": "llm", "article_count": 1}
+        old = Story.create(cluster_key="k1", **values)
+
+        def found(text):
+            return sorted(s.id for s in Story.filtered(Story.select(), text=text))
+
+        assert migrate(database) == ["m013_story_search"]
+        assert found("flooding rivers") == [old.id]  # stemmed: flood, river
+        assert found("schools") == [old.id]
+        assert found("environment") == [old.id]  # the category is text too
+        assert found("wildfire") == []
+
+        wildfire = {**flood, "title": "A wildfire"}
+        new = Story.create(cluster_key="k2", **{**values, "content": wildfire})
+        assert found("wildfire") == [new.id]
+        Story.update(content={**flood, "title": "Wildfire spreads"}).where(
+            Story.id == old.id
+        ).execute()
+        assert found("wildfire") == [old.id, new.id]
+        assert found("valley") == []  # the old title no longer finds the rewritten story
+        Story.delete().where(Story.id == new.id).execute()
+        assert found("wildfire") == [old.id]
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+pool"])
@@ -305,3 +375,26 @@ def test_importing_storyapp_touches_no_database(tmp_path):
     env = {**os.environ, "STORYAPP_DATA_DIR": str(tmp_path / "data")}
     subprocess.run([sys.executable, "-c", imports], env=env, cwd=tmp_path, check=True, timeout=120)
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.backends
+def test_m011_adds_whether_a_calls_latency_holds_the_queue(database):
+    # A database as m010 left it: today's tables without the column, with a call logged.
+    migrate(database)
+    with database.bind_ctx(TABLES):
+        schema.migrate(
+            schema.SchemaMigrator.from_database(database).drop_column(
+                "llmcall", "latency_includes_queue"
+            )
+        )
+        Migration.delete().where(Migration.name == "m011_call_queueing").execute()
+        database.execute_sql(
+            "INSERT INTO llmcall (model, host, attempt, outcome, latency_ms, created_at)"
+            " VALUES ('m', 'http://h:11434', 1, 'ok', 12.5, '2026-01-01 00:00:00')"
+        )
+    assert migrate(database) == ["m011_call_queueing"]
+    with database.bind_ctx(TABLES):
+        (old,) = LLMCall.select()
+        assert old.latency_includes_queue is None  # not known for the calls before
+        LLMCall.update(latency_includes_queue=True).execute()
+        assert LLMCall.get().to_dict()["latency_includes_queue"] is True

@@ -38,6 +38,8 @@ def test_a_request_carries_the_schema_and_the_reply_its_tokens(ollama):
     reply = llm.generate(MESSAGES, schema(), GENERATION)
     assert reply.data == story and reply.host == f"{ollama.url}/v1"
     assert reply.prompt_tokens > 0 and reply.completion_tokens > 0 and not reply.truncated
+    # The server does not say how long it worked on it: the time here, queue and all.
+    assert reply.latency_includes_queue
     (sent,) = ollama.requests
     assert sent["api"] == "openai" and sent["format"] == schema()
     assert llm.check() == {"reachable": True, "model_available": True, "model": ollama.model}

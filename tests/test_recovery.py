@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -14,6 +15,7 @@ from workers import HUEY_CONSUMER, assert_finished_once, job_of, wait_until
 from storyapp import heartbeat, jobs, queue, recovery, supervisor, tasks
 from storyapp.fake_ollama import FakeOllama
 from storyapp.models import Job, JobCluster, Worker, utcnow
+from storyapp.ollama_llm import OllamaLLM
 
 # A worker runs four threads (workers.storyapp_env): with every reply held, each of them waits
 # for one in the middle of a cluster.
@@ -243,3 +245,26 @@ def test_a_worker_starting_records_the_jobs_no_worker_was_alive_to_finish(planne
         assert job_of(job_id).to_dict() == shown  # failed as shown, not taken up again
     finally:
         supervisor.stop_supervisor()
+
+
+def test_a_cluster_waiting_for_an_llm_slot_keeps_its_lease_until_it_is_taken(planned):
+    _, (first, _) = planned
+    with FakeOllama() as server:
+        llm = OllamaLLM((server.url,), "llama3.1:8b", timeout=5, concurrency=1)
+        outcome = []
+        with llm._slots.take():  # the one slot, held: the cluster waits in line
+            waiting = threading.Thread(
+                target=lambda: outcome.append(jobs.run_cluster(first, llm, "w1", lease_s=0.4))
+            )
+            waiting.start()
+            # Its lease of 0.4 s is renewed as it waits (every 0.1 s): still its own later.
+            wait_until(lambda: JobCluster.get_by_id(first).lease_holder == "w1", what="lease")
+            time.sleep(1.0)
+            assert not JobCluster.lease(first, "w2", 600)
+            assert recovery.reclaim() == ([], [])
+            # Taken from it all the same (an operator, a clock gone wrong): it stops waiting.
+            JobCluster.update(lease_holder="w2").where(JobCluster.id == first).execute()
+            waiting.join(timeout=10)
+        llm.close()
+        assert outcome == [None] and server.chat_count == 0
+    assert JobCluster.get_by_id(first).status == "pending"
