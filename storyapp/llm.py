@@ -7,6 +7,7 @@ attempt is logged on its own. `from_settings` makes the one the settings name: O
 (local_llm.py).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -88,13 +89,18 @@ class LLM(Protocol):
     def close(self) -> None: ...
 
 
-def check_all(llm: LLM, timeout: float = 3.0) -> dict:
+def check_all(
+    llm: LLM, timeout: float = 3.0, answered: Callable[[str], None] | None = None
+) -> dict:
     """Whether any host answers and has the model, from each host's `check_host`: {"reachable",
-    "model_available", "model"}, and "errors" for the hosts that did not answer."""
+    "model_available", "model"}, and "errors" for the hosts that did not answer. `answered` is
+    told each host that answered."""
     reachable, available, errors = False, False, []
     for host in llm.hosts:
         found = llm.check_host(host, timeout)
         if found["reachable"]:
+            if answered is not None:
+                answered(host)
             reachable = True
             available = available or found["model_available"]
         else:

@@ -101,7 +101,10 @@ class OllamaLLM:
 
     def check(self, timeout: float = 3.0) -> dict:
         """Whether any host answers and has the model (llm.check_all)."""
-        return check_all(self, timeout)
+        # A host that answers: skipped after failures, it is probed at the next request, not
+        # after the rest of its cool-down. Only here, where the planner asks before a run: the
+        # workers' health checks (check_host, every 30 s) only look.
+        return check_all(self, timeout, answered=self._slots.hosts.checked)
 
     def check_host(self, host: str, timeout: float = 3.0) -> dict:
         """Whether `host` answers and has the model, for the workers' health reports and the
@@ -113,9 +116,6 @@ class OllamaLLM:
             return {"reachable": False, "model_available": False, "error": _describe(exc)}
         finally:
             client.close()
-        # It answers: a host skipped after failures is probed at the next request, not after
-        # the rest of its cool-down.
-        self._slots.hosts.checked(host)
         available = self.model in names or f"{self.model}:latest" in names
         return {"reachable": True, "model_available": available, "error": None}
 

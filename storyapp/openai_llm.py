@@ -84,7 +84,10 @@ class OpenAILLM:
 
     def check(self, timeout: float = 3.0) -> dict:
         """Whether any server answers `GET /models` and lists the model (llm.check_all)."""
-        return check_all(self, timeout)
+        # A host that answers: skipped after failures, it is probed at the next request, not
+        # after the rest of its cool-down. Only here, where the planner asks before a run: the
+        # workers' health checks (check_host, every 30 s) only look.
+        return check_all(self, timeout, answered=self._slots.hosts.checked)
 
     def check_host(self, host: str, timeout: float = 3.0) -> dict:
         try:
@@ -94,9 +97,6 @@ class OpenAILLM:
         except (httpx.HTTPError, ValueError, AttributeError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             return {"reachable": False, "model_available": False, "error": error}
-        # It answers: a host skipped after failures is probed at the next request, not after
-        # the rest of its cool-down.
-        self._slots.hosts.checked(host)
         return {"reachable": True, "model_available": self.model in names, "error": None}
 
     def close(self) -> None:

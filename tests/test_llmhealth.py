@@ -145,3 +145,20 @@ def test_a_worker_process_reports_its_hosts_with_its_heartbeat(tmp_path, workers
     assert down["host"] == dead and down["reachable"] is False
     page = client.get("/").get_data(as_text=True)
     assert server.url in page and dead in page and "cannot connect" in page
+
+
+def test_a_workers_health_check_only_looks_the_planners_lets_a_probe_go(tmp_path, ollama):
+    # Every 30 s a worker checks its hosts: a host whose breaker is open after failed requests
+    # stays skipped for it (a server that lists its models may still hang on a story). The
+    # planner's check before a run lets a probe go at once (slots.Hosts.checked).
+    llm = from_settings(make_settings(tmp_path, ollama.url))
+    try:
+        breaker = llm._slots.hosts.breakers[ollama.url]
+        for _ in range(breaker.failures_to_open):
+            breaker.failed("refused")
+        assert llmhealth.HostChecks().check_next(llm) == ollama.url
+        assert breaker.state == "open"
+        assert llm.check()["reachable"] is True
+        assert breaker.state == "half-open"
+    finally:
+        llm.close()
