@@ -355,6 +355,12 @@ def m010_call_contents(db: Database) -> None:
     )
 
 
+def m014_job_note(db: Database) -> None:
+    """Job.note: why a job did nothing worth noticing (an empty window)."""
+    migrator = schema.SchemaMigrator.from_database(db)
+    schema.migrate(migrator.add_column("job", "note", TextField(null=True)))
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     m001_initial,
     m002_feeds_and_story_versions,
@@ -366,6 +372,7 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     m008_story_ranking,
     m009_upgraded_stories,
     m010_call_contents,
+    m014_job_note,
 ]
 
 
