@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import article, free_port, running_consumer, shifted_sample
 
-from storyapp import cli, jobs, models
+from storyapp import cli, jobs, models, progress
 from storyapp.cli import main
 from storyapp.db import database
 from storyapp.models import Article, Job, Story
@@ -441,16 +441,44 @@ def test_generate_wait_off_a_terminal_writes_a_line_now_and_then(run, env, monke
     monkeypatch.setenv("OLLAMA_HOST", ollama.url)
     assert run("ingest", str(write_jsonl(env / "sample.jsonl", shifted_sample())))[0] == 0
     with running_consumer():
+        started = time.monotonic()
         code, out, err = run("generate", "--wait")
+        watched = time.monotonic() - started
     assert code == 0, err
-    # No bar redrawn into a pipe or a log: a line at each change of status, and one every
-    # few seconds between them.
+    # No bar redrawn into a pipe or a log: a line at each change of status (queued, running,
+    # succeeded), and one every few seconds between them.
     assert "\r" not in err and "█" not in err
     lines = err.splitlines()
     assert lines[0].startswith("queued: 0/? clusters") or lines[0].startswith("running: ")
     assert re.fullmatch(r"succeeded: (\d+)/\1 clusters, llm \d+ cached 0 fallback 0 .*", lines[-1])
-    assert len(lines) <= 3 + Job.get_by_id(out.split()[0]).to_dict()["duration_s"] / 5
+    assert len(lines) <= 3 + watched / progress.LINE_EVERY_S
     assert out.splitlines()[-1].startswith(f"job {out.split()[0]} succeeded in ")
+
+
+def test_off_a_terminal_a_running_job_gets_a_line_every_few_seconds(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    log = io.StringIO()
+    lines = progress._Lines(log)
+    job = {
+        "status": "running",
+        "done": 3,
+        "total": 40,
+        "counts": dict.fromkeys(("llm", "cached", "fallback", "reused", "single"), 0),
+        "duration_s": 1.0,
+        "eta_s": None,
+    }
+    for step in range(60):  # 12 s of polls, 0.2 s apart
+        clock[0] = 100.0 + step * 0.2
+        lines.show(job | {"done": 3 + step // 10})
+    shown = log.getvalue().splitlines()
+    assert [line.split(",")[0] for line in shown] == [
+        "running: 3/40 clusters",
+        "running: 5/40 clusters",
+        "running: 8/40 clusters",
+    ]
+    lines.show(job | {"status": "succeeded", "done": 40})  # a change of status: at once
+    assert log.getvalue().splitlines()[-1].startswith("succeeded: 40/40 clusters")
 
 
 class Terminal(io.StringIO):
