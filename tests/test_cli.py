@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import article, free_port, running_consumer, shifted_sample
+from workers import wait_until
 
 from storyapp import cli, jobs, models, progress
 from storyapp.cli import main
@@ -619,17 +620,18 @@ def test_cancel_ends_a_job_once(run):
         assert_one_line_error(code, err, "no job with id", "storyapp jobs")
 
 
-def test_cancel_stops_a_running_job_from_starting_clusters(run, env, monkeypatch, ollama):
+# In these two a `storyapp worker` process writes the job, as in use: each command run here
+# binds the settings anew, which would close an in-process consumer's LLM client mid-request.
+
+
+def test_cancel_stops_a_running_job_from_starting_clusters(run, env, ollama, workers):
     ollama.latency = 0.5
-    monkeypatch.setenv("OLLAMA_HOST", ollama.url)
+    workers(ollama.url, STORYAPP_WORKERS="2")
     assert run("ingest", str(write_jsonl(env / "sample.jsonl", shifted_sample())))[0] == 0
     job_id = run("generate")[1].strip()
-    with running_consumer(workers=2):
-        deadline = time.monotonic() + 30
-        while Job.get_by_id(job_id).done == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert run("cancel", job_id)[0] == 0
-        code, out, err = run("watch", job_id)
+    wait_until(lambda: Job.get_by_id(job_id).done > 0, 60, "the job's first clusters")
+    assert run("cancel", job_id)[0] == 0
+    code, out, err = run("watch", job_id)
     assert code == 1  # it did not succeed
     job = Job.get_by_id(job_id).to_dict()
     assert job["status"] == "cancelled" and 0 < job["done"] < job["total"]
@@ -637,12 +639,11 @@ def test_cancel_stops_a_running_job_from_starting_clusters(run, env, monkeypatch
     assert err.startswith("cancelled: ")  # the state it was found in, at once
 
 
-def test_watch_follows_a_job_to_its_end(run, env, monkeypatch, ollama):
-    monkeypatch.setenv("OLLAMA_HOST", ollama.url)
+def test_watch_follows_a_job_to_its_end(run, env, ollama, workers):
+    workers(ollama.url)
     assert run("ingest", str(write_jsonl(env / "sample.jsonl", shifted_sample())))[0] == 0
     job_id = run("generate")[1].strip()
-    with running_consumer():
-        code, out, err = run("watch", job_id)
+    code, out, err = run("watch", job_id)
     assert code == 0, err
     assert out.startswith(f"job {job_id} succeeded in ")
     assert err.splitlines()[-1].startswith("succeeded: ")
