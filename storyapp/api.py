@@ -29,7 +29,7 @@ from storyapp import (
 from storyapp.config import Settings
 from storyapp.db import database
 from storyapp.models import MAX_ID, Article, Feed, Job, LLMCall, Story, StoryVersion, utcnow
-from storyapp.recovery import Orphans
+from storyapp.recovery import Orphans, jobs_as_seen
 from storyapp.story import CATEGORIES
 
 log = logging.getLogger(__name__)
@@ -346,14 +346,10 @@ def job_events(job_id):
 @bp.get("/jobs")
 def list_jobs():
     limit = query_int("limit", 50, 1, 500)
-    orphans = Orphans.as_of()
-    query = Job.select().order_by(Job.created_at.desc(), Job.id)
     status = request.args.get("status")
-    if status:
-        if status not in Job.STATUSES:
-            raise ApiError(422, "invalid_value", f"status must be one of {', '.join(Job.STATUSES)}")
-        query = query.where(orphans.status_is(status))
-    return {"jobs": [orphans.seen(job).to_dict() for job in query.limit(limit)]}
+    if status and status not in Job.STATUSES:
+        raise ApiError(422, "invalid_value", f"status must be one of {', '.join(Job.STATUSES)}")
+    return {"jobs": jobs_as_seen(status, limit)}
 
 
 @bp.post("/jobs/<job_id>/cancel")

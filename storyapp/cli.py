@@ -1,21 +1,17 @@
 """The `storyapp` command: thin shells over ingest, tasks and the app (CONTRACT.md).
 
-A user error prints one line on stderr and exits non-zero; nothing else does."""
+A user error prints one line on stderr and exits non-zero; nothing else does. Each command
+imports what it uses: Flask, Huey, scikit-learn and the models take seconds to import, and
+`storyapp --help` or a typo should not wait for them (tests/test_cli.py checks it)."""
 
 import math
+import os
 import sys
 from pathlib import Path
 
 import click
-from peewee import InterfaceError, OperationalError, PeeweeException
 
-from storyapp import db, feeds, ingest, supervisor, tasks
 from storyapp.config import ConfigError, Settings
-from storyapp.logs import setup_logging
-from storyapp.migrations import migrate
-from storyapp.models import MAX_ID, Feed, isoformat
-from storyapp.progress import describe_job, watch_job
-from storyapp.queue import huey
 
 # An export imported once over HTTP may be much bigger than a feed, and someone is watching.
 IMPORT_TIMEOUT_S = 120
@@ -23,23 +19,33 @@ IMPORT_MAX_BYTES = 32 * 2**20
 # channel_request_lookahead lets waitress read from a connection while its request runs, so it
 # sees a client leave an event stream (events.py) at once instead of at the next write.
 WAITRESS = {"threads": 8, "channel_request_lookahead": 1}
+# models.MAX_ID and models.Job.STATUSES, here so that --help needs no models (a test holds
+# them equal).
+MAX_ID = 2**63 - 1
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+# The exit status of a program stopped by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
 
 
 class UserError(click.ClickException):
     pass
 
 
-def load_settings() -> Settings:
+def load_settings(env: dict[str, str] | None = None) -> Settings:
     """The settings, with the database and the queue bound to them. The database is created or
     upgraded too: each command is a process, and a process does that as it starts (README), so
     `storyapp ingest` before `storyapp init` works, as does any command after an upgrade."""
-    settings = Settings.from_env()
+    from storyapp import db, tasks
+    from storyapp.migrations import migrate
+
+    settings = Settings.from_env(env)
     tasks.configure(settings)
     migrate(db.bind(settings.database_url))
     return settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="storyapp", prog_name="storyapp", message="%(prog)s %(version)s")
 def cli():
     """storyapp: turns news articles into stories with a local LLM."""
 
@@ -47,6 +53,9 @@ def cli():
 @cli.command()
 def init():
     """Create or migrate the database; safe to run twice."""
+    from storyapp import db, tasks
+    from storyapp.migrations import migrate
+
     settings = Settings.from_env()
     tasks.configure(settings)
     applied = migrate(db.bind(settings.database_url))
@@ -55,10 +64,28 @@ def init():
 
 
 @cli.command("ingest")
-@click.argument("sources", nargs=-1, required=True)
-def ingest_command(sources):
+@click.argument("sources", nargs=-1)
+@click.option(
+    "--sample",
+    is_flag=True,
+    help="Also the bundled sample (164 articles about 40 events of one day), dated so that its "
+    "newest article is a minute old, as the demo loads it.",
+)
+def ingest_command(sources, sample):
     """Import articles once from files or http(s) URLs: JSON, JSONL or an RSS/Atom feed."""
+    from storyapp import ingest
+
+    if not sources and not sample:
+        raise click.UsageError("give a file or URL to import, or --sample")
     load_settings()
+    if sample:
+        from storyapp.demo import load_sample
+
+        result, count = load_sample()
+        click.echo(
+            f"the sample: {result.created} new, {result.duplicates} already stored; its "
+            f"{count} articles dated to the last day"
+        )
     for source in sources:
         result = ingest.store(ingest.parse_bytes(read_source(source)))
         line = f"{source}: {result.created} new, {result.duplicates} duplicates"
@@ -70,6 +97,8 @@ def ingest_command(sources):
 
 def read_source(source: str) -> bytes:
     if source.startswith(("http://", "https://")):
+        from storyapp import feeds
+
         try:
             return feeds.fetch(source, timeout=IMPORT_TIMEOUT_S, max_bytes=IMPORT_MAX_BYTES).body
         except feeds.FetchError as exc:
@@ -91,6 +120,8 @@ def feeds_group():
 @click.argument("url")
 def feeds_add(url):
     """Register a feed by its http(s) URL, after fetching it once; prints its id and title."""
+    from storyapp import feeds
+
     load_settings()
     try:
         feed, created = feeds.add(url)
@@ -104,7 +135,7 @@ def feeds_add(url):
 @click.argument("file", metavar="FILE.opml")
 def feeds_import(file):
     """Register the feeds of an OPML file (folders included), each fetched once."""
-    from storyapp import opml
+    from storyapp import feeds, opml
 
     load_settings()
     try:
@@ -137,6 +168,7 @@ def feeds_import(file):
 def feeds_export():
     """Print the feeds as OPML 2.0, for a feed reader or another storyapp."""
     from storyapp import opml
+    from storyapp.models import Feed
 
     load_settings()
     click.echo(opml.write(list(Feed.select().order_by(Feed.id))), nl=False)
@@ -145,6 +177,8 @@ def feeds_export():
 @feeds_group.command("list")
 def feeds_list():
     """List the feeds with their last fetch."""
+    from storyapp.models import Feed, isoformat
+
     load_settings()
     for feed in Feed.select().order_by(Feed.id):
         if feed.last_fetched_at is None:
@@ -160,6 +194,8 @@ def feeds_list():
 @click.argument("feed_id", metavar="ID", type=click.IntRange(1, MAX_ID))
 def feeds_remove(feed_id):
     """Stop fetching a feed; its articles stay."""
+    from storyapp import feeds
+
     load_settings()
     if not feeds.remove(feed_id):
         raise UserError(f"no feed with id {feed_id}")
@@ -168,6 +204,8 @@ def feeds_remove(feed_id):
 @feeds_group.command("refresh")
 def feeds_refresh():
     """Fetch every feed now, as the scheduled run does, and store the new articles."""
+    from storyapp import feeds
+
     load_settings()
     outcomes = feeds.refresh_all()
     for o in outcomes:
@@ -202,6 +240,10 @@ def finite(ctx, param, value):
 @click.option("--force", is_flag=True, help="Ignore the cache and unchanged stories.")
 def generate(hours, wait, force):
     """Queue a generation job and print its id."""
+    from peewee import PeeweeException
+
+    from storyapp import tasks
+
     load_settings()
     try:
         job, created = tasks.start_job(hours, force)
@@ -211,10 +253,128 @@ def generate(hours, wait, force):
         raise UserError(f"cannot queue the job: {exc}") from None
     click.echo(job["id"] if created else f"{job['id']} (an equal job is already {job['status']})")
     if wait:
-        final = watch_job(job["id"])
-        click.echo(describe_job(final))
-        if final["status"] != "succeeded":
-            sys.exit(1)
+        follow(job["id"])
+
+
+def follow(job_id: str) -> None:
+    """The job's progress until it ends, then its summary; exits 1 unless it succeeded. Ctrl-C
+    stops the watching, not the job."""
+    from storyapp.progress import describe_job, watch_job
+
+    try:
+        final = watch_job(job_id)
+    except KeyboardInterrupt:
+        click.echo(
+            f"storyapp: stopped watching; job {job_id} goes on. Watch it again with "
+            f"`storyapp watch {job_id}`, or stop it with `storyapp cancel {job_id}`.",
+            err=True,
+        )
+        sys.exit(INTERRUPTED)
+    click.echo(describe_job(final))
+    if final["status"] != "succeeded":
+        sys.exit(1)
+
+
+def find_job(job_id: str):
+    import re
+
+    from storyapp.models import Job
+
+    # Not every string reaches the query: PostgreSQL refuses one holding NUL.
+    job = Job.get_or_none(Job.id == job_id) if re.fullmatch(r"[0-9a-f]{32}", job_id) else None
+    if job is None:
+        raise UserError(f"no job with id {job_id!r} (storyapp jobs lists them)")
+    return job
+
+
+@cli.command("jobs")
+@click.option("--status", type=click.Choice(JOB_STATUSES), help="Only the jobs in this status.")
+@click.option("--limit", default=20, type=click.IntRange(1, 500), show_default=True)
+@click.option("--json", "as_json", is_flag=True, help='As GET /jobs answers: {"jobs": [...]}.')
+def jobs_command(status, limit, as_json):
+    """List the jobs, newest first."""
+    import json
+
+    from storyapp.recovery import jobs_as_seen
+
+    load_settings()
+    found = jobs_as_seen(status, limit)
+    if as_json:
+        click.echo(json.dumps({"jobs": found}, indent=2))
+        return
+    if not found:
+        click.echo(f"no {status} jobs" if status else "no jobs yet (storyapp generate queues one)")
+        return
+    click.echo(f"{'ID':32}  {'STATUS':9}  {'WINDOW':>6}  {'CLUSTERS':>9}  {'CREATED':20}  TOOK")
+    for job in found:
+        clusters = f"{job['done']}/{'?' if job['total'] is None else job['total']}"
+        took = "" if job["duration_s"] is None else f"{job['duration_s']:.1f} s"
+        line = (
+            f"{job['id']:32}  {job['status']:9}  {job['time_window_hours']:>4g} h  "
+            f"{clusters:>9}  {job['created_at'][:19] + 'Z':20}  {took}"
+        )
+        said = job["note"] or job["error"]
+        click.echo(line + (f"  ({said})" if said else ""))
+
+
+@cli.command()
+@click.argument("job_id", metavar="JOB")
+def watch(job_id):
+    """Show a job's progress until it ends (at once for an ended job); exit 1 unless it
+    succeeded."""
+    load_settings()
+    follow(find_job(job_id).id)
+
+
+@cli.command()
+@click.argument("job_id", metavar="JOB")
+def cancel(job_id):
+    """Cancel a queued or running job: its clusters not yet started are skipped."""
+    from storyapp import jobs
+
+    load_settings()
+    job = find_job(job_id)
+    if not jobs.cancel_job(job.id):
+        raise UserError(f"job {job.id} has ended already: {job.status}")
+    click.echo(f"job {job.id} cancelled")
+
+
+@cli.command()
+@click.option(
+    "--hours",
+    default=24.0,
+    type=click.FloatRange(1, 720),
+    callback=finite,
+    show_default=True,
+    help="Stories updated in the last HOURS hours, as GET /stories.",
+)
+@click.option("--limit", default=20, type=click.IntRange(1, 500), show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="As GET /stories answers.")
+def stories(hours, limit, as_json):
+    """List the stories, the most important first (as GET /stories ranks them)."""
+    import json
+    from datetime import timedelta
+
+    from storyapp.models import Story, utcnow
+
+    load_settings()
+    now = utcnow()
+    query = Story.listed().where(Story.updated_at >= now - timedelta(hours=hours))
+    found = list(query.limit(limit))
+    articles = Story.articles_of(found)
+    listed = [story.to_dict(articles[story.id], now) for story in found]
+    if as_json:
+        click.echo(json.dumps({"stories": listed, "total": query.count()}, indent=2))
+        return
+    if not listed:
+        click.echo(f"no story updated in the last {hours:g} hours")
+        return
+    for story in listed:
+        click.echo(f"{story['id']:>6}  {story['title']}")
+        click.echo(
+            f"        {story['article_count']} article(s) from {story['sources']} outlet(s), "
+            f"{story['generator']}, updated {story['updated_at'][:16]}Z"
+        )
 
 
 @cli.command()
@@ -233,6 +393,10 @@ def generate(hours, wait, force):
 )
 def worker(workers, scheduler):
     """Run the Huey consumer: thread workers, and the scheduler unless --no-scheduler."""
+    from storyapp import supervisor
+    from storyapp.logs import setup_logging
+    from storyapp.queue import huey
+
     settings = load_settings()
     setup_logging()
     consumer = huey.create_consumer(
@@ -263,6 +427,7 @@ def serve(host, port):
 
     from storyapp.access import AccessLog
     from storyapp.api import create_app
+    from storyapp.logs import setup_logging
 
     setup_logging()
     app = create_app(load_settings())
@@ -281,11 +446,12 @@ def serve(host, port):
 )
 def demo(articles):
     """Load the sample articles (or ARTICLES, a JSON or JSONL file of your own, moved in time
-    so the newest is a minute old) and turn them into stories, end to end."""
+    so the newest is a minute old) and turn them into stories, end to end, in ./data/demo (or
+    in $STORYAPP_DATA_DIR when it is set)."""
     from storyapp.corpus import SAMPLE
-    from storyapp.demo import run_demo
+    from storyapp.demo import demo_env, run_demo
 
-    sys.exit(run_demo(load_settings(), sample=articles or SAMPLE))
+    sys.exit(run_demo(load_settings(demo_env(os.environ)), sample=articles or SAMPLE))
 
 
 @cli.command()
@@ -393,19 +559,31 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:  # usage errors and UserError alike: one line
         click.echo(f"storyapp: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
-    except (ConfigError, ingest.InputError) as exc:
-        click.echo(f"storyapp: error: {exc}", err=True)
-        sys.exit(1)
-    except (OperationalError, InterfaceError) as exc:  # unreachable, refused, locked
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        click.echo(f"storyapp: error: database: {first_line}", err=True)
-        sys.exit(1)
-    except OSError as exc:  # the data directory cannot be made, a file cannot be read
-        click.echo(f"storyapp: error: {exc}", err=True)
-        sys.exit(1)
     except click.Abort:
         click.echo("storyapp: aborted", err=True)
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
+    except Exception as exc:
+        message = error_line(exc)
+        if message is None:
+            raise
+        click.echo(f"storyapp: error: {message}", err=True)
+        sys.exit(1)
+
+
+def error_line(exc: Exception) -> str | None:
+    """The one line for an error the user can act on; None for a bug, which keeps its
+    traceback. An error class whose module was never imported cannot have been raised: looking
+    in sys.modules spares `--help` the imports."""
+    ingest, peewee = sys.modules.get("storyapp.ingest"), sys.modules.get("peewee")
+    if isinstance(exc, ConfigError) or (ingest and isinstance(exc, ingest.InputError)):
+        return str(exc)
+    if peewee and isinstance(exc, peewee.OperationalError | peewee.InterfaceError):
+        # Unreachable, refused, locked.
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"database: {first_line}"
+    if isinstance(exc, OSError):  # the data directory cannot be made, a file cannot be read
+        return str(exc)
+    return None
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
-# The bundled sample: 164 real-looking articles about 40 events of one day, labeled.
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "articles.jsonl"
+# The bundled sample: 164 real-looking articles about 40 events of one day, labeled. Package
+# data, so that an installed storyapp (not only a checkout) has it for the demo.
+SAMPLE = Path(__file__).resolve().parent / "sample" / "articles.jsonl"
 
 CONSONANTS = "bcdfghklmnprstvz"
 VOWELS = "aeiou"

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import logging
 import os
+import signal
 import sys
 import textwrap
 from collections.abc import Mapping
@@ -26,6 +27,19 @@ from storyapp.db import transaction
 from storyapp.models import Article, Story, utcnow
 from storyapp.progress import describe_job, watch_job
 from storyapp.queue import huey
+
+# The demo's invented articles must not mix with real news under `storyapp serve`: they go to a
+# directory of their own, kept so that a second run shows its stories reused. It is inside
+# ./data, where the contract says the demo's SQLite files are, beside the real ones.
+DEMO_DATA_DIR = "data/demo"
+INTERRUPTED = 130
+
+
+def demo_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment the demo's settings come from: STORYAPP_DATA_DIR is ./data/demo
+    unless it is set."""
+    return {**env, "STORYAPP_DATA_DIR": env.get("STORYAPP_DATA_DIR") or DEMO_DATA_DIR}
+
 
 # What a story's reply runs to with the small model, to estimate the demo's time: 150-300
 # tokens measured here (FIELD-NOTES), and the cap when it loops.
@@ -134,6 +148,7 @@ def run_demo(
     def echo(line: str = "") -> None:
         click.echo(line, file=out)
 
+    echo(f"Data in {settings.data_dir} (STORYAPP_DATA_DIR chooses another directory)")
     echo(f"Loaded {count} sample articles ({result.created} new) into {settings.database_url}")
     health = tasks.llm().check()
     hosts = ", ".join(settings.llm_urls)
@@ -174,11 +189,24 @@ def run_demo(
         backoff=1.1,
         max_delay=0.2,
     )
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     consumer.start()
+    # Huey's handlers only set flags that its run() loop reads, and the demo watches the job
+    # instead: Ctrl-C and SIGTERM act as in any program again.
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+    final = None
     try:
         final = watch_job(job["id"], poll_s=0.1)
+    except KeyboardInterrupt:
+        # Clusters not yet started are skipped; one in flight is rolled back when it ends,
+        # as its job has (jobs.run_cluster): nothing is left running.
+        jobs.cancel_job(job["id"])
+        click.echo(f"storyapp: demo stopped: job {job['id']} cancelled", err=True)
+        return INTERRUPTED
     finally:
-        consumer.stop(graceful=True)
+        # After Ctrl-C without waiting for the clusters in flight: what they write is dropped.
+        consumer.stop(graceful=final is not None)
     print_stories(final, echo)
     return 0 if final["status"] == "succeeded" else 1
 

@@ -7,6 +7,7 @@ write is a short transaction: the LLM is never called with one open.
 """
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -39,6 +40,8 @@ OUTCOMES = ("llm", "cached", "fallback", "reused", "single")
 SAME_STORY_SHARE = 0.5
 # Characters of an article's content read for clustering: enough for its lead (clustering.Doc).
 LEAD_CHARS = 1500
+# The longest window a job takes (api.py, cli.py).
+MAX_WINDOW_HOURS = 720
 
 
 def request_job(hours: float, force: bool) -> tuple[Job, bool]:
@@ -155,6 +158,7 @@ def plan_job(job_id: str, worker: str | None = None, llm: LLM | None = None) -> 
             Job.update(
                 window_start=window_start,
                 window_end=window_end,
+                note=None if plans else empty_window_note(window_start, window_end),
                 total=len(plans),
                 done=len(plans) - len(pending_rows),
                 **counts,
@@ -192,6 +196,41 @@ def plan_job(job_id: str, worker: str | None = None, llm: LLM | None = None) -> 
         .where(JobCluster.job == job_id, JobCluster.status == "pending")
         .order_by(JobCluster.id)
     ]
+
+
+def empty_window_note(start: datetime, end: datetime) -> str:
+    """Why a window gave no cluster, in a sentence: how old the newest article before it is, and
+    the window that would hold it."""
+    window = f"no article in the window {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"
+    newest = (
+        Article.select(Article.published_at)
+        .where(Article.published_at < start)
+        .order_by(Article.published_at.desc())
+        .first()
+    )
+    if newest is not None:
+        age = end - newest.published_at
+        hours = math.ceil(age.total_seconds() / 3600)
+        if hours <= MAX_WINDOW_HOURS:
+            cover = f"a window of {_count(hours, 'hour')} would hold it"
+        else:
+            cover = "older than the longest window, 720 hours"
+        return f"{window}; the newest is {_age(age)} old ({cover})"
+    if Article.select().where(Article.published_at > end).exists():
+        return f"{window}; every article is dated after it"
+    return f"{window}; no article is stored yet"
+
+
+def _age(age: timedelta) -> str:
+    minutes = age.total_seconds() / 60
+    for unit, size in (("day", 24 * 60), ("hour", 60)):
+        if minutes >= size:
+            return _count(int(minutes // size), unit)
+    return _count(max(int(minutes), 1), "minute")
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n} {unit}{'' if n == 1 else 's'}"
 
 
 def cluster_window(start, end, force: bool = False) -> list[ClusterPlan]:

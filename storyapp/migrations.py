@@ -378,6 +378,12 @@ def m013_story_search(db: Database) -> None:
     search.create(db)
 
 
+def m014_job_note(db: Database) -> None:
+    """Job.note: why a job did nothing worth noticing (an empty window)."""
+    migrator = schema.SchemaMigrator.from_database(db)
+    schema.migrate(migrator.add_column("job", "note", TextField(null=True)))
+
+
 def m015_feed_titles(db: Database) -> None:
     """A feed's own title and site link."""
     migrator = schema.SchemaMigrator.from_database(db)
@@ -416,6 +422,7 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     m011_call_queueing,
     m012_worker_llm_hosts,
     m013_story_search,
+    m014_job_note,
     m015_feed_titles,
     m016_counters,
 ]

@@ -371,6 +371,9 @@ class Job(BaseModel):
     # fallback had written from the same articles (jobs.plan_job sends them to the LLM again).
     upgraded = IntegerField(default=0, constraints=[SQL("DEFAULT 0")])
     error = TextField(null=True)
+    # Why a job that did not fail did nothing worth noticing (jobs.empty_window_note): a job
+    # of 0 clusters said "succeeded" and no more.
+    note = TextField(null=True)
     created_at = DateTimeField(default=utcnow, index=True)
     started_at = DateTimeField(null=True)
     finished_at = DateTimeField(null=True)
@@ -418,6 +421,7 @@ class Job(BaseModel):
             "duration_s": None if duration is None else round(duration, 3),
             "eta_s": self.eta_s(duration),
             "error": self.error,
+            "note": self.note,
         }
 
     def eta_s(self, elapsed: float | None) -> float | None:

@@ -172,6 +172,16 @@ class Orphans:
         return job
 
 
+def jobs_as_seen(status: str | None = None, limit: int = 50) -> list[dict]:
+    """The jobs as a reader sees them (an orphan has failed), newest first; only those in
+    `status` if given. GET /jobs and `storyapp jobs` list these."""
+    orphans = Orphans.as_of()
+    query = Job.select().order_by(Job.created_at.desc(), Job.id)
+    if status:
+        query = query.where(orphans.status_is(status))
+    return [orphans.seen(job).to_dict() for job in query.limit(limit)]
+
+
 def end_orphans(now: datetime | None = None) -> int:
     """Records the orphans as failed, as readers were shown them; returns how many. A worker
     does it as it starts, before it would take them up again, and so does a request for a new

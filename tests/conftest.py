@@ -20,13 +20,12 @@ from workers import WorkerProcess
 from storyapp import db, tasks
 from storyapp.cli import WAITRESS
 from storyapp.config import Settings
+from storyapp.corpus import SAMPLE
 from storyapp.fake_ollama import FakeOllama
 from storyapp.ingest import parse_datetime
 from storyapp.migrations import migrate
 from storyapp.models import utcnow
 from storyapp.queue import huey
-
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "articles.jsonl"
 
 
 def pytest_addoption(parser):

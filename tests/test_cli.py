@@ -1,22 +1,28 @@
 import functools
+import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
+import time
 import xml.etree.ElementTree as ET
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 from conftest import article, free_port, running_consumer, shifted_sample
 from feedserver import atom
+from workers import wait_until
 
+from storyapp import cli, jobs, models, progress
 from storyapp.cli import main
 from storyapp.db import database
-from storyapp.models import Article, Job
-from storyapp.progress import progress_postfix
+from storyapp.models import Article, Job, Story
+from storyapp.progress import progress_postfix, watch_job
 
 RSS = b"""<?xml version="1.0" encoding="UTF-8"?>
 <rss version="2.0"><channel><title>Harbour &amp; Coast Wire</title>
@@ -266,7 +272,19 @@ def test_ingest_http_errors_are_one_line(run, http_dir):
 
 def test_ingest_needs_a_source(run):
     code, _, err = run("ingest")
-    assert_one_line_error(code, err, "Missing argument")
+    assert_one_line_error(code, err, "give a file or URL to import, or --sample")
+
+
+def test_the_readme_steps_work_with_the_bundled_sample(run, env):
+    # The sample is dated days ago: as it is, a 24-hour window holds none of it.
+    code, out, err = run("ingest", "--sample")
+    assert code == 0, err
+    assert out == "the sample: 164 new, 0 already stored; its 164 articles dated to the last day\n"
+    with running_consumer():
+        code, out, err = run("generate", "--wait")
+    assert code == 0, err
+    final = Job.get_by_id(out.split()[0]).to_dict()
+    assert final["total"] >= 30 and final["note"] is None
 
 
 # --- feeds ----------------------------------------------------------------------------------------
@@ -464,8 +482,44 @@ def test_usage_errors_are_one_line(run, args, fragment):
 def test_help(run):
     code, out, _ = run("--help")
     assert code == 0
-    for command in ("init", "ingest", "feeds", "generate", "worker", "serve", "demo"):
-        assert command in out
+    commands = ("init", "ingest", "feeds", "generate", "worker", "serve", "demo", "jobs")
+    for command in (*commands, "watch", "cancel", "stories"):
+        assert re.search(rf"^  {command} ", out, re.M), command
+
+
+HEAVY = ("flask", "huey", "sklearn", "peewee", "requests", "tqdm", "feedparser", "waitress")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["jobs", "--help"], ["nonsense"]])
+def test_help_and_usage_errors_import_no_heavy_module(args):
+    # `storyapp --help` took 2.2 s: every command's modules were imported to print it.
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "storyapp.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == (2 if args == ["nonsense"] else 0), done.stderr
+    imported = {
+        line.split("|")[-1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "storyapp.config" in imported  # storyapp's own code ran, as __main__
+    loaded = {name for name in imported if name.split(".")[0] in HEAVY}
+    assert loaded == set()
+    assert {name for name in imported if name.startswith("storyapp.")} == {"storyapp.config"}
+
+
+def test_version(run):
+    code, out, _ = run("--version")
+    assert code == 0
+    assert out == f"storyapp {version('storyapp')}\n"
+
+
+def test_the_clis_copies_of_model_constants_hold():
+    assert cli.JOB_STATUSES == Job.STATUSES
+    assert cli.MAX_ID == models.MAX_ID
 
 
 def test_no_command_shows_the_help(run):
@@ -497,18 +551,87 @@ def test_generate_prints_a_job_id(run):
     assert Job.get_by_id(forced).force is True
 
 
-def test_generate_wait_shows_progress_elapsed_and_eta(run, env, monkeypatch, ollama):
+def test_generate_wait_off_a_terminal_writes_a_line_now_and_then(run, env, monkeypatch, ollama):
     ollama.latency = 0.2
     monkeypatch.setenv("OLLAMA_HOST", ollama.url)
     assert run("ingest", str(write_jsonl(env / "sample.jsonl", shifted_sample())))[0] == 0
     with running_consumer():
+        started = time.monotonic()
+        code, out, err = run("generate", "--wait")
+        watched = time.monotonic() - started
+    assert code == 0, err
+    # No bar redrawn into a pipe or a log: a line at each change of status (queued, running,
+    # succeeded), and one every few seconds between them.
+    assert "\r" not in err and "█" not in err
+    lines = err.splitlines()
+    assert lines[0].startswith("queued: 0/? clusters") or lines[0].startswith("running: ")
+    assert re.fullmatch(r"succeeded: (\d+)/\1 clusters, llm \d+ cached 0 fallback 0 .*", lines[-1])
+    assert len(lines) <= 3 + watched / progress.LINE_EVERY_S
+    assert out.splitlines()[-1].startswith(f"job {out.split()[0]} succeeded in ")
+
+
+def test_off_a_terminal_a_running_job_gets_a_line_every_few_seconds(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    log = io.StringIO()
+    lines = progress._Lines(log)
+    job = {
+        "status": "running",
+        "done": 3,
+        "total": 40,
+        "counts": dict.fromkeys(("llm", "cached", "fallback", "reused", "single"), 0),
+        "duration_s": 1.0,
+        "eta_s": None,
+    }
+    for step in range(60):  # 12 s of polls, 0.2 s apart
+        clock[0] = 100.0 + step * 0.2
+        lines.show(job | {"done": 3 + step // 10})
+    shown = log.getvalue().splitlines()
+    assert [line.split(",")[0] for line in shown] == [
+        "running: 3/40 clusters",
+        "running: 5/40 clusters",
+        "running: 8/40 clusters",
+    ]
+    lines.show(job | {"status": "succeeded", "done": 40})  # a change of status: at once
+    assert log.getvalue().splitlines()[-1].startswith("succeeded: 40/40 clusters")
+
+
+class Terminal(io.StringIO):
+    """What the bar is drawn on when a person watches: a UTF-8 terminal."""
+
+    encoding = "utf-8"
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_progress_is_a_bar_with_elapsed_and_eta(env, run, monkeypatch, ollama):
+    ollama.latency = 0.2
+    monkeypatch.setenv("OLLAMA_HOST", ollama.url)
+    assert run("ingest", str(write_jsonl(env / "sample.jsonl", shifted_sample())))[0] == 0
+    code, out, _ = run("generate")
+    screen = Terminal()
+    with running_consumer():
+        final = watch_job(out.strip(), file=screen)
+    assert final["status"] == "succeeded"
+    drawn = screen.getvalue()
+    assert re.search(r"succeeded: 100%\|█+\| (\d+)/\1 clusters, llm \d+ cached 0 fallback 0", drawn)
+    frames = re.split(r"[\r\n]+", drawn)
+    assert any(re.search(r"running: +\d+%.*elapsed, ETA \d\d:\d\d\]", f) for f in frames), drawn
+    assert frames[-2].endswith("elapsed, ETA ?]")  # nothing left to wait for
+
+
+def test_generate_wait_says_why_a_job_found_nothing(run, env):
+    old = article(1, "Ferry service resumes", hours_ago=5 * 24 + 3)
+    assert run("ingest", str(write_jsonl(env / "old.jsonl", [old])))[0] == 0
+    with running_consumer():
         code, out, err = run("generate", "--wait")
     assert code == 0, err
-    assert re.search(r"succeeded: 100%\|█+\| (\d+)/\1 clusters, llm \d+ cached 0 fallback 0", err)
-    frames = re.split(r"[\r\n]+", err)
-    assert any(re.search(r"running: +\d+%.*elapsed, ETA \d\d:\d\d\]", f) for f in frames), err
-    assert frames[-2].endswith("elapsed, ETA ?]")  # nothing left to wait for
-    assert out.splitlines()[-1].startswith(f"job {out.split()[0]} succeeded in ")
+    assert re.search(
+        r"succeeded in [\d.]+ s: 0/0 clusters .*; no article in the window \S+ \S+ to \S+ \S+ "
+        r"UTC; the newest is 5 days old \(a window of 124 hours would hold it\)$",
+        out.splitlines()[-1],
+    )
 
 
 def test_progress_postfix_uses_the_jobs_clock():
@@ -563,3 +686,131 @@ def test_console_script(tmp_path):
     assert failed.returncode == 1
     assert failed.stderr.startswith("storyapp: error: cannot read missing.json")
     assert failed.stderr.count("\n") == 1
+
+
+# --- jobs, watch, cancel, stories ----------------------------------------------------------------
+
+
+def test_jobs_lists_the_jobs_newest_first_and_by_status(run):
+    code, out, _ = run("jobs")
+    assert (code, out) == (0, "no jobs yet (storyapp generate queues one)\n")
+    first = run("generate", "--hours", "6")[1].strip()
+    second = run("generate", "--hours", "12")[1].strip()
+    assert jobs.cancel_job(first)
+
+    code, out, err = run("jobs")
+    assert code == 0, err
+    header, *rows = out.splitlines()
+    assert header.split() == ["ID", "STATUS", "WINDOW", "CLUSTERS", "CREATED", "TOOK"]
+    assert [row.split()[:4] for row in rows] == [
+        [second, "queued", "12", "h"],
+        [first, "cancelled", "6", "h"],
+    ]
+    assert rows[0].split()[4] == "0/?"
+
+    code, out, _ = run("jobs", "--status", "cancelled")
+    assert [row.split()[0] for row in out.splitlines()[1:]] == [first]
+    code, out, _ = run("jobs", "--status", "failed")
+    assert out == "no failed jobs\n"
+
+    code, out, _ = run("jobs", "--json", "--limit", "1")
+    listed = json.loads(out)["jobs"]
+    assert [job["id"] for job in listed] == [second]
+    assert listed[0] == Job.get_by_id(second).to_dict() | {"duration_s": None, "eta_s": None}
+
+    code, _, err = run("jobs", "--status", "done")
+    assert_one_line_error(code, err, "--status")
+
+
+def test_cancel_ends_a_job_once(run):
+    job_id = run("generate")[1].strip()
+    code, out, err = run("cancel", job_id)
+    assert (code, out) == (0, f"job {job_id} cancelled\n"), err
+    assert Job.get_by_id(job_id).status == "cancelled"
+    code, _, err = run("cancel", job_id)
+    assert_one_line_error(code, err, f"job {job_id} has ended already: cancelled")
+    for unknown in ("0" * 32, "nope", "a\x00b"):
+        code, _, err = run("cancel", unknown)
+        assert_one_line_error(code, err, "no job with id", "storyapp jobs")
+
+
+# In these two a `storyapp worker` process writes the job, as in use: each command run here
+# binds the settings anew, which would close an in-process consumer's LLM client mid-request.
+
+
+def test_cancel_stops_a_running_job_from_starting_clusters(run, env, ollama, workers):
+    ollama.latency = 0.5
+    workers(ollama.url, STORYAPP_WORKERS="2")
+    assert run("ingest", str(write_jsonl(env / "sample.jsonl", shifted_sample())))[0] == 0
+    job_id = run("generate")[1].strip()
+    wait_until(lambda: Job.get_by_id(job_id).done > 0, 60, "the job's first clusters")
+    assert run("cancel", job_id)[0] == 0
+    code, out, err = run("watch", job_id)
+    assert code == 1  # it did not succeed
+    job = Job.get_by_id(job_id).to_dict()
+    assert job["status"] == "cancelled" and 0 < job["done"] < job["total"]
+    assert out.startswith(f"job {job_id} cancelled in ")
+    assert err.startswith("cancelled: ")  # the state it was found in, at once
+
+
+def test_watch_follows_a_job_to_its_end(run, env, ollama, workers):
+    workers(ollama.url)
+    assert run("ingest", str(write_jsonl(env / "sample.jsonl", shifted_sample())))[0] == 0
+    job_id = run("generate")[1].strip()
+    code, out, err = run("watch", job_id)
+    assert code == 0, err
+    assert out.startswith(f"job {job_id} succeeded in ")
+    assert err.splitlines()[-1].startswith("succeeded: ")
+    code, _, err = run("watch", "f" * 32)
+    assert_one_line_error(code, err, "no job with id")
+
+
+def test_stories_lists_them_as_the_api_ranks_them(run, env):
+    code, out, _ = run("stories")
+    assert (code, out) == (0, "no story updated in the last 24 hours\n")
+    assert run("ingest", "--sample")[0] == 0
+    with running_consumer():
+        assert run("generate", "--wait")[0] == 0
+
+    from storyapp.api import create_app
+
+    answer = create_app(cli.load_settings()).test_client().get("/stories?limit=5").get_json()
+    code, out, err = run("stories", "--limit", "5", "--json")
+    assert code == 0, err
+    listed = json.loads(out)
+    assert [s["id"] for s in listed["stories"]] == [s["id"] for s in answer["stories"]]
+    assert listed["total"] == answer["total"] == Story.listed().count()
+    assert listed["stories"][0].keys() == answer["stories"][0].keys()
+
+    code, out, _ = run("stories", "--limit", "3")
+    lines = out.splitlines()
+    assert len(lines) == 6
+    pairs = zip(lines[::2], lines[1::2], strict=True)
+    for story, (title, about) in zip(answer["stories"][:3], pairs, strict=True):
+        assert title.split(maxsplit=1) == [str(story["id"]), story["title"]]
+        assert about.strip().startswith(f"{story['article_count']} article(s) from ")
+
+
+def test_ctrl_c_on_generate_wait_leaves_the_job_and_says_how_to_watch_it(run, env):
+    assert run("init")[0] == 0  # binds the database the command will use, to read its job
+    environ = {**os.environ, "STORYAPP_DATA_DIR": str(env / "data")}
+    with subprocess.Popen(
+        [sys.executable, "-m", "storyapp.cli", "generate", "--wait"],
+        env=environ,
+        cwd=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        job_id = proc.stdout.readline().strip()  # printed before the watching starts
+        assert proc.stderr.readline().startswith("queued: 0/? clusters")  # it watches
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        f"storyapp: stopped watching; job {job_id} goes on. Watch it again with "
+        f"`storyapp watch {job_id}`, or stop it with `storyapp cancel {job_id}`."
+    )
+    assert out == ""
+    assert Job.get_by_id(job_id).status == "queued"  # no worker here: it waits for one

@@ -184,11 +184,21 @@ def test_a_job_waiting_for_a_worker_that_does_not_run_says_so(client):
     jobs.request_job(24, False)
     html = client.get("/").get_data(as_text=True)
     assert 'id="no-worker"' in html and "<dt>Workers alive</dt><dd>0</dd>" in html
+    assert 'id="job-eta"' not in html  # no worker: the job will not end when it would say
     worker = heartbeat.register()
     heartbeat.beat(worker)
     html = client.get("/").get_data(as_text=True)
     assert 'id="no-worker"' not in html
+    assert 'id="job-eta"' in html
     assert re.search(r"<dt>Workers alive</dt><dd>1, \d+ MB</dd>", html)
+
+
+def test_a_job_of_an_empty_window_says_why(client):
+    ingest.store([article(1, "Ferry service resumes", hours_ago=50)])
+    job, _ = jobs.request_job(24, False)
+    assert jobs.plan_job(job.id) == []
+    html = client.get("/").get_data(as_text=True)
+    assert re.search(r'<p id="job-note">no article in the window [^<]*; the newest is 2 days', html)
 
 
 def test_filters():

@@ -366,10 +366,45 @@ def call_row(**fields) -> dict:
     return {**row, **fields}
 
 
-def test_an_empty_window_succeeds_with_nothing_to_do(configured, llm):
+def test_an_empty_window_succeeds_with_nothing_to_do_and_says_why(configured, llm):
     job = run_inline(llm)
     assert (job.status, job.total, job.done) == ("succeeded", 0, 0)
-    assert job.to_dict()["progress"] == 1.0
+    shown = job.to_dict()
+    assert shown["progress"] == 1.0
+    assert shown["error"] is None
+    start, end = job.window_start, job.window_end
+    window = f"no article in the window {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"
+    assert shown["note"] == f"{window}; no article is stored yet"
+
+    ingest.store([article(1, "Ferry service resumes", hours_ago=5 * 24 + 2.5)])
+    job = run_inline(llm)
+    assert job.error is None
+    assert job.note.endswith("; the newest is 5 days old (a window of 123 hours would hold it)")
+    assert llm.history == []
+
+
+def test_the_note_of_an_empty_window(configured):
+    end = utcnow()
+    start = end - timedelta(hours=24)
+    assert jobs.empty_window_note(start, end).endswith("; no article is stored yet")
+    ingest.store([article(1, "From the future", hours_ago=-3)])
+    assert jobs.empty_window_note(start, end).endswith("; every article is dated after it")
+    ingest.store([article(2, "A month ago", hours_ago=31 * 24 + 1)])
+    assert jobs.empty_window_note(start, end).endswith(
+        "; the newest is 31 days old (older than the longest window, 720 hours)"
+    )
+    ingest.store([article(3, "Yesterday", hours_ago=24.5)])
+    assert jobs.empty_window_note(start, end).endswith(
+        "; the newest is 1 day old (a window of 25 hours would hold it)"
+    )
+    ingest.store([article(4, "Half an hour ago", hours_ago=0.51)])
+    assert jobs.empty_window_note(end - timedelta(minutes=10), end).endswith(
+        "; the newest is 30 minutes old (a window of 1 hour would hold it)"
+    )
+
+
+def test_a_job_with_articles_has_no_note(news, llm):
+    assert run_inline(llm).to_dict()["note"] is None
 
 
 def test_eta_follows_the_pace_of_the_clusters_the_workers_wrote():

@@ -71,6 +71,23 @@ def test_pending_migrations_run_once_in_order(database):
 
 
 @pytest.mark.backends
+def test_m014_gives_the_jobs_a_note(database):
+    migrate(database)
+    # As a database of before m014: no note column, and a job in it.
+    database.execute_sql("ALTER TABLE job DROP COLUMN note")
+    database.execute_sql("DELETE FROM migration WHERE name = 'm014_job_note'")
+    database.execute_sql(
+        "INSERT INTO job (id, status, time_window_hours, force, done, llm, cached, fallback,"
+        " reused, single, failed, upgraded, created_at) VALUES"
+        " ('j1', 'succeeded', 24, false, 0, 0, 0, 0, 0, 0, 0, 0, '2026-01-01 02:00:00')"
+    )
+    assert migrate(database) == ["m014_job_note"]
+    with database.bind_ctx(TABLES):
+        assert Job.get_by_id("j1").to_dict()["note"] is None
+        Job.update(note="no article in the window").where(Job.id == "j1").execute()
+        assert Job.get_by_id("j1").note == "no article in the window"
+
+
 def test_m015_gives_registered_feeds_a_title_and_a_site(database):
     migrate(database)
     # Back to the schema before m015, with a feed registered then.
@@ -240,6 +257,7 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
         "m011_call_queueing",
         "m012_worker_llm_hosts",
         "m013_story_search",
+        "m014_job_note",
         "m015_feed_titles",
         "m016_counters",
     ]
@@ -258,6 +276,7 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
         assert (story.sources, story.first_seen, story.last_seen) == (1, first, last)
         assert story.rank == ranking.rank_of(1, 2, last)
         assert Job.get_by_id("j1").upgraded == 0
+        assert Job.get_by_id("j1").to_dict()["note"] is None
         # The story had no citations: each sentence cites the articles it was written from.
         assert story.content == {
             "title": "Quake",

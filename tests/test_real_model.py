@@ -194,10 +194,13 @@ def test_the_demo_writes_with_the_model_in_process_when_no_server_is_configured(
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert "written in this process by gemma3-270m" in lines[1]
-    assert lines[2].startswith("Expect about ") and "1 stories for the model" in lines[2]
+    (said,) = [n for n, line in enumerate(lines) if "in this process by gemma3-270m" in line]
+    # The estimate, before the job starts: the stories come after it.
+    estimate = lines[said + 1]
+    assert estimate.startswith("Expect about ") and "1 stories for the model" in estimate
+    assert not any(line.startswith("## ") for line in lines[:said])
     assert "2 stories." in done.stdout
-    with sqlite3.connect(tmp_path / "data" / "storyapp.db") as data:
+    with sqlite3.connect(tmp_path / "data" / "demo" / "storyapp.db") as data:
         calls = data.execute("SELECT host, model, outcome FROM llmcall").fetchall()
         generators = {g for (g,) in data.execute("SELECT generator FROM story")}
     assert calls and {(host, model) for host, model, _ in calls} == {("in-process", "gemma3-270m")}
