@@ -63,7 +63,8 @@ def test_health_is_degraded_when_the_workers_find_a_host_down(tmp_path, ollama):
     assert body["llm"]["reachable"] is True and body["llm"]["model_available"] is True
     (error,) = body["llm"]["errors"]
     assert error.startswith(f"{dead}: cannot connect")
-    assert [h["reachable"] for h in body["llm"]["hosts"]] == [True, False]
+    reachable = {h["host"]: h["reachable"] for h in body["llm"]["hosts"]}
+    assert reachable == {ollama.url: True, dead: False}
 
 
 def test_a_missing_model_is_named_with_the_pull_to_run(tmp_path, ollama):
