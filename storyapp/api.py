@@ -19,6 +19,7 @@ from storyapp import (
     heartbeat,
     ingest,
     jobs,
+    llmhealth,
     metrics,
     queue,
     reader,
@@ -548,9 +549,11 @@ def health():
         report["queue"] = {"ok": True, "pending_tasks": queue.huey.pending_count()}
     except Exception as exc:
         report.update(status="degraded", queue={"ok": False, "error": str(exc)})
-    report["llm"] = tasks.llm().check()
-    if not (report["llm"]["reachable"] and report["llm"]["model_available"]):
+    # As the workers see it, who make the calls (and may be configured otherwise): the web
+    # process does not ask the LLM itself. No live worker's report: unknown, and degraded, as
+    # nothing says a story can be written.
+    report["llm"] = llmhealth.workers_view()
+    if not llmhealth.healthy(report["llm"]):
         report["status"] = "degraded"
-    # Told, not judged: a web process may run before its workers do, and jobs wait for them.
     report["workers"] = {"alive": heartbeat.alive().count()}
     return report

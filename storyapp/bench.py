@@ -1,6 +1,8 @@
 """`storyapp bench`: how fast generation is, end to end, next to what the first version did and
-next to the floor the LLM server allows. Everything runs here: an Ollama-speaking server with a
-set latency and a set number of parallel slots, a synthetic corpus with a known number of
+next to the floor the LLM server allows. Everything runs here: a server with a set latency and
+a set number of parallel slots that speaks Ollama's /api/chat, or with `backend="openai"`
+OpenAI's /v1/chat/completions (the same fake, storyapp/fake_ollama.py, so both are held to one
+floor), a synthetic corpus with a known number of
 events, the real queue and a real `storyapp worker` process. It prints a Markdown report.
 """
 
@@ -21,13 +23,13 @@ from datetime import timedelta
 from pathlib import Path
 
 from storyapp import clustering, db, ingest, jobs, prompt, synthesis, tasks
+from storyapp import llm as llms
 from storyapp.config import Settings
 from storyapp.corpus import SAMPLE, big_event_day, synthetic_corpus
 from storyapp.db import database
 from storyapp.fake_ollama import FakeOllama
 from storyapp.migrations import migrate
 from storyapp.models import Job, utcnow
-from storyapp.ollama_llm import OllamaLLM
 from storyapp.story import ArticleText
 
 ENDED = ("succeeded", "failed", "cancelled")
@@ -41,6 +43,7 @@ class Options:
     slots: tuple[int, ...] = (1, 4, 8, 16)
     sizes: tuple[int, ...] = (1000, 10_000, 50_000)
     baseline: bool = True
+    backend: str = "ollama"  # the API the server is spoken to in: ollama or openai
 
 
 @dataclass
@@ -58,7 +61,8 @@ def report(options: Options, out=sys.stdout) -> None:
     corpus = synthetic_corpus(options.events, now=now)
     say(
         f"Corpus: {len(corpus)} articles, {options.events} events of 2-5 articles; server "
-        f"latency {options.latency} s ± {options.jitter} s; {os.cpu_count()} cores."
+        f"latency {options.latency} s ± {options.jitter} s; {os.cpu_count()} cores; "
+        f"{API[options.backend]}."
     )
     say()
     say("## End to end: POST /stories/generate to the job's end")
@@ -67,7 +71,7 @@ def report(options: Options, out=sys.stdout) -> None:
     say("|---|---|---|---|---|---|---|")
     if options.baseline:
         with FakeOllama(latency=options.latency, jitter=options.jitter, slots=1) as server:
-            seconds, calls = sequential_baseline(corpus, server)
+            seconds, calls = sequential_baseline(corpus, server, options.backend)
         floor = calls * options.latency
         say(
             f"| first version: one call after another | 1 | {calls} | {seconds:.1f} | "
@@ -75,7 +79,8 @@ def report(options: Options, out=sys.stdout) -> None:
         )
     warm = incremental = api = None
     for slots in options.slots:
-        with Stack(options.latency, options.jitter, slots, workers=max(8, slots)) as stack:
+        workers = max(8, slots)
+        with Stack(options.latency, options.jitter, slots, workers, options.backend) as stack:
             stack.ingest(corpus)
             measure_api = slots == 8 or (api is None and slots == options.slots[-1])
             with stack.api_probe() if measure_api else nullcontext() as probe:
@@ -111,7 +116,7 @@ def report(options: Options, out=sys.stdout) -> None:
                 f"{run.seconds:.2f} | {run.calls} | {run.job['counts']} |"
             )
         say()
-    with Stack(0.0, 0.0, 16, workers=16) as stack:
+    with Stack(0.0, 0.0, 16, workers=16, backend=options.backend) as stack:
         stack.ingest(corpus)
         run = stack.generate()
     say("## Queue overhead (zero-latency server, 16 slots, 16 worker threads)")
@@ -145,14 +150,17 @@ def report(options: Options, out=sys.stdout) -> None:
         )
 
 
-def sequential_baseline(corpus: list[dict], server: FakeOllama) -> tuple[float, int]:
+def sequential_baseline(
+    corpus: list[dict], server: FakeOllama, backend: str = "ollama"
+) -> tuple[float, int]:
     """The first version: cluster, then one blocking LLM call per cluster, in one thread."""
     with tempfile.TemporaryDirectory() as tmp:
-        fresh_database(settings_for(Path(tmp), server.url, slots=1, workers=1))
+        settings = settings_for(Path(tmp), server.url, slots=1, workers=1, backend=backend)
+        fresh_database(settings)
         ingest.store(corpus)
         end = utcnow()
         plans = jobs.cluster_window(end - timedelta(hours=24), end)
-        llm = OllamaLLM((server.url,), server.model, timeout=120, concurrency=1)
+        llm = llms.from_settings(settings)
         started = time.perf_counter()
         for plan in plans:
             if len(plan.article_ids) > 1:
@@ -160,7 +168,20 @@ def sequential_baseline(corpus: list[dict], server: FakeOllama) -> tuple[float, 
         seconds = time.perf_counter() - started
         llm.close()
         tasks.close()
-    return seconds, server.chat_count
+    return seconds, calls_in(server, backend)
+
+
+# The APIs the bench can speak to its server, as the report names them.
+API = {
+    "ollama": "Ollama's /api/chat",
+    "openai": "OpenAI's /v1/chat/completions",
+}
+
+
+def calls_in(server: FakeOllama, backend: str, since: int = 0) -> int:
+    """The requests the server took in the API of `backend`: a run that spoke another counts
+    none."""
+    return sum(r.get("api", "ollama") == backend for r in server.requests[since:])
 
 
 def new_events(corpus: list[dict], fraction: float) -> list[dict]:
@@ -200,19 +221,25 @@ def follow_ups(corpus: list[dict], fraction: float) -> list[dict]:
     ]
 
 
-def bench_env(data_dir: Path, ollama_url: str, slots: int, workers: int) -> dict[str, str]:
+def bench_env(
+    data_dir: Path, server_url: str, slots: int, workers: int, backend: str = "ollama"
+) -> dict[str, str]:
     """The settings of one run, as the environment the worker process is started with."""
     return {
         "STORYAPP_DATA_DIR": str(data_dir),
-        "OLLAMA_HOST": ollama_url,
+        "STORYAPP_LLM_BACKEND": backend,
+        # The fake serves OpenAI's API under /v1, as Ollama and the OpenAI client have it.
+        "STORYAPP_LLM_URL": f"{server_url}/v1" if backend == "openai" else server_url,
         "STORYAPP_LLM_CONCURRENCY": str(slots),
         "STORYAPP_WORKERS": str(workers),
         "STORYAPP_SCHEDULE": "off",
     }
 
 
-def settings_for(data_dir: Path, ollama_url: str, slots: int, workers: int) -> Settings:
-    return Settings.from_env(bench_env(data_dir, ollama_url, slots, workers))
+def settings_for(
+    data_dir: Path, server_url: str, slots: int, workers: int, backend: str = "ollama"
+) -> Settings:
+    return Settings.from_env(bench_env(data_dir, server_url, slots, workers, backend))
 
 
 def fresh_database(settings: Settings) -> None:
@@ -222,11 +249,13 @@ def fresh_database(settings: Settings) -> None:
 
 
 class Stack:
-    """A fake Ollama server, a fresh data directory, the API in process and a worker process."""
+    """A fake LLM server, a fresh data directory, the API in process and a worker process."""
 
-    def __init__(self, latency: float, jitter: float, slots: int, workers: int):
+    def __init__(
+        self, latency: float, jitter: float, slots: int, workers: int, backend: str = "ollama"
+    ):
         self.server = FakeOllama(latency=latency, jitter=jitter, slots=max(slots, 1))
-        self.slots, self.workers = slots, workers
+        self.slots, self.workers, self.backend = slots, workers, backend
         self._tmp = tempfile.TemporaryDirectory()
         self.dir = Path(self._tmp.name)
 
@@ -234,7 +263,7 @@ class Stack:
         from storyapp.api import create_app
 
         self.server.start()
-        run_env = bench_env(self.dir, self.server.url, self.slots, self.workers)
+        run_env = bench_env(self.dir, self.server.url, self.slots, self.workers, self.backend)
         self.settings = Settings.from_env(run_env)
         fresh_database(self.settings)
         self.app = create_app(self.settings)
@@ -278,7 +307,7 @@ class Stack:
         job = Job.get_by_id(job_id).to_dict()
         if status != "succeeded":
             raise RuntimeError(f"job {job_id} ended {status}: {job['error']}")
-        return Run(seconds, self.server.chat_count - calls_before, job)
+        return Run(seconds, calls_in(self.server, self.backend, calls_before), job)
 
     @contextmanager
     def api_probe(self):

@@ -441,12 +441,17 @@ def serve(host, port):
 
 
 @cli.command()
-def demo():
-    """Load the sample articles and turn them into stories, end to end, in ./data/demo
-    (or in $STORYAPP_DATA_DIR when it is set)."""
+@click.argument(
+    "articles", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+def demo(articles):
+    """Load the sample articles (or ARTICLES, a JSON or JSONL file of your own, moved in time
+    so the newest is a minute old) and turn them into stories, end to end, in ./data/demo (or
+    in $STORYAPP_DATA_DIR when it is set)."""
+    from storyapp.corpus import SAMPLE
     from storyapp.demo import demo_env, run_demo
 
-    sys.exit(run_demo(load_settings(demo_env(os.environ))))
+    sys.exit(run_demo(load_settings(demo_env(os.environ)), sample=articles or SAMPLE))
 
 
 @cli.command()
@@ -479,6 +484,14 @@ def demo():
 )
 @click.option("--no-baseline", is_flag=True, help="Skip the one-call-after-another run.")
 @click.option(
+    "--backend",
+    type=click.Choice(["ollama", "openai"]),
+    default="ollama",
+    show_default=True,
+    help="The API the server is spoken to in: Ollama's /api/chat or OpenAI's "
+    "/v1/chat/completions (STORYAPP_LLM_BACKEND).",
+)
+@click.option(
     "--clustering",
     is_flag=True,
     help="Score the clustering instead: B-cubed precision, recall and F1 on each labeled JSONL "
@@ -491,8 +504,8 @@ def demo():
     help="Only the prompt figures: tokens a story, and how much of its event the prompt shows.",
 )
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def bench(events, latency, jitter, slots, sizes, no_baseline, clustering, prompts, files):
-    """Measure generation end to end against a local fake Ollama, or with --clustering how well
+def bench(events, latency, jitter, slots, sizes, no_baseline, backend, clustering, prompts, files):
+    """Measure generation end to end against a local fake LLM server, or with --clustering how well
     articles are grouped into events (see BENCHMARKS.md)."""
     if clustering:
         from storyapp.clusterbench import LabeledFileError
@@ -520,6 +533,7 @@ def bench(events, latency, jitter, slots, sizes, no_baseline, clustering, prompt
             slots=_positive_ints(slots, "--slots"),
             sizes=_positive_ints(sizes, "--sizes"),
             baseline=not no_baseline,
+            backend=backend,
         )
     )
 

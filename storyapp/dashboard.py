@@ -8,7 +8,7 @@ machine may be offline.
 
 from flask import Blueprint, render_template
 
-from storyapp import metrics, queue
+from storyapp import llmhealth, metrics, queue
 from storyapp.models import Job, Story, utcnow
 
 bp = Blueprint("dashboard", __name__)
@@ -31,6 +31,7 @@ def page():
         job=job.to_dict() if job else None,
         active=Job.ACTIVE,
         stats=metrics.collect(queued_tasks=queue.pending_count()),
+        llm_hosts=llmhealth.workers_view(now),
     )
 
 

@@ -1,7 +1,16 @@
-"""`storyapp demo`: the bundled sample through the real path, queue and consumer included."""
+"""`storyapp demo`: the bundled sample through the real path, queue and consumer included.
 
+With no LLM server configured and none answering at Ollama's default address, and the extra
+`storyapp[local]` installed, the stories are written in this process by the small model the
+package index carries (local_llm.py): the demo then says first how long that will take, from
+the clusters the LLM will get and the model's speed on this box, timed by a warm-up.
+"""
+
+import dataclasses
+import importlib.util
 import json
 import logging
+import os
 import signal
 import sys
 import textwrap
@@ -11,8 +20,8 @@ from pathlib import Path
 
 import click
 
-from storyapp import ingest, jobs, tasks
-from storyapp.config import Settings
+from storyapp import ingest, jobs, prompt, synthesis, tasks
+from storyapp.config import DEFAULT_MODELS, Settings
 from storyapp.corpus import SAMPLE
 from storyapp.db import transaction
 from storyapp.models import Article, Story, utcnow
@@ -32,31 +41,109 @@ def demo_env(env: Mapping[str, str]) -> dict[str, str]:
     return {**env, "STORYAPP_DATA_DIR": env.get("STORYAPP_DATA_DIR") or DEMO_DATA_DIR}
 
 
+# What a story's reply runs to with the small model, to estimate the demo's time: 150-300
+# tokens measured here (FIELD-NOTES), and the cap when it loops.
+REPLY_TOKENS = 250
+
+
+def no_server_configured(env: Mapping[str, str]) -> bool:
+    """Whether the user left the LLM to the defaults: no backend, no server named."""
+    names = ("STORYAPP_LLM_BACKEND", "STORYAPP_LLM_URL", "OLLAMA_HOST")
+    return not any(env.get(name) for name in names)
+
+
+def local_model_installed() -> bool:
+    """Whether the extra `storyapp[local]` is here: llama.cpp's binding and the small model."""
+    from storyapp.local_llm import LocalLLM
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        return False
+    return LocalLLM(DEFAULT_MODELS["local"], timeout=1).check_host()["model_available"]
+
+
+def estimate(llm) -> str:
+    """How long the in-process model will take on the last 24 hours' clusters: the prompts
+    the clusters the LLM gets will send, at the speed a warm-up measures on this box."""
+    end = utcnow()
+    plans = [
+        p for p in jobs.cluster_window(end - timedelta(hours=24), end) if len(p.article_ids) > 1
+    ]
+    # Stories the LLM wrote already are reused; the fallback's are written again.
+    written = {
+        s.cluster_key
+        for s in Story.select(Story.cluster_key).where(
+            Story.cluster_key.in_([p.key for p in plans]),
+            Story.merged_into.is_null(),
+            Story.generator != "fallback",
+        )
+    }
+    requests = [
+        prompt.build(list(jobs.load_texts(p.article_ids).values()))
+        for p in plans
+        if p.key not in written
+    ]
+    if not requests:
+        return "Every cluster has its LLM story already: nothing for the model to write."
+    speed = llm.speed(requests[0].messages, requests[0].schema, synthesis.GENERATION)
+    # The other prompts' tokens, from their length: the tokens a character of the first.
+    chars = [sum(len(m["content"]) for m in r.messages) for r in requests]
+    reads = [speed.prompt_tokens / chars[0] * c / speed.read_tps for c in chars]
+    # Each request ends at the timeout at the latest; a reply that loops to the cap is not
+    # valid JSON and is asked for once more.
+    cap, timeout = synthesis.GENERATION.reply_tokens, llm.timeout
+    likely = sum(min(read + REPLY_TOKENS / speed.write_tps, timeout) for read in reads)
+    worst = sum(2 * min(read + cap / speed.write_tps, timeout) for read in reads)
+    return (
+        f"Expect about {_duration(likely)} (up to {_duration(worst)} if the model loops): "
+        f"{len(requests)} stories for the model, one at a time. This box reads a prompt at "
+        f"{speed.read_tps:.0f} tokens/s and writes {speed.write_tps:.1f} tokens/s (timed just "
+        f"now); a story runs to ~{REPLY_TOKENS} tokens, and a request stops at "
+        f"{timeout:g} s (STORYAPP_LLM_TIMEOUT)."
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min"
+
+
 def load_sample(path: Path = SAMPLE) -> tuple[ingest.IngestResult, int]:
     """Stores the sample with its times moved so the newest article is a minute old; a sample
     article stored before gets its time moved too, so the demo works on any day."""
     records = ingest.parse_text(path.read_text(encoding="utf-8"))
-    newest = max(ingest.parse_datetime(r["published_at"]) for r in records)
+    # An article without a time is stored as published now.
+    dated = [r for r in records if isinstance(r, dict) and r.get("published_at")]
+    newest = max((ingest.parse_datetime(r["published_at"]) for r in dated), default=utcnow())
     shift = utcnow() - timedelta(minutes=1) - newest
-    for record in records:
+    for record in dated:
         record["published_at"] = (ingest.parse_datetime(record["published_at"]) + shift).isoformat()
     result = ingest.store(records)
     with transaction():
-        for record in records:
+        for record in dated:
             Article.update(published_at=ingest.parse_datetime(record["published_at"])).where(
                 Article.url == record["url"]
             ).execute()
     return result, len(records)
 
 
-def run_demo(settings: Settings, out=sys.stdout) -> int:
-    if not SAMPLE.exists():
-        click.echo(f"storyapp: error: the sample is missing: {SAMPLE}", err=True)
+def run_demo(
+    settings: Settings,
+    out=sys.stdout,
+    sample: Path = SAMPLE,
+    env: Mapping[str, str] = os.environ,
+) -> int:
+    if not sample.exists():
+        click.echo(f"storyapp: error: the sample is missing: {sample}", err=True)
         return 1
     # The one line below says why stories fall back; the worker's per-cluster warnings
     # would repeat it forty times.
     logging.getLogger("storyapp").setLevel(logging.ERROR)
-    result, count = load_sample()
+    try:
+        result, count = load_sample(sample)
+    except (UnicodeDecodeError, ValueError) as exc:  # a file of the user's that is no sample
+        click.echo(f"storyapp: error: {sample}: {exc}", err=True)
+        return 1
 
     def echo(line: str = "") -> None:
         click.echo(line, file=out)
@@ -65,7 +152,24 @@ def run_demo(settings: Settings, out=sys.stdout) -> int:
     echo(f"Loaded {count} sample articles ({result.created} new) into {settings.database_url}")
     health = tasks.llm().check()
     hosts = ", ".join(settings.llm_urls)
-    if not health["reachable"]:
+    if not health["reachable"] and no_server_configured(env) and local_model_installed():
+        settings = dataclasses.replace(
+            settings, llm_backend="local", llm_urls=(), model=DEFAULT_MODELS["local"]
+        )
+        tasks.configure(settings)
+        health = tasks.llm().check()
+        echo(
+            f"No LLM server is configured and none answers at {hosts}: the stories are "
+            f"written in this process by {settings.model} (llama.cpp), one at a time."
+        )
+    if settings.llm_backend == "local" and health["model_available"]:
+        echo(estimate(tasks.llm()))
+    elif settings.llm_backend == "local":
+        echo(
+            f"The model cannot be loaded here ({'; '.join(health.get('errors', []))}): every "
+            "story will be written by the extractive fallback."
+        )
+    elif not health["reachable"]:
         echo(
             f"Ollama is not reachable at {hosts}: every story will be written by the "
             "extractive fallback."
@@ -77,7 +181,8 @@ def run_demo(settings: Settings, out=sys.stdout) -> int:
         )
     job, created = tasks.start_job(24.0, False)
     consumer = huey.create_consumer(
-        workers=settings.workers,
+        # A model in this process writes one story at a time: more threads would only wait.
+        workers=1 if settings.llm_backend == "local" else settings.workers,
         worker_type="thread",
         periodic=False,
         initial_delay=0.02,

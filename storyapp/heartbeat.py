@@ -27,13 +27,16 @@ def register() -> str:
     return worker_id
 
 
-def beat(worker_id: str) -> None:
-    """Says the worker is alive, with its process's figures."""
+def beat(worker_id: str, llm_hosts: str | None = None) -> None:
+    """Says the worker is alive, with its process's figures and, when given, what it last found
+    of its LLM hosts (llmhealth.HostChecks.report)."""
     figures = process_figures()
     own = {
         "cpu_s": figures.get("cpu_s"),
         "resident_memory_bytes": figures.get("resident_memory_bytes"),
     }
+    if llm_hosts is not None:
+        own["llm_hosts"] = llm_hosts
     with transaction():
         now = utcnow()
         updated = Worker.update(heartbeat_at=now, **own).where(Worker.id == worker_id).execute()

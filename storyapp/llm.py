@@ -1,10 +1,13 @@
 """The LLM behind one small interface, whatever server runs it (STYLE.md): `generate(messages,
-schema, options) -> Reply`, one request a call; `check()`, whether the server answers and has the
-model; `close()`. The options are the server's business to map (`Options`); retrying is the
-caller's (synthesis.py), so each attempt is logged on its own. `from_settings` makes the one the
-settings name: Ollama's /api/chat (ollama_llm.py), or a model in-process (local_llm.py).
+schema, options) -> Reply`, one request a call; `check_host(host)`, whether one of its `hosts`
+answers and has the model, and `check()`, the same over all of them; `close()`. The options
+are the server's business to map (`Options`); retrying is the caller's (synthesis.py), so each
+attempt is logged on its own. `from_settings` makes the one the settings name: Ollama's
+/api/chat (ollama_llm.py), an OpenAI-compatible server (openai_llm.py), or a model in-process
+(local_llm.py).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -75,12 +78,37 @@ class LLMError(Exception):
 class LLM(Protocol):
     name: str  # the kind of server: part of every cache key
     model: str
+    hosts: tuple[str, ...]
 
     def generate(self, messages: list[dict], schema: dict, options: Options) -> Reply: ...
+
+    def check_host(self, host: str, timeout: float = 3.0) -> dict: ...
 
     def check(self, timeout: float = 3.0) -> dict: ...
 
     def close(self) -> None: ...
+
+
+def check_all(
+    llm: LLM, timeout: float = 3.0, answered: Callable[[str], None] | None = None
+) -> dict:
+    """Whether any host answers and has the model, from each host's `check_host`: {"reachable",
+    "model_available", "model"}, and "errors" for the hosts that did not answer. `answered` is
+    told each host that answered."""
+    reachable, available, errors = False, False, []
+    for host in llm.hosts:
+        found = llm.check_host(host, timeout)
+        if found["reachable"]:
+            if answered is not None:
+                answered(host)
+            reachable = True
+            available = available or found["model_available"]
+        else:
+            errors.append(f"{host}: {found['error']}")
+    result = {"reachable": reachable, "model_available": available, "model": llm.model}
+    if errors:
+        result["errors"] = errors
+    return result
 
 
 # Statuses where the same request may well work a moment later: overloaded or crashed runner.

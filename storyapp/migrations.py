@@ -365,6 +365,12 @@ def m011_call_queueing(db: Database) -> None:
     schema.migrate(migrator.add_column("llmcall", "latency_includes_queue", queued))
 
 
+def m012_worker_llm_hosts(db: Database) -> None:
+    """Worker.llm_hosts: each worker's last check of each LLM host (llmhealth.py)."""
+    migrator = schema.SchemaMigrator.from_database(db)
+    schema.migrate(migrator.add_column("worker", "llm_hosts", TextField(null=True)))
+
+
 def m013_story_search(db: Database) -> None:
     """The stories' text search (search.py): SQLite's FTS5 table and the triggers that keep it,
     or PostgreSQL's generated tsvector column and its GIN index; filled for every story there
@@ -414,6 +420,7 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     m009_upgraded_stories,
     m010_call_contents,
     m011_call_queueing,
+    m012_worker_llm_hosts,
     m013_story_search,
     m014_job_note,
     m015_feed_titles,

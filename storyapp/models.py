@@ -643,6 +643,9 @@ class Worker(BaseModel):
     # only the process can read them, and /metrics is served by another.
     cpu_s = FloatField(null=True)
     resident_memory_bytes = BigIntegerField(null=True)
+    # What this worker last found of each LLM host it calls (llmhealth.py), as JSON: the
+    # workers make the calls, so /health reports their view, not the web process's.
+    llm_hosts = TextField(null=True)
 
 
 class Counter(BaseModel):

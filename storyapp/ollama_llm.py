@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from storyapp.llm import RETRYABLE_STATUS, LLMError, Options, Reply
+from storyapp.llm import RETRYABLE_STATUS, LLMError, Options, Reply, check_all
 from storyapp.slots import ProcessSlots, Slots
 
 # The ollama package makes a default client from OLLAMA_HOST as it is imported, and a list of
@@ -100,27 +100,24 @@ class OllamaLLM:
             client.close()
 
     def check(self, timeout: float = 3.0) -> dict:
-        """Whether any host answers and has the model, for /health and the demo. Uses its own
-        short timeout: a health check must not wait as long as a generation may."""
-        reachable, available, errors = False, False, []
-        for host in self.hosts:
-            client = ollama.Client(host=host, timeout=timeout)
-            try:
-                names = {m.model for m in client.list().models}
-            except Exception as exc:
-                errors.append(f"{host}: {_describe(exc)}")
-                continue
-            finally:
-                client.close()
-            reachable = True
-            # It answers: a host skipped after failures is probed at the next request, not
-            # after the rest of its cool-down.
-            self._slots.hosts.checked(host)
-            available = available or self.model in names or f"{self.model}:latest" in names
-        result = {"reachable": reachable, "model_available": available, "model": self.model}
-        if errors:
-            result["errors"] = errors
-        return result
+        """Whether any host answers and has the model (llm.check_all)."""
+        # A host that answers: skipped after failures, it is probed at the next request, not
+        # after the rest of its cool-down. Only here, where the planner asks before a run: the
+        # workers' health checks (check_host, every 30 s) only look.
+        return check_all(self, timeout, answered=self._slots.hosts.checked)
+
+    def check_host(self, host: str, timeout: float = 3.0) -> dict:
+        """Whether `host` answers and has the model, for the workers' health reports and the
+        demo. Uses its own short timeout: a check must not wait as long as a generation may."""
+        client = ollama.Client(host=host, timeout=timeout)
+        try:
+            names = {m.model for m in client.list().models}
+        except Exception as exc:
+            return {"reachable": False, "model_available": False, "error": _describe(exc)}
+        finally:
+            client.close()
+        available = self.model in names or f"{self.model}:latest" in names
+        return {"reachable": True, "model_available": available, "error": None}
 
 
 def _server_seconds(response) -> float | None:

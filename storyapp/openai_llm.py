@@ -14,7 +14,7 @@ import time
 
 import httpx
 
-from storyapp.llm import RETRYABLE_STATUS, LLMError, Options, Reply
+from storyapp.llm import RETRYABLE_STATUS, LLMError, Options, Reply, check_all
 from storyapp.slots import ProcessSlots, Slots
 
 
@@ -83,25 +83,21 @@ class OpenAILLM:
         return answer
 
     def check(self, timeout: float = 3.0) -> dict:
-        """Whether any server answers `GET /models` and lists the model."""
-        reachable, available, errors = False, False, []
-        for url in self.hosts:
-            try:
-                response = self._client.get(f"{url}/models", timeout=timeout)
-                response.raise_for_status()
-                names = {m.get("id") for m in response.json().get("data", [])}
-            except (httpx.HTTPError, ValueError, AttributeError) as exc:
-                errors.append(f"{url}: {type(exc).__name__}: {exc}")
-                continue
-            reachable = True
-            # It answers: a host skipped after failures is probed at the next request, not
-            # after the rest of its cool-down.
-            self._slots.hosts.checked(url)
-            available = available or self.model in names
-        result = {"reachable": reachable, "model_available": available, "model": self.model}
-        if errors:
-            result["errors"] = errors
-        return result
+        """Whether any server answers `GET /models` and lists the model (llm.check_all)."""
+        # A host that answers: skipped after failures, it is probed at the next request, not
+        # after the rest of its cool-down. Only here, where the planner asks before a run: the
+        # workers' health checks (check_host, every 30 s) only look.
+        return check_all(self, timeout, answered=self._slots.hosts.checked)
+
+    def check_host(self, host: str, timeout: float = 3.0) -> dict:
+        try:
+            response = self._client.get(f"{host}/models", timeout=timeout)
+            response.raise_for_status()
+            names = {m.get("id") for m in response.json().get("data", [])}
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            return {"reachable": False, "model_available": False, "error": error}
+        return {"reachable": True, "model_available": self.model in names, "error": None}
 
     def close(self) -> None:
         self._client.close()

@@ -7,7 +7,7 @@ import atexit
 import logging
 import threading
 
-from storyapp import db, heartbeat, recovery, tasks
+from storyapp import db, heartbeat, llmhealth, recovery, tasks
 from storyapp.queue import huey
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class Supervisor(threading.Thread):
     def __init__(self):
         super().__init__(name="storyapp-supervisor", daemon=True)
         self._stop_event = threading.Event()
+        self._llm_hosts = llmhealth.HostChecks()
 
     def start(self) -> None:
         # The jobs no worker was alive to finish have failed, as readers were shown: recorded
@@ -49,14 +50,24 @@ class Supervisor(threading.Thread):
         super().start()
 
     def run(self) -> None:
-        while not self._stop_event.wait(heartbeat.HEARTBEAT_S):
+        while True:
+            self._check_llm_host()
+            if self._stop_event.wait(heartbeat.HEARTBEAT_S):
+                break
             try:
-                heartbeat.beat(tasks.worker["id"])
+                heartbeat.beat(tasks.worker["id"], self._llm_hosts.report())
                 recover()
             except Exception:
                 log.exception("supervisor: heartbeat or recovery failed; trying again")
             finally:
                 db.release()
+
+    def _check_llm_host(self) -> None:
+        # Apart from the beat: a check that fails must not stop the worker looking alive.
+        try:
+            self._llm_hosts.check_next(tasks.llm())
+        except Exception:
+            log.exception("supervisor: checking an LLM host failed; trying again")
 
     def stop(self) -> None:
         self._stop_event.set()

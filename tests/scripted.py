@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from storyapp.fake_ollama import schema_reply
-from storyapp.llm import LLMError, Options, Reply
+from storyapp.llm import LLMError, Options, Reply, check_all
 
 # What a model writes when it goes wrong.
 NOT_JSON = "Sure! Here is your story: {title: oops"
@@ -133,8 +133,14 @@ class ScriptedLLM:
             text=text,
         )
 
+    hosts = (HOST,)
+
+    def check_host(self, host: str = HOST, timeout: float = 3.0) -> dict:
+        error = None if self.reachable else f"cannot connect to {HOST}"
+        return {"reachable": self.reachable, "model_available": self.reachable, "error": error}
+
     def check(self, timeout: float = 3.0) -> dict:
-        return {"reachable": self.reachable, "model_available": self.reachable, "model": self.model}
+        return check_all(self, timeout)
 
     def close(self) -> None:
         self.closed = True

@@ -7,6 +7,7 @@ import pytest
 from conftest import article, free_port, init, make_settings, wait_for_job
 from feedserver import atom, item, rss
 from scripted import NOT_JSON
+from workers import report_from
 
 from storyapp import feeds, ingest, jobs, recovery, tasks
 from storyapp.api import create_app
@@ -663,7 +664,8 @@ def test_feed_bodies_that_are_not_json_or_have_extras(client):
 # --- health -----------------------------------------------------------------------------------
 
 
-def test_health_ok_against_the_fake_ollama(client, ollama):
+def test_health_ok_against_the_fake_ollama(client, ollama, configured):
+    report_from(configured)  # a worker found the server answering, with the model
     response = client.get("/health")
     assert response.status_code == 200
     body = response.get_json()
@@ -675,8 +677,10 @@ def test_health_ok_against_the_fake_ollama(client, ollama):
 
 
 def test_health_model_missing_is_degraded(tmp_path, ollama):
-    app = create_app(init(make_settings(tmp_path, ollama.url, STORYAPP_MODEL="no-such-model:1b")))
+    settings = init(make_settings(tmp_path, ollama.url, STORYAPP_MODEL="no-such-model:1b"))
+    app = create_app(settings)
     try:
+        report_from(settings)
         body = app.test_client().get("/health").get_json()
     finally:
         database.close()
@@ -686,8 +690,10 @@ def test_health_model_missing_is_degraded(tmp_path, ollama):
 
 
 def test_health_without_ollama_is_degraded(tmp_path):
-    app = create_app(init(make_settings(tmp_path, f"http://127.0.0.1:{free_port()}")))
+    settings = init(make_settings(tmp_path, f"http://127.0.0.1:{free_port()}"))
+    app = create_app(settings)
     try:
+        report_from(settings)
         response = app.test_client().get("/health")
     finally:
         database.close()

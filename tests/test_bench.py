@@ -3,7 +3,9 @@ are what BENCHMARKS.md is for)."""
 
 import io
 
-from storyapp.bench import Options, follow_ups, new_events, report
+import pytest
+
+from storyapp.bench import API, Options, follow_ups, new_events, report
 from storyapp.corpus import synthetic_corpus
 from storyapp.models import utcnow
 
@@ -22,10 +24,19 @@ def test_corpus_is_seeded_and_has_the_events_asked_for():
     assert not {r["url"] for r in fresh} & {r["url"] for r in corpus}
 
 
-def test_bench_report_on_a_tiny_corpus():
+@pytest.mark.parametrize("backend", ["ollama", "openai"])
+def test_bench_report_on_a_tiny_corpus(backend):
     out = io.StringIO()
     report(
-        Options(events=16, latency=0.01, jitter=0.0, slots=(2,), sizes=(300,), baseline=True),
+        Options(
+            events=16,
+            latency=0.01,
+            jitter=0.0,
+            slots=(2,),
+            sizes=(300,),
+            baseline=True,
+            backend=backend,
+        ),
         out=out,
     )
     text = out.getvalue()
@@ -34,6 +45,8 @@ def test_bench_report_on_a_tiny_corpus():
         for line in text.splitlines()
         if line.startswith("| ")
     }
+    assert API[backend] in text.splitlines()[0]
+    # Calls are counted in the API asked for: a run that spoke the other would count none.
     assert rows["first version: one call after another"][3].strip() == "16"
     assert rows["storyapp"][3].strip() == "16"  # one LLM call per event
     assert rows["warm, nothing changed"][3].strip() == "0"

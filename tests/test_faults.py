@@ -15,6 +15,7 @@ from conftest import (
     wait_for_job,
 )
 from scripted import NOT_JSON, OFF_SCHEMA, STEERED, TOO_LONG
+from workers import report_from
 
 from storyapp.api import create_app
 from storyapp.fake_ollama import FakeOllama, schema_reply
@@ -87,12 +88,16 @@ def test_a_missing_model_is_said_plainly_and_not_retried(tmp_path):
     with FakeOllama() as server:
         job = generate_with(tmp_path, server.url, STORYAPP_MODEL="llama9:70b")
         assert server.chat_count == 2  # one call per cluster, no retry
-        health = create_app(make_settings(tmp_path, server.url, STORYAPP_MODEL="llama9:70b"))
-        report = health.test_client().get("/health").get_json()
+        missing = make_settings(tmp_path, server.url, STORYAPP_MODEL="llama9:70b")
+        report_from(missing)  # a worker checks the server
+        report = create_app(missing).test_client().get("/health").get_json()
     assert call_outcomes() == [("error", 404)] * 2
     assert "not found" in job["error"] and "ollama pull llama9:70b" in job["error"]
     assert report["status"] == "degraded"
-    assert report["llm"] == {"reachable": True, "model_available": False, "model": "llama9:70b"}
+    assert report["llm"]["reachable"] is True and report["llm"]["model_available"] is False
+    assert report["llm"]["errors"] == [
+        f"{server.url}: has no model llama9:70b (ollama pull llama9:70b)"
+    ]
 
 
 # Two clusters, each tried again after a failure: the third failure in a row opens the host's

@@ -29,6 +29,7 @@ from storyapp.models import (
     Story,
     StoryArticle,
     StoryVersion,
+    Worker,
 )
 from storyapp.story import StoryText
 
@@ -138,6 +139,26 @@ say(json.dumps(migrations.migrate(database)))
 
 
 @pytest.mark.backends
+def test_m012_gives_the_workers_their_llm_hosts_and_keeps_them(database):
+    # A database as it stood before m012: made today, less the column.
+    before = [m for m in MIGRATIONS if m.__name__ != "m012_worker_llm_hosts"]
+    migrate(database, before)
+    database.execute_sql("ALTER TABLE worker DROP COLUMN llm_hosts")
+    now = datetime(2026, 1, 1, 6)
+    with database.bind_ctx(TABLES):
+        database.execute_sql(
+            "INSERT INTO worker (id, host, pid, started_at, heartbeat_at) VALUES "
+            "('w1', 'box', 7, %s, %s)" % ((database.param,) * 2),
+            (now, now),
+        )
+        assert migrate(database) == ["m012_worker_llm_hosts"]
+        assert Worker.get_by_id("w1").llm_hosts is None
+        Worker.update(llm_hosts='{"http://a:11434": {}}').execute()
+        assert Worker.get_by_id("w1").llm_hosts == '{"http://a:11434": {}}'
+        assert migrate(database) == []
+
+
+@pytest.mark.backends
 def test_processes_starting_at_once_migrate_once(backend):
     # Four processes open a new database and migrate it at once: the first to take the lock
     # holds it until the test has seen the three others ask for it.
@@ -234,6 +255,7 @@ def test_a_database_made_by_m001_upgrades_and_keeps_its_data(tmp_path):
         "m009_upgraded_stories",
         "m010_call_contents",
         "m011_call_queueing",
+        "m012_worker_llm_hosts",
         "m013_story_search",
         "m014_job_note",
         "m015_feed_titles",

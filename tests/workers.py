@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from storyapp import heartbeat, llmhealth
+from storyapp.llm import from_settings
 from storyapp.models import Job, JobCluster, Story
 
 
@@ -76,3 +78,17 @@ def assert_finished_once(job_id: str) -> None:
     clusters = list(JobCluster.select().where(JobCluster.job == job_id))
     assert all(c.status == "done" and c.story_id for c in clusters)
     assert Story.select().count() == job.total  # no story written twice
+
+
+def report_from(settings, *, checks=None) -> tuple[str, llmhealth.HostChecks]:
+    """A worker with `settings` registers, checks every host it calls, and beats."""
+    llm = from_settings(settings)
+    checks = checks or llmhealth.HostChecks()
+    try:
+        while checks.check_next(llm) is not None:
+            pass
+    finally:
+        llm.close()
+    worker = heartbeat.register()
+    heartbeat.beat(worker, checks.report())
+    return worker, checks
