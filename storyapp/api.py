@@ -553,6 +553,16 @@ def health():
     # process does not ask the LLM itself. No live worker's report: unknown, and degraded, as
     # nothing says a story can be written.
     report["llm"] = llmhealth.workers_view()
+    if not report["llm"]["known"]:
+        # No worker has reported: the web process's own check keeps the contract's booleans,
+        # said to be its own (its settings may not be the workers'); still degraded below.
+        own = tasks.llm().check()
+        report["llm"].update(
+            reachable=own["reachable"],
+            model_available=own["model_available"],
+            note=report["llm"]["note"]
+            + "; reachable and model_available are the web process's own check",
+        )
     if not llmhealth.healthy(report["llm"]):
         report["status"] = "degraded"
     report["workers"] = {"alive": heartbeat.alive().count()}

@@ -83,8 +83,10 @@ def test_with_no_worker_alive_health_says_unknown_and_does_not_guess(tmp_path, o
     body = client.get("/health").get_json()
     assert body["status"] == "degraded" and body["workers"] == {"alive": 0}
     assert body["llm"]["known"] is False
-    assert body["llm"]["reachable"] is None and body["llm"]["model_available"] is None
+    # The contract's booleans, from the web process's own check, and said to be that.
+    assert body["llm"]["reachable"] is True and body["llm"]["model_available"] is True
     assert body["llm"]["note"].startswith("unknown: no worker is alive")
+    assert body["llm"]["note"].endswith("are the web process's own check")
     assert "LLM servers: unknown: no worker is alive" in client.get("/").get_data(as_text=True)
     heartbeat.register()  # alive, but it has checked nothing yet
     note = client.get("/health").get_json()["llm"]["note"]
