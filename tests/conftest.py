@@ -41,6 +41,12 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    # A shell runs a command put in the background (`cmd &`, as CI scripts may) with SIGINT
+    # ignored, and a process started from it inherits that: the tests' Ctrl-C to `storyapp
+    # serve`, `generate --wait` and `demo` did nothing. A handled signal is default again in a
+    # program started after, as at a terminal.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line(
         "markers",
         "backends(*names): runs once per backend that --backends selects (of `names`, if any)",
