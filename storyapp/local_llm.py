@@ -66,7 +66,7 @@ class LocalLLM:
                 # Streamed, token by token, so that the timeout is looked at between two.
                 for chunk in llama.create_chat_completion(
                     messages=messages,
-                    response_format={"type": "json_object", "schema": schema},
+                    response_format={"type": "json_object", "schema": grammar_schema(schema)},
                     max_tokens=options.reply_tokens,
                     temperature=options.temperature,
                     stream=True,
@@ -133,7 +133,7 @@ class LocalLLM:
             started, first, written = time.perf_counter(), None, 0
             for chunk in llama.create_chat_completion(
                 messages=messages,
-                response_format={"type": "json_object", "schema": schema},
+                response_format={"type": "json_object", "schema": grammar_schema(schema)},
                 max_tokens=writes,
                 temperature=options.temperature,
                 stream=True,
@@ -198,6 +198,20 @@ class LocalLLM:
 
     def _past_deadline(self, _data: ctypes.c_void_p) -> bool:
         return time.monotonic() > self._deadline
+
+
+def grammar_schema(node):
+    """The schema as llama.cpp's grammar can hold it: its converter ignores `minimum` and
+    `maximum`, so an article number (1 to the articles shown) becomes the list of those numbers.
+    Without it Gemma 3 270M cited articles -1 to -8 of three, and the whole reply was refused."""
+    if isinstance(node, list):
+        return [grammar_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    low, high = node.get("minimum"), node.get("maximum")
+    if node.get("type") == "integer" and None not in (low, high) and high - low <= 64:
+        return {"enum": list(range(int(low), int(high) + 1))}
+    return {key: grammar_schema(value) for key, value in node.items()}
 
 
 def model_path(model: str) -> Path:

