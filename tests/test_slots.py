@@ -271,6 +271,10 @@ def test_waiting_requests_are_served_in_the_order_they_came(shared, client, line
         for place, t in enumerate(threads, 1):
             t.start()
             wait_until(lambda n=place: client.zcard(line) == n, what=f"{place} in line")
+            # Arrivals in one millisecond of Redis's clock are in the order of their tokens:
+            # the next one (the holder's again, below) must come a millisecond later at least.
+            arrived = max(score for _, score in client.zrange(line, 0, -1, withscores=True))
+            wait_until(lambda a=arrived: redis_ms(client) > a, what="Redis's clock to move on")
     with holder.take():  # given back and at once asked for again: the line goes first
         order.append("holder again")
     for t in threads:
