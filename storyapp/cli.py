@@ -227,15 +227,20 @@ def finite(ctx, param, value):
     return value
 
 
+def hours_option(help: str):
+    """--hours: a window of 1 to 720 hours, as the API takes it."""
+    return click.option(
+        "--hours",
+        default=24.0,
+        type=click.FloatRange(1, 720),
+        callback=finite,
+        show_default=True,
+        help=help,
+    )
+
+
 @cli.command()
-@click.option(
-    "--hours",
-    default=24.0,
-    type=click.FloatRange(1, 720),
-    callback=finite,
-    show_default=True,
-    help="Time window: articles published in the last HOURS hours.",
-)
+@hours_option("Time window: articles published in the last HOURS hours.")
 @click.option("--wait", is_flag=True, help="Show a progress bar until the job ends.")
 @click.option("--force", is_flag=True, help="Ignore the cache and unchanged stories.")
 def generate(hours, wait, force):
@@ -340,14 +345,7 @@ def cancel(job_id):
 
 
 @cli.command()
-@click.option(
-    "--hours",
-    default=24.0,
-    type=click.FloatRange(1, 720),
-    callback=finite,
-    show_default=True,
-    help="Stories updated in the last HOURS hours, as GET /stories.",
-)
+@hours_option("Stories updated in the last HOURS hours, as GET /stories.")
 @click.option("--limit", default=20, type=click.IntRange(1, 500), show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="As GET /stories answers.")
 def stories(hours, limit, as_json):
