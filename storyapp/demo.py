@@ -44,6 +44,7 @@ def demo_env(env: Mapping[str, str]) -> dict[str, str]:
 # What a story's reply runs to with the small model, to estimate the demo's time: 150-300
 # tokens measured here (FIELD-NOTES), and the cap when it loops.
 REPLY_TOKENS = 250
+SERVERS = {"ollama": "Ollama", "openai": "The OpenAI-compatible server"}
 
 
 def no_server_configured(env: Mapping[str, str]) -> bool:
@@ -171,12 +172,13 @@ def run_demo(
         )
     elif not health["reachable"]:
         echo(
-            f"Ollama is not reachable at {hosts}: every story will be written by the "
-            "extractive fallback."
+            f"{SERVERS[settings.llm_backend]} is not reachable at {hosts}: every story will be "
+            "written by the extractive fallback."
         )
     elif not health["model_available"]:
+        pull = f" (ollama pull {settings.model})" if settings.llm_backend == "ollama" else ""
         echo(
-            f"Ollama at {hosts} has no model {settings.model} (ollama pull {settings.model}): "
+            f"{SERVERS[settings.llm_backend]} at {hosts} has no model {settings.model}{pull}: "
             "every story will be written by the extractive fallback."
         )
     job, created = tasks.start_job(24.0, False)

@@ -51,6 +51,14 @@ def test_demo_without_ollama_falls_back_and_says_so(tmp_path):
     assert done.stderr.splitlines()[-1].startswith("succeeded: ")
 
 
+def test_demo_names_the_kind_of_server_that_does_not_answer(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    done = run_demo(tmp_path, "", STORYAPP_LLM_BACKEND="openai", STORYAPP_LLM_URL=url)
+    assert done.returncode == 0, done.stderr
+    assert f"The OpenAI-compatible server is not reachable at {url}" in done.stdout
+    assert "Ollama" not in done.stdout
+
+
 def test_demo_uses_the_data_directory_it_is_given(tmp_path):
     chosen = tmp_path / "elsewhere"
     done = run_demo(tmp_path, f"http://127.0.0.1:{free_port()}", STORYAPP_DATA_DIR=str(chosen))
