@@ -2,14 +2,16 @@
 
 A model writes fluent sentences whether or not the articles say them. Two kinds of check:
 
-- **Sanity** (`sane`): a reply that repeats itself, fills fields with placeholders ("1",
-  "]["), copies the prompt's markup, or whose summary is its title, is no story: it is refused
-  whole, like a reply that breaks the schema.
+- **Sanity** (`sane`): a reply that fills fields with placeholders ("1", "]["), or copies the
+  prompt's markup, is no story: it is refused whole, like a reply that breaks the schema.
 - **Grounding** (`ground`): each statement is checked against the articles it cites: its
   numbers, its dates and its names (capitalised words and runs of them) must appear in them,
   and where a number's sentence can be found in an article, the statement's direction words
   ("rose", "fell") must not say the opposite of it. A statement that fails is dropped, never
-  stored as fact; a timeline entry's date must be one an article states.
+  stored as fact; a timeline entry's date must be one an article states. So is a statement
+  that says again what the title or an earlier statement said (small models copy the title
+  into the summary and the summary into the key points): the story keeps what it says once,
+  and a reply with no summary or key point of its own is refused.
 
 Texts are compared lowercased, with digits' thousands separators removed, so "1,200" matches
 "1200". What cannot be seen (a paraphrase, a number written in words) is not held against a
@@ -46,6 +48,9 @@ DOWN = frozenset(
     "lose loses shrank shrink shrinks lower plunged plunge plunges dropped drop drops "
     "slumped slump slumps declined decline declines less below cut cuts".split()
 )
+# Two statements sharing this share of their words (as sets) say the same thing: "holds" and
+# "held" in a sentence of eight words.
+SAME_STATEMENT = 0.75
 # The prompt's own markup, which a model that copies the prompt writes into its fields.
 MARKUP = re.compile(r"</?\s*article\b|\bpublished=|\bnumber=\"|\bsource=\"", re.IGNORECASE)
 # Words that begin sentences and headlines without being names.
@@ -76,43 +81,61 @@ def sane(story: StoryText) -> None:
     for text in texts:
         if len([w for w in WORD.findall(text) if len(w) > 1]) < 2:
             raise ValueError(f"a placeholder, not a sentence: {text[:60]!r}")
-    seen = set()
-    for text in texts:
-        key = _plain(text)
-        if key in seen:
-            raise ValueError(f"repeats itself: {text[:60]!r}")
-        seen.add(key)
-    if _plain(" ".join(s.text for s in story.summary)) == _plain(story.title):
-        raise ValueError("the summary is the title")
 
 
-def ground(story: StoryText, articles: Sequence[ArticleText]) -> Grounding:
-    """The story with every statement its cited articles do not bear out dropped. Sources are
+def ground(
+    story: StoryText,
+    articles: Sequence[ArticleText],
+    shown: Sequence[int] | None = None,
+    repeats_allowed: bool = False,
+) -> Grounding:
+    """The story with every statement its cited articles do not bear out dropped, and every
+    statement that says again what it said unless `repeats_allowed`. A statement that one
+    article of those `shown` (the writer read, default all) bears out where its own citations
+    do not is cited to that article instead: models cite article 1 for everything. Sources are
     1-based positions in `articles`."""
     texts = [_source_text(a) for a in articles]
+    readable = list(shown or range(1, len(articles) + 1))
     checked = dropped = 0
     reasons: list[str] = []
+    said = [_statement_words(story.title)]  # what the story has said so far
 
-    def keep(statement, text: str, sources: list[int]) -> bool:
+    def problem(statement, text: str, sources: Sequence[int]) -> str | None:
+        cited = [articles[s - 1] for s in sources]
+        cited_texts = [texts[s - 1] for s in sources]
+        found = unsupported(text, cited, cited_texts)
+        if found is None and isinstance(statement, Development):
+            found = _undated(statement, cited, cited_texts)
+        return found
+
+    def checked_statement(statement, text: str):
         nonlocal checked, dropped
         checked += 1
-        problem = unsupported(
-            text, [articles[s - 1] for s in sources], [texts[s - 1] for s in sources]
-        )
-        if problem is None and isinstance(statement, Development):
-            problem = _undated(
-                statement, [articles[s - 1] for s in sources], [texts[s - 1] for s in sources]
-            )
-        if problem is None:
-            return True
+        words = _statement_words(text)
+        repeat = not repeats_allowed and _repeated(words, said)
+        why = repeat or problem(statement, text, statement.sources)
+        if why and not repeat:
+            # The article that shares most of its words first: the likeliest to state it.
+            for source in sorted(
+                readable, key=lambda s: -len(words & _words(_plain(texts[s - 1])))
+            ):
+                if problem(statement, text, [source]) is None:
+                    statement, why = statement.model_copy(update={"sources": [source]}), None
+                    break
+        if why is None:
+            said.append(words)
+            return statement
         dropped += 1
-        reasons.append(f"{problem}: {text[:80]!r}")
-        return False
+        reasons.append(f"{why}: {text[:80]!r}")
+        return None
 
-    summary = [s for s in story.summary if keep(s, s.text, s.sources)]
-    points = [p for p in story.key_points if keep(p, p.text, p.sources)]
-    views = [p for p in story.perspectives if keep(p, f"{p.who}: {p.view}", p.sources)]
-    timeline = [d for d in story.timeline if keep(d, d.event, d.sources)]
+    def kept(statements, text=lambda s: s.text) -> list:
+        return [s for s in (checked_statement(s, text(s)) for s in statements) if s is not None]
+
+    summary = kept(story.summary)
+    points = kept(story.key_points)
+    views = kept(story.perspectives, lambda p: f"{p.who}: {p.view}")
+    timeline = kept(story.timeline, lambda d: d.event)
     quote = story.quote
     if quote is not None:
         checked += 1
@@ -134,6 +157,17 @@ def ground(story: StoryText, articles: Sequence[ArticleText]) -> Grounding:
     return Grounding(
         StoryText.model_validate(kept.model_dump(mode="json")), checked, dropped, reasons
     )
+
+
+def _repeated(words: frozenset[str], said: list[frozenset[str]]) -> str | None:
+    for other in said:
+        if len(words & other) >= SAME_STATEMENT * len(words | other):
+            return "says again what the story said"
+    return None
+
+
+def _statement_words(text: str) -> frozenset[str]:
+    return _words(_plain(text)) | _numbers(text)
 
 
 def unsupported(text: str, cited: Sequence[ArticleText], cited_texts: Sequence[str]) -> str | None:
