@@ -79,7 +79,7 @@ def estimate(llm) -> str:
         )
     }
     requests = [
-        prompt.build(list(jobs.load_texts(p.article_ids).values()))
+        prompt.build(list(jobs.load_texts(p.article_ids).values()), brief=llm.brief)
         for p in plans
         if p.key not in written
     ]

@@ -79,6 +79,9 @@ class LLM(Protocol):
     name: str  # the kind of server: part of every cache key
     model: str
     hosts: tuple[str, ...]
+    # Asks for the short story of fewer articles (prompt.build): a model on this box's CPU
+    # reads a long prompt for minutes.
+    brief: bool
 
     def generate(self, messages: list[dict], schema: dict, options: Options) -> Reply: ...
 

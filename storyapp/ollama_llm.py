@@ -25,6 +25,7 @@ finally:
 
 class OllamaLLM:
     name = "ollama"
+    brief = False
 
     def __init__(
         self,

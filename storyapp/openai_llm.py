@@ -20,6 +20,7 @@ from storyapp.slots import ProcessSlots, Slots
 
 class OpenAILLM:
     name = "openai"
+    brief = False
 
     def __init__(
         self,

@@ -35,6 +35,10 @@ KEY_POINTS_MAX = 6
 PERSPECTIVES_MAX = 3
 TIMELINE_MAX = 5
 ENTITIES_MAX = 4
+# The short story (schema(compact=True)): so many summary sentences and key points, no fewer,
+# so that a model that would stop at one writes facts beyond its headline.
+SHORT_SUMMARY = 2
+SHORT_KEY_POINTS = 3
 CATEGORIES = (
     "world",
     "politics",
@@ -208,12 +212,14 @@ SENT_LENGTH_MAX = 1000
 def schema(compact: bool = False, articles: int | None = None) -> dict:
     """The JSON schema sent to the LLM (made once: pydantic takes a while): flat (no $refs),
     no bound a grammar compiler chokes on, and, given the number of `articles` shown, no
-    source beyond it. `compact` asks for the required fields only, for a second try after a
-    reply ran long."""
+    source beyond it. `compact` asks for the short story: the required fields only, so many of
+    each (SHORT_*), for a second try after a reply ran long and from a model in-process."""
     full = StoryText.model_json_schema()
     flat = _sendable(full, full.get("$defs", {}), articles)
     if compact:
         flat["properties"] = {k: flat["properties"][k] for k in flat["required"]}
+        for name, count in (("summary", SHORT_SUMMARY), ("key_points", SHORT_KEY_POINTS)):
+            flat["properties"][name].update(minItems=count, maxItems=count)
     return flat
 
 

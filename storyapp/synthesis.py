@@ -3,9 +3,10 @@ against the story's shape (story.py) and against its articles (grounding.py), th
 and the extractive fallback (extractive.py) when the LLM cannot help. Plain data in, plain
 data out.
 
-A reply is tried again when it breaks the schema, is no story (grounding.sane), or keeps
-nothing once its unsupported statements are dropped; a reply the token cap cut off is not
-sent again unchanged: the second try asks for the short story (prompt.COMPACT_PROMPT).
+A reply is tried again when it breaks the schema, is no story (grounding.sane), or keeps no
+summary or no key point once its unsupported and repeated statements are dropped; a reply the
+token cap cut off is not sent again unchanged: the second try asks for the short story
+(prompt.COMPACT_PROMPT).
 """
 
 import hashlib
@@ -90,7 +91,7 @@ def synthesize(
     if llm is None:
         fallback = Synthesis(extractive_story(articles), "fallback", error="no LLM configured")
         return _checked(fallback, articles)
-    request = prompt.build(articles)
+    request = prompt.build(articles, brief=llm.brief)
     key = request_key(llm, request)
     if (known := cache(key)) is not None:
         try:
@@ -183,11 +184,9 @@ def _accept(
     if not reply.cited() <= set(range(1, len(request.shown) + 1)):
         raise ValueError("cites an article number the prompt did not give")
     positions = reply.with_sources(lambda n: request.shown[n - 1] + 1)
-    checked = grounding.ground(positions, articles)
+    checked = grounding.ground(positions, articles, [i + 1 for i in request.shown])
     if checked.story is None:
-        raise ValueError(
-            f"no summary or key point is borne out by its articles: {checked.reasons[0]}"
-        )
+        raise ValueError(f"no summary or no key point of it stands: {checked.reasons[0]}")
     return checked
 
 
@@ -214,7 +213,8 @@ def _record(attempt: int, reply: Reply) -> CallRecord:
 
 def _checked(result: Synthesis, articles: Sequence[ArticleText]) -> Synthesis:
     """The extractive writers' figures: their sentences are the articles' own, so nothing is
-    dropped, but what was checked is counted like any story's."""
-    figures = grounding.ground(result.story, articles)
+    dropped, but what was checked is counted like any story's. (They repeat the headline as
+    the key point on purpose, where an article has nothing more to say.)"""
+    figures = grounding.ground(result.story, articles, repeats_allowed=True)
     result.checked, result.dropped = figures.checked, figures.dropped
     return result

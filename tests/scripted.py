@@ -88,6 +88,7 @@ def fits_the_schema(messages: list[dict], schema: dict) -> dict:
 
 class ScriptedLLM:
     name = "scripted"
+    brief = False
     host = HOST
     latency_ms = 12.5
     prompt_tokens = 100

@@ -1,3 +1,4 @@
+import json
 from datetime import datetime, timedelta
 
 from scripted import NOT_JSON, ScriptedLLM, busy, missing
@@ -142,6 +143,25 @@ def test_prompt_is_trimmed_to_the_budget():
     user = messages[1]["content"]
     assert len(user) < prompt.PROMPT_BUDGET_CHARS * 1.2
     assert user.count("<article ") == prompt.PROMPT_MAX_ARTICLES
+
+
+def test_a_model_in_process_is_asked_for_the_short_story_of_fewer_articles():
+    long = [text(i, f"Title {i}", "s", "word " * 20_000) for i in range(30)]
+    llm = ScriptedLLM()
+    llm.brief = True
+    synthesize(long, llm, sleep=no_sleep)
+    messages, schema, _ = llm.history[0]
+    # The short story's instructions, and a worked example of it, before the articles.
+    assert messages[0]["content"] == prompt.COMPACT_PROMPT
+    assert json.loads(messages[2]["content"]) == prompt.EXAMPLE_STORY
+    assert story.parse(prompt.EXAMPLE_STORY)  # the example is a story the checks accept
+    user = messages[-1]["content"]
+    assert user.count("<article ") == prompt.BRIEF_MAX_ARTICLES
+    assert len(user) < prompt.BRIEF_BUDGET_CHARS * 1.2
+    assert schema == story.schema(True, prompt.BRIEF_MAX_ARTICLES)
+    summary, points = schema["properties"]["summary"], schema["properties"]["key_points"]
+    assert summary["minItems"] == summary["maxItems"] == story.SHORT_SUMMARY
+    assert points["minItems"] == points["maxItems"] == story.SHORT_KEY_POINTS
 
 
 def test_articles_cannot_close_their_tag():
