@@ -41,9 +41,9 @@ def demo_env(env: Mapping[str, str]) -> dict[str, str]:
     return {**env, "STORYAPP_DATA_DIR": env.get("STORYAPP_DATA_DIR") or DEMO_DATA_DIR}
 
 
-# What a story's reply runs to with the small model, to estimate the demo's time: 150-300
-# tokens measured here (FIELD-NOTES), and the cap when it loops.
-REPLY_TOKENS = 250
+# What a story's reply runs to with the small model, to estimate the demo's time: 150-500
+# tokens, 294 on average, over the 50 replies to the sample measured here (the short story).
+REPLY_TOKENS = 300
 SERVERS = {"ollama": "Ollama", "openai": "The OpenAI-compatible server"}
 
 
@@ -89,13 +89,16 @@ def estimate(llm) -> str:
     # The other prompts' tokens, from their length: the tokens a character of the first.
     chars = [sum(len(m["content"]) for m in r.messages) for r in requests]
     reads = [speed.prompt_tokens / chars[0] * c / speed.read_tps for c in chars]
-    # Each request ends at the timeout at the latest; a reply that loops to the cap is not
-    # valid JSON and is asked for once more.
+    # Each request ends at the timeout at the latest. A reply the checks refuse is asked for
+    # once more (synthesis.INVALID_ATTEMPTS): a small model's often are, so the likely time
+    # runs from one request a story to two; a reply that loops to the cap is refused too.
     cap, timeout = synthesis.GENERATION.reply_tokens, llm.timeout
-    likely = sum(min(read + REPLY_TOKENS / speed.write_tps, timeout) for read in reads)
-    worst = sum(2 * min(read + cap / speed.write_tps, timeout) for read in reads)
+    once = sum(min(read + REPLY_TOKENS / speed.write_tps, timeout) for read in reads)
+    attempts = synthesis.INVALID_ATTEMPTS
+    worst = sum(attempts * min(read + cap / speed.write_tps, timeout) for read in reads)
     return (
-        f"Expect about {_duration(likely)} (up to {_duration(worst)} if the model loops): "
+        f"Expect {_duration(once)} to {_duration(attempts * once)} (up to {_duration(worst)} "
+        "if the model loops): "
         f"{len(requests)} stories for the model, one at a time. This box reads a prompt at "
         f"{speed.read_tps:.0f} tokens/s and writes {speed.write_tps:.1f} tokens/s (timed just "
         f"now); a story runs to ~{REPLY_TOKENS} tokens, and a request stops at "
