@@ -212,7 +212,8 @@ class LocalLLM:
 # Gemma 3 270M copies: its title into the summary, the summary into each key point, a
 # sentence into itself until the cap. While it writes, a word that would repeat a run of this
 # many tokens the reply holds already is held back, so that each sentence says something new
-# or ends. Measured on the sample's first 11 clusters: 4 stories accepted with it, 1 without.
+# or ends. On the sample's first 12 clusters, the first reply held up for 5 with it and 3
+# without (6 of the other 9 were left saying nothing the title had not said).
 NO_REPEAT_TOKENS = 5
 HELD_BACK = 100.0  # off the token's logit: never chosen while the grammar allows another
 
