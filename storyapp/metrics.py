@@ -279,7 +279,7 @@ COUNTER_DOCS = {
     ),
     counters.STATEMENTS: CounterDoc(
         "Statements of the stories written, checked against the articles they cite, and of "
-        "those the ones dropped as not borne out.",
+        "those the ones dropped: not borne out, or saying again what the story said.",
         ("result",),
         ("checked", "dropped"),
     ),
