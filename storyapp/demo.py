@@ -24,6 +24,7 @@ from storyapp import ingest, jobs, prompt, synthesis, tasks
 from storyapp.config import DEFAULT_MODELS, Settings
 from storyapp.corpus import SAMPLE
 from storyapp.db import transaction
+from storyapp.llmhealth import no_model
 from storyapp.models import Article, Story, utcnow
 from storyapp.progress import describe_job, watch_job
 from storyapp.queue import huey
@@ -179,10 +180,10 @@ def run_demo(
             "written by the extractive fallback."
         )
     elif not health["model_available"]:
-        pull = f" (ollama pull {settings.model})" if settings.llm_backend == "ollama" else ""
         echo(
-            f"{SERVERS[settings.llm_backend]} at {hosts} has no model {settings.model}{pull}: "
-            "every story will be written by the extractive fallback."
+            f"{SERVERS[settings.llm_backend]} at {hosts} "
+            f"{no_model(settings.llm_backend, settings.model)}: every story will be written by "
+            "the extractive fallback."
         )
     job, created = tasks.start_job(24.0, False)
     consumer = huey.create_consumer(

@@ -99,9 +99,14 @@ def healthy(view: dict) -> bool:
 def _trouble(host: dict) -> str:
     if not host["reachable"]:
         return host["error"] or "does not answer"
-    if host["backend"] == "ollama":
-        return f"has no model {host['model']} (ollama pull {host['model']})"
-    return f"has no model {host['model']}"
+    return no_model(host["backend"], host["model"])
+
+
+def no_model(backend: str, model: str) -> str:
+    """What a host lacks, with the command that fetches it where there is one."""
+    if backend == "ollama":
+        return f"has no model {model} (ollama pull {model})"
+    return f"has no model {model}"
 
 
 def _age_s(found: dict, now: datetime) -> float:

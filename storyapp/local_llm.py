@@ -199,7 +199,8 @@ class LocalLLM:
                     n_threads=self.threads,
                     verbose=False,
                 )
-            self._wordlike = wordlike_tokens(self._llama)
+            if self._wordlike is None:  # the same model's tokens, whatever its context
+                self._wordlike = wordlike_tokens(self._llama)
             self._abort = llama_cpp.ggml_abort_callback(self._past_deadline)
             llama_cpp.llama_set_abort_callback(self._llama.ctx, self._abort, None)
             self._context_tokens = context_tokens

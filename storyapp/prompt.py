@@ -88,6 +88,10 @@ EXAMPLE_STORY = {
         {"text": "The cause of the fire is being investigated.", "sources": [2]},
     ],
 }
+EXAMPLE = (
+    {"role": "user", "content": EXAMPLE_ARTICLES},
+    {"role": "assistant", "content": json.dumps(EXAMPLE_STORY)},
+)
 # A model in-process reads a prompt on the CPU, a few hundred tokens a second at best: it is
 # shown fewer articles, and less of each, and asked for the short story.
 BRIEF_MAX_ARTICLES = 4
@@ -127,13 +131,9 @@ def build(articles: Sequence[ArticleText], compact: bool = False, brief: bool = 
             f'published="{article.published_at:%Y-%m-%d %H:%M}">\n'
             f"{trim(_defang(text), per_article)}\n</article>"
         )
-    example = [
-        {"role": "user", "content": EXAMPLE_ARTICLES},
-        {"role": "assistant", "content": json.dumps(EXAMPLE_STORY)},
-    ]
     messages = [
         {"role": "system", "content": COMPACT_PROMPT if compact else SYSTEM_PROMPT},
-        *(example if compact else []),
+        *(EXAMPLE if compact else []),
         {"role": "user", "content": "\n\n".join(blocks)},
     ]
     return Prompt(messages, shown, story.schema(compact, len(shown)))
